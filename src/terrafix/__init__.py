@@ -1,0 +1,3 @@
+"""terrafix: onboard GNSS-denied navigation for fixed-wing UAVs."""
+
+__version__ = "0.1.0"

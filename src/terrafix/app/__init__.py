@@ -1,0 +1,1 @@
+"""Configuration, composition roots (fly, replay, demo) and the command-line interface."""

@@ -1,0 +1,46 @@
+"""The `terrafix` command-line tool.
+
+Each package that has commands exposes a `typer.Typer` named `app` in its own `cli.py`; this
+module only mounts them, so that commands live next to the code they drive.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from terrafix import __version__
+
+app = typer.Typer(
+    name="terrafix",
+    help="Onboard GNSS-denied navigation for fixed-wing UAVs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# --- sub-command groups (one line each; keep sorted) ------------------------------------------
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the terrafix version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""terrafix.inference"""
