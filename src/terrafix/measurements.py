@@ -76,3 +76,80 @@ class CameraFrame:
     t_ns: int
     index: int
     image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteFix:
+    """An accepted camera-to-map registration: where the aircraft and the frame centre are.
+
+    cov_ne_m2: (2, 2) float64, 1-sigma covariance of the aircraft's horizontal position in
+    north/east metres, derived from the fit geometry (never a constant).
+    alt_m / alt_var_m2: aircraft altitude (m AMSL) from the fit and its variance (inf when the
+    fit did not observe it).
+    """
+
+    t_ns: int
+    lat_deg: float
+    lon_deg: float
+    alt_m: float
+    cov_ne_m2: np.ndarray
+    alt_var_m2: float
+    centre_lat_deg: float
+    centre_lon_deg: float
+    reprojection_rmse_px: float
+    n_inliers: int
+    inlier_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class OdometryDelta:
+    """Frame-to-frame visual odometry: horizontal displacement of the aircraft between two
+    frame capture times.
+
+    delta_ne_m: (2,) float64, north/east metres from t_prev_ns to t_ns.
+    cov_ne_m2: (2, 2) float64, 1-sigma covariance of that displacement.
+    tracking: False when tracking is lost; then delta and cov are meaningless and `reason`
+    says why (e.g. "overlap 3% < 5%", "blur").
+    """
+
+    t_prev_ns: int
+    t_ns: int
+    delta_ne_m: np.ndarray
+    cov_ne_m2: np.ndarray
+    tracking: bool
+    n_tracks: int
+    reason: str = ""
+
+
+class SourceLabel:
+    """Source labels of every estimate (REQUIREMENTS N6), plus the explicit no-fix output."""
+
+    SATELLITE_ANCHORED = "satellite_anchored"
+    VISUAL_PROPAGATED = "visual_propagated"
+    DEAD_RECKONED = "dead_reckoned"
+    NO_FIX = "no_fix"
+
+
+@dataclass(frozen=True, slots=True)
+class NavSolution:
+    """The real-time navigation output sent to the autopilot, ground station and recorder.
+
+    cov_p_ned_m2: (3, 3) float64, 1-sigma position covariance in NED metres (the 95% bounds
+    reported outside are derived from it, never floored or smoothed).
+    cov_v_ned_m2s2: (3, 3) float64, velocity covariance.
+    anchor_age_s: seconds since the last accepted satellite anchor (inf if none yet).
+    label: one of SourceLabel; failsafe True means "explicit no-fix, do not use".
+    """
+
+    t_ns: int
+    lat_deg: float
+    lon_deg: float
+    alt_m: float
+    v_ned_mps: np.ndarray
+    cov_p_ned_m2: np.ndarray
+    cov_v_ned_m2s2: np.ndarray
+    yaw_rad: float
+    label: str
+    anchor_age_s: float
+    gnss_trusted: bool
+    failsafe: bool = False
