@@ -1,0 +1,130 @@
+"""Estimator configuration: sensor noise, gates and the backend choice (REQUIREMENTS N5).
+
+These are pydantic models so that the application's TOML config can embed them unchanged
+(`[estimation]` table -> `EstimationConfig`) and every value in force can be logged at
+start-up. Defaults describe an ICM-42688-P class IMU on a small fixed-wing airframe; the
+datasheet densities are raised by a vibration margin because a filter tuned to the bare
+datasheet figure is over-confident in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GRAVITY_MPS2 = 9.80665
+"""Standard gravity, m/s². The navigation frame is a local tangent plane over a few tens of
+kilometres, so a constant gravity vector [0, 0, g] in NED is used (no Earth rate, no
+Coriolis: both are below the gyro noise of a MEMS IMU over the time between anchors)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ImuNoise(_Frozen):
+    """Continuous-time IMU noise model (white noise densities and bias random walks).
+
+    Units: gyro noise rad/s/√Hz, accel noise m/s²/√Hz, bias random walks per √s.
+    ICM-42688-P datasheet: gyro 2.8 mdps/√Hz (4.9e-5 rad/s/√Hz), accel 70 µg/√Hz
+    (6.9e-4 m/s²/√Hz). Defaults are ~2x those for vibration and temperature.
+    """
+
+    gyro_noise_radps_rthz: float = Field(1.0e-4, gt=0)
+    accel_noise_mps2_rthz: float = Field(1.5e-3, gt=0)
+    gyro_bias_rw_radps_rts: float = Field(2.0e-5, gt=0)
+    accel_bias_rw_mps2_rts: float = Field(2.0e-4, gt=0)
+    gyro_bias_sigma0_radps: float = Field(math.radians(0.5), gt=0)
+    accel_bias_sigma0_mps2: float = Field(0.1, gt=0)
+
+
+class GateConfig(_Frozen):
+    """Mahalanobis gate probabilities (chi-square quantile of the innovation NIS)."""
+
+    fix: float = Field(0.9995, gt=0.5, lt=1.0)
+    odometry: float = Field(0.9995, gt=0.5, lt=1.0)
+    baro: float = Field(0.9995, gt=0.5, lt=1.0)
+    gnss: float = Field(0.9995, gt=0.5, lt=1.0)
+    heading: float = Field(0.9995, gt=0.5, lt=1.0)
+    hint: float = Field(0.9999, gt=0.5, lt=1.0)
+
+
+class EstimatorConfig(_Frozen):
+    """What both backends share: noise models, gates and time-alignment limits."""
+
+    backend: Literal["eskf", "isam2"] = "eskf"
+    imu: ImuNoise = ImuNoise()
+    gates: GateConfig = GateConfig()
+    gravity_mps2: float = Field(GRAVITY_MPS2, gt=9.7, lt=9.9)
+    baro_sigma_m: float = Field(1.0, gt=0)
+    """White noise of one barometer sample."""
+    baro_bias_rw_m_rts: float = Field(0.05, ge=0)
+    """Random walk of the barometer offset (weather, temperature): 0.05 m/√s ≈ 3 m per hour."""
+    baro_bias_sigma0_m: float = Field(5.0, gt=0)
+    gnss_velocity_sigma_mps: float = Field(0.3, gt=0)
+    gnss_min_sigma_m: float = Field(1.5, gt=0)
+    """Lower bound on the GNSS position sigma taken from h_acc/v_acc: receivers under-report
+    their accuracy, and this is a measurement-noise model, not the estimate's covariance."""
+    heading_sigma_deg: float | None = Field(5.0, gt=0)
+    """Sigma of the FC's yaw when used as aiding (None: never fuse the FC's yaw)."""
+    heading_min_interval_s: float = Field(1.0, ge=0)
+    """Yaw aiding at most this often: the FC's yaw errors are slow, fusing them at 50 Hz
+    would count one error many times."""
+    max_clones: int = Field(5, ge=2, le=20)
+    """Positions cloned at frame capture times kept in the state (3 fps -> ~1.7 s), which
+    bounds how late a fix or odometry delta may arrive and still be fused exactly."""
+    max_extrapolation_s: float = Field(0.5, ge=0)
+    """A measurement whose time matches no clone is moved to the state time with the
+    velocity if it is at most this old; older ones are rejected as stale."""
+    extrapolation_accel_sigma_mps2: float = Field(2.0, ge=0)
+    """Unmodelled acceleration assumed when moving a measurement along the velocity."""
+    time_match_ns: int = Field(2_000_000, ge=0)
+    """Two times closer than this are the same instant (a clone matches a frame time)."""
+    isam2_window_keyframes: int = Field(15, ge=10, le=20)
+    isam2_max_keyframe_interval_s: float = Field(0.5, gt=0)
+    isam2_relinearize_threshold: float = Field(0.01, gt=0)
+
+
+class IntegrityConfig(_Frozen):
+    """Labels, failsafes, hint requests and the GNSS trust gate (REQUIREMENTS N6, N8–N10)."""
+
+    anchored_max_age_s: float = Field(1.5, gt=0)
+    """A solution is `satellite_anchored` while the last accepted fix is at most this old
+    (about four frames at 3 fps)."""
+    blackout_label_after_s: float = Field(0.4, gt=0)
+    """No frame at all for this long counts as a visual blackout (N8: 400 ms)."""
+    blackout_failsafe_s: float = Field(30.0, gt=0)
+    failsafe_radius95_m: float = Field(500.0, gt=0)
+    hint_after_frames: int = Field(3, ge=1)
+    hint_after_s: float = Field(2.0, ge=0)
+    hint_repeat_s: float = Field(30.0, gt=0)
+    """While still without a fix, the hint request is repeated this often."""
+    no_estimate_after_s: float = Field(3.0, gt=0)
+    reacquire_after_rejected_fixes: int = Field(3, ge=2)
+    """After this many consecutive gated fixes that agree with each other the filter, not the
+    fixes, is wrong: the horizontal position is re-initialised on the fixes."""
+    reacquire_agreement_m: float = Field(30.0, gt=0)
+    gnss_close_gate_prob: float = Field(1.0 - 1e-6, gt=0.5, lt=1.0)
+    """Single-sample innovation test: catches jumps within one GNSS sample."""
+    gnss_window_samples: int = Field(10, ge=2)
+    gnss_window_gate_prob: float = Field(1.0 - 1e-6, gt=0.5, lt=1.0)
+    """Windowed (summed NIS) test over the last samples: catches slow pull-offs."""
+    gnss_reopen_stable_s: float = Field(10.0, ge=0)
+    gnss_reopen_max_jump_m: float = Field(200.0, gt=0)
+    gnss_anchor_agreement_prob: float = Field(0.999, gt=0.5, lt=1.0)
+    gnss_stable_step_m: float = Field(30.0, gt=0)
+    """Between two consecutive GNSS samples the GNSS displacement may differ from the
+    estimate's displacement by at most this much for the signal to count as stable."""
+    gnss_fuse_after_anchor_age_s: float = Field(2.0, ge=0)
+    """Trusted GNSS is fused only when no satellite anchor is this recent: while anchors flow
+    GNSS is only tested, so the trust test compares it with an estimate it did not shape."""
+    gnss_trusted_at_start: bool = True
+
+
+class EstimationConfig(_Frozen):
+    """The `[estimation]` table: estimator backend + integrity layer."""
+
+    estimator: EstimatorConfig = EstimatorConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
