@@ -11,6 +11,7 @@ import logging
 import typer
 
 from terrafix import __version__
+from terrafix.recorder import cli as recorder_cli
 
 app = typer.Typer(
     name="terrafix",
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 # --- sub-command groups (one line each; keep sorted) ------------------------------------------
+app.add_typer(recorder_cli.app, name="fdr")
 
 
 @app.callback()

@@ -78,9 +78,7 @@ def schema_record(schema_id: int, name: str, encoding: str, data: bytes) -> byte
     return _encode(Schema(id=schema_id, data=data, encoding=encoding, name=name))
 
 
-def channel_record(
-    channel_id: int, schema_id: int, topic: str, message_encoding: str
-) -> bytes:
+def channel_record(channel_id: int, schema_id: int, topic: str, message_encoding: str) -> bytes:
     return _encode(
         Channel(
             id=channel_id,

@@ -42,7 +42,10 @@ class RecorderLogHandler(logging.Handler):
             self.recursions += 1
             if self._notice.allow():
                 self._event(
-                    EventKind.LOG_RECURSION, self._producer.name, 1, self.recursions,
+                    EventKind.LOG_RECURSION,
+                    self._producer.name,
+                    1,
+                    self.recursions,
                     f"refused a nested log record from {record.name}",
                 )
             return
@@ -60,13 +63,10 @@ class RecorderLogHandler(logging.Handler):
                 "thread": record.threadName or "",
                 "where": f"{record.pathname}:{record.lineno}",
                 "exception": (
-                    logging.Formatter().formatException(record.exc_info)
-                    if record.exc_info
-                    else ""
+                    logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
                 ),
             }
             # Log records carry wall time; the flight log's clock is the recorder's (monotonic).
             self._producer.record(self._clock_ns(), payload)
         finally:
             self._local.busy = False
-

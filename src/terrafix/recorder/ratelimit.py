@@ -15,9 +15,7 @@ class RateLimiter:
     """`allow()` is True at most once per `interval_s`; `suppressed` counts the refusals since
     the last allowed call (read it when allowed to say "N more since")."""
 
-    def __init__(
-        self, interval_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self._clock = clock
         self._next = float("-inf")

@@ -106,9 +106,9 @@ def _iterate(path: Path, scan: SegmentScan, topics: set[str] | None) -> Iterator
             yield from _records(buf, scan, topics)
 
 
-def _records(buf: mmap.mmap, scan: SegmentScan, topics: set[str] | None) -> Iterator[
-    RecordedMessage
-]:
+def _records(
+    buf: mmap.mmap, scan: SegmentScan, topics: set[str] | None
+) -> Iterator[RecordedMessage]:
     n = len(buf)
     if n < len(MAGIC) or buf[: len(MAGIC)] != MAGIC:
         scan.damage = "no MCAP magic at the start"

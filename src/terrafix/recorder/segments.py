@@ -54,9 +54,7 @@ class ChannelDecl:
             schema_bytes=container.schema_record(
                 channel_id, schema_name, SCHEMA_ENCODING, schema_json
             ),
-            channel_bytes=container.channel_record(
-                channel_id, channel_id, topic, MESSAGE_ENCODING
-            ),
+            channel_bytes=container.channel_record(channel_id, channel_id, topic, MESSAGE_ENCODING),
         )
 
 

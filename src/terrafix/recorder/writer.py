@@ -256,7 +256,9 @@ class FlightRecorder:
     def log_handler(self, level: int = logging.WARNING) -> RecorderLogHandler:
         """A logging.Handler recording `level` and above (R3) on the /fdr/log topic."""
         return RecorderLogHandler(
-            self._register(LOG_TOPIC, LOG_SCHEMA, None).producer, self.event, level,
+            self._register(LOG_TOPIC, LOG_SCHEMA, None).producer,
+            self.event,
+            level,
             self._clock_ns,
         )
 
@@ -264,8 +266,7 @@ class FlightRecorder:
         """Put a bookkeeping event on /fdr/events (used by the policy helpers). Never raises."""
         self._events.producer.record(
             self._clock_ns(),
-            {"kind": kind, "producer": producer, "count": count, "total": total,
-             "detail": detail},
+            {"kind": kind, "producer": producer, "count": count, "total": total, "detail": detail},
         )
 
     def on_close(self, hook: Callable[[], None]) -> None:
@@ -341,9 +342,7 @@ class FlightRecorder:
 
     # ----------------------------------------------------------------------- registration
 
-    def _register(
-        self, name: str, schema: Mapping[str, Any], capacity: int | None
-    ) -> _State:
+    def _register(self, name: str, schema: Mapping[str, Any], capacity: int | None) -> _State:
         if not isinstance(name, str) or not _TOPIC_RE.match(name):
             raise RecorderError(f"topic {name!r}: expected [A-Za-z0-9_./-]+ (MCAP topic)")
         if not isinstance(schema, Mapping) or schema.get("type", "object") != "object":
@@ -460,8 +459,13 @@ class FlightRecorder:
         self, batch: _Batch, kind: str, producer: str, count: int, total: int, detail: str
     ) -> None:
         t_ns = self._clock_ns()
-        payload = {"kind": kind, "producer": producer, "count": count, "total": total,
-                   "detail": detail}
+        payload = {
+            "kind": kind,
+            "producer": producer,
+            "count": count,
+            "total": total,
+            "detail": detail,
+        }
         framed = self._events.producer.frame(t_ns, payload)
         self._events.direct += 1
         batch.add_one(self._events, t_ns, framed)
@@ -471,6 +475,12 @@ class FlightRecorder:
             return
         if self._degraded and not self._retry_due(batch.size):
             self._lose(batch)
+            if self._error_limiter.allow():
+                log.error(
+                    "flight recorder still degraded in %s: %d records lost so far",
+                    self.folder,
+                    self._total_lost(),
+                )
             return
         try:
             if self._seg is None:
@@ -512,8 +522,13 @@ class FlightRecorder:
             self._rollovers += 1
             self._rolled_over_records += messages
             rolled.append(
-                (EventKind.ROLLOVER, "", messages, self._rollovers,
-                 f"deleted {name} ({size} bytes) to stay within {cfg.max_flight_bytes} bytes")
+                (
+                    EventKind.ROLLOVER,
+                    "",
+                    messages,
+                    self._rollovers,
+                    f"deleted {name} ({size} bytes) to stay within {cfg.max_flight_bytes} bytes",
+                )
             )
         index = self._seg_index + 1
         with self._registry_lock:
@@ -563,8 +578,14 @@ class FlightRecorder:
             self._release_reserve()
             if self._seg is not None:  # say where it happened, in the space just freed
                 batch = _Batch()
-                self._frame_event(batch, EventKind.DISK_FULL, "", 0, self._degraded_episodes,
-                                  f"{code} while {doing}: {exc.strerror}")
+                self._frame_event(
+                    batch,
+                    EventKind.DISK_FULL,
+                    "",
+                    0,
+                    self._degraded_episodes,
+                    f"{code} while {doing}: {exc.strerror}",
+                )
                 try:
                     self._seg.append(b"".join(batch.parts))
                     self._bytes_written += batch.size
@@ -577,7 +598,11 @@ class FlightRecorder:
             log.error(
                 "flight recorder: %s while %s in %s; recording degraded (%d records lost so "
                 "far, %d similar errors not logged)",
-                code, doing, self.folder, self._total_lost(), more,
+                code,
+                doing,
+                self.folder,
+                self._total_lost(),
+                more,
             )
 
     def _alert(self) -> None:
@@ -606,8 +631,9 @@ class FlightRecorder:
         log.warning("flight recorder: writing again after losing %d records", lost)
         self._make_reserve()
         batch = _Batch()
-        self._frame_event(batch, EventKind.DISK_RECOVERED, "", lost, self._total_lost(),
-                          "writes succeed again")
+        self._frame_event(
+            batch, EventKind.DISK_RECOVERED, "", lost, self._total_lost(), "writes succeed again"
+        )
         self._write(batch)
 
     def _lose(self, batch: _Batch) -> None:
@@ -678,8 +704,14 @@ class FlightRecorder:
             self._next_retry = 0.0
             self._degraded = False
             batch = _Batch()
-            self._frame_event(batch, EventKind.DISK_RECOVERED, "", self._episode_lost,
-                              self._total_lost(), "closing: final records after degraded mode")
+            self._frame_event(
+                batch,
+                EventKind.DISK_RECOVERED,
+                "",
+                self._episode_lost,
+                self._total_lost(),
+                "closing: final records after degraded mode",
+            )
             try:
                 if self._seg is None:
                     self._open_segment()
@@ -721,4 +753,3 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
