@@ -1,0 +1,99 @@
+"""Robust 2-D geometry between matched points: homography by USAC MAGSAC++ and the checks that
+tell a real fit from a degenerate one.
+
+Both sides live at map scale and north-up (the frame is warped with the autopilot's attitude
+and altitude first, see `terrafix.vision.ortho`), so a correct fit is close to a pure
+translation: its scale is ~1 (altitude error), its rotation small (yaw error) and its
+perspective part small (roll/pitch error). A fit far from that, or one whose inliers are
+bunched together or nearly collinear, is rejected with a reason rather than trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class GeometryConfig:
+    """threshold_px: MAGSAC inlier threshold (pixels of the second image); min_inliers;
+    scale/rotation bounds of a plausible fit; max_perspective_change: largest relative change
+    of the homogeneous scale across the image (a tilt error of a few degrees gives ~0.05);
+    min_spread: smallest allowed ratio of the inliers' minor spread (std, px) to the side."""
+
+    threshold_px: float = 3.0
+    confidence: float = 0.999
+    max_iters: int = 2000
+    min_inliers: int = 12
+    scale_range: tuple[float, float] = (0.75, 1.33)
+    max_rotation_deg: float = 25.0
+    max_perspective_change: float = 0.3
+    min_spread: float = 0.04
+
+
+@dataclass(frozen=True, slots=True)
+class HomographyFit:
+    """H: (3, 3) float64 mapping points of image 0 to image 1 (None when no fit);
+    inliers: (M,) bool over the input correspondences; reason: "" when plausible."""
+
+    H: np.ndarray | None
+    inliers: np.ndarray
+    reason: str
+
+    @property
+    def n_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+    @property
+    def ok(self) -> bool:
+        return self.H is not None and not self.reason
+
+
+def similarity_parts(H: np.ndarray) -> tuple[float, float, float]:
+    """(scale, rotation degrees, perspective magnitude) of a homography near a similarity,
+    from its linear part at the origin."""
+    A = H[:2, :2] / H[2, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(A))))
+    rotation = float(np.degrees(np.arctan2(A[1, 0] - A[0, 1], A[0, 0] + A[1, 1])))
+    return scale, rotation, float(np.hypot(H[2, 0], H[2, 1]) / abs(H[2, 2]))
+
+
+def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
+                   config: GeometryConfig | None = None) -> HomographyFit:
+    """Fit pts0 (M, 2) → pts1 (M, 2) with USAC MAGSAC++ and check it.
+
+    image_side_px scales the spread check (the side of the region the points come from).
+    """
+    cfg = config or GeometryConfig()
+    n = len(pts0)
+    none = np.zeros(n, bool)
+    if n < max(cfg.min_inliers, 4):
+        return HomographyFit(None, none, f"too few matches ({n} < {cfg.min_inliers})")
+    H, mask = cv2.findHomography(pts0.astype(np.float64), pts1.astype(np.float64),
+                                 cv2.USAC_MAGSAC, cfg.threshold_px, maxIters=cfg.max_iters,
+                                 confidence=cfg.confidence)
+    if H is None or mask is None:
+        return HomographyFit(None, none, "no homography found")
+    inliers = mask.ravel().astype(bool)
+    k = int(inliers.sum())
+    if k < cfg.min_inliers:
+        return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
+    scale, rotation, persp = similarity_parts(H)
+    if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
+        return HomographyFit(H, inliers, f"implausible scale {scale:.2f} "
+                             f"(expected {cfg.scale_range[0]}–{cfg.scale_range[1]})")
+    if abs(rotation) > cfg.max_rotation_deg:
+        return HomographyFit(H, inliers, f"implausible rotation {rotation:.1f}° "
+                             f"(|rot| ≤ {cfg.max_rotation_deg}°)")
+    if persp * image_side_px > cfg.max_perspective_change:
+        return HomographyFit(H, inliers, f"implausible tilt (perspective change "
+                             f"{persp * image_side_px:.2f} > {cfg.max_perspective_change})")
+    p = pts0[inliers].astype(np.float64)
+    eig = np.linalg.eigvalsh(np.cov((p - p.mean(axis=0)).T))
+    minor = float(np.sqrt(max(eig[0], 0.0)))
+    if minor < cfg.min_spread * image_side_px:
+        return HomographyFit(H, inliers, f"degenerate geometry: inliers spread {minor:.1f} px "
+                             f"< {cfg.min_spread * image_side_px:.1f} px (collinear/bunched)")
+    return HomographyFit(H, inliers, "")

@@ -1,0 +1,403 @@
+"""Absolute fix: one camera frame + the autopilot's attitude + barometric altitude ↔ the
+provisioned map → WGS84 position of the aircraft and of the frame centre, with a covariance
+from the fit, or a rejection with its reason.
+
+Per frame (`VisualPositioner.locate`):
+1. pick the map level (zoom) whose resolution suits the height and warp the frame north-up
+   onto a canvas at that resolution (`ortho.make_ortho_view`);
+2. extract local features on the canvas (XFeat on ONNX Runtime or SIFT), with the keypoint
+   budget set by the thermal degrade policy;
+3. retrieve the top-K chunks by VLAD similarity (around the prior when one is given, over the
+   whole cache otherwise) and re-rank them to N by geometric inliers (MNN + MAGSAC);
+4. re-match against the map features under the best chunk's predicted footprint (guided);
+5. solve the camera pose from the inliers with the attitude/height priors (`pose.solve_pose`),
+   reproject into the map, reject above 2.5 px RMSE or on implausible tilt/height;
+6. report the aircraft and frame-centre positions, the covariance, inlier statistics and the
+   per-stage timings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from terrafix.camera import CameraPose as _CameraPose
+from terrafix.camera import Intrinsics, NavCameraConfig, pixels_to_ground_ned
+from terrafix.geo import LocalFrame
+from terrafix.geo.tiles import global_px_to_lonlat, ground_resolution_m_per_px, lonlat_to_global_px
+from terrafix.inference import DegradePolicy, InferenceConfig, ThermalMonitor, ThermalState
+from terrafix.measurements import AbsoluteFix, CameraFrame
+from terrafix.vision.errors import VisionError
+from terrafix.vision.features import FeatureExtractor, Features, SiftExtractor
+from terrafix.vision.geometry import GeometryConfig, HomographyFit, fit_homography
+from terrafix.vision.mapfeatures import MapFeatures
+from terrafix.vision.matching import match_mutual
+from terrafix.vision.ortho import OrthoView, make_ortho_view
+from terrafix.vision.pose import PosePriors, solve_pose
+from terrafix.vision.retrieval import RetrievalIndex, vlad
+from terrafix.vision.xfeat import CANVAS_SIZES, XFeatExtractor
+
+log = logging.getLogger(__name__)
+
+
+class VpsConfig(BaseModel):
+    """Visual positioning settings (TOML section ``[vps]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    extractor: Literal["xfeat", "sift"] = "xfeat"
+    model_cache: Path = Field(default=Path("build/models"),
+                              description="Folder of built ONNX models (terrafix models build).")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    canvas_sizes: tuple[int, ...] = tuple(s for s, _ in CANVAS_SIZES)
+    max_keypoints: int = Field(default=2048, ge=64)
+    throttled_keypoints: int = Field(default=1024, ge=64)
+    map_features_per_chunk: int = Field(default=4096, ge=64)
+    top_k: int = Field(default=10, ge=1, description="Chunks retrieved (N2: K=10).")
+    rerank_n: int = Field(default=3, ge=1, description="Chunks kept after re-ranking (N=3).")
+    ratio: float = Field(default=0.95, gt=0.0, le=1.0, description="Matcher ratio test.")
+    ransac_threshold_px: float = 3.0
+    min_inliers: int = 15
+    sigma_tilt_deg: float = 0.5
+    sigma_yaw_deg: float = 3.0
+    sigma_height_m: float = 5.0
+    sigma_keypoint_px: float = 1.0
+    sigma_map_local_m: float = Field(default=1.0, ge=0.0, description=(
+        "1-sigma local disagreement between map and camera imagery (different sensor, view "
+        "angle, date) per point, on the ground."))
+    map_sigma_m: float = Field(default=1.0, ge=0.0, description=(
+        "1-sigma georeferencing uncertainty of the map imagery per axis (a property of the "
+        "map source, added to every fix's covariance)."))
+    max_reprojection_px: float = Field(default=2.5, description="N4: reject above (map px).")
+    max_attitude_correction_deg: float = 6.0
+    max_height_ratio_error: float = 0.25
+    ground_alt_m: float = Field(default=0.0, description="Ground altitude AMSL (m).")
+    prior_margin_m: float = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationResult:
+    """Outcome of one frame.
+
+    fix: the absolute fix, or None when rejected (then `reason` says why).
+    z: map zoom used; candidates: (K,) chunk ids in retrieval order; reranked: (≤N,) chunk ids
+    in inlier order with their inlier counts `rerank_inliers`; n_inliers / inlier_ratio /
+    reprojection_rmse_px of the final fit (map px); degraded: the thermal policy's note ("" when
+    nominal); timings_ms: per stage.
+    """
+
+    t_ns: int
+    fix: AbsoluteFix | None
+    reason: str
+    z: int
+    candidates: np.ndarray
+    reranked: np.ndarray
+    rerank_inliers: np.ndarray
+    n_matches: int
+    n_inliers: int
+    inlier_ratio: float
+    reprojection_rmse_px: float
+    n_keypoints: int
+    degraded: str
+    thermal: ThermalState
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.fix is not None
+
+
+@dataclass(slots=True)
+class _Level:
+    z: int
+    features: MapFeatures
+    index: RetrievalIndex
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    chunk: int
+    fit: HomographyFit
+    canvas_px: np.ndarray  # (M, 2) canvas keypoints of the matches
+    map_gpx: np.ndarray  # (M, 2) global px of the matched map keypoints
+    origin: np.ndarray  # (2,) global px subtracted for numerical conditioning
+
+
+class VisualPositioner:
+    """Per-frame absolute positioning against a provisioned tile cache."""
+
+    def __init__(self, cache_root: Path, config: VpsConfig, extractor: FeatureExtractor,
+                 levels: Sequence[_Level], camera: NavCameraConfig,
+                 thermal: ThermalMonitor | None = None) -> None:
+        if not levels:
+            raise VisionError(f"no map level for extractor {config.extractor} in {cache_root}")
+        self.cache_root = Path(cache_root)
+        self.config = config
+        self.extractor = extractor
+        self.levels = sorted(levels, key=lambda lv: -lv.z)  # finest first
+        self.camera = camera
+        self.intrinsics: Intrinsics = camera.processing_intrinsics()
+        self.thermal = thermal or ThermalMonitor()
+        self.policy = DegradePolicy(config.max_keypoints, config.throttled_keypoints)
+        self.priors = PosePriors(np.radians(config.sigma_tilt_deg),
+                                 np.radians(config.sigma_yaw_deg), config.sigma_height_m,
+                                 config.sigma_keypoint_px)
+        self.geometry = GeometryConfig(threshold_px=config.ransac_threshold_px,
+                                       min_inliers=config.min_inliers)
+
+    @staticmethod
+    def open(cache_root: str | Path, config: VpsConfig | None = None,
+             camera: NavCameraConfig | None = None,
+             extractor: FeatureExtractor | None = None) -> VisualPositioner:
+        """Open the map features and retrieval indexes provisioned in `cache_root` and load
+        (warm up) the models. `extractor` may be passed to share loaded models."""
+        config = config or VpsConfig()
+        root = Path(cache_root)
+        manifest = root / "features" / "vps.json"
+        if not manifest.is_file():
+            raise VisionError(f"{root} has no visual-positioning data ({manifest}); run "
+                              "`terrafix vps provision` first")
+        info = json.loads(manifest.read_text())
+        zooms = info.get("levels", {}).get(config.extractor, [])
+        levels = [_Level(z, MapFeatures.open(root, config.extractor, z),
+                         RetrievalIndex.open(root, config.extractor, z)) for z in zooms]
+        if extractor is None:
+            if config.extractor == "xfeat":
+                extractor = XFeatExtractor.open(
+                    config.model_cache, [(s, s) for s in config.canvas_sizes],
+                    config.inference)
+            else:
+                extractor = SiftExtractor()
+        return VisualPositioner(root, config, extractor, levels, camera or NavCameraConfig())
+
+    # --- per frame -----------------------------------------------------------------------
+
+    def locate(self, frame: CameraFrame, R_body_to_ned_fc: np.ndarray, alt_m: float,
+               prior: tuple[float, float, float] | None = None) -> RegistrationResult:
+        """Register one frame. R_body_to_ned_fc: (3, 3) autopilot attitude at capture time;
+        alt_m: barometric altitude (m AMSL); prior: (lat_deg, lon_deg, radius_m) or None to
+        search the whole cache."""
+        t = {"start": time.perf_counter()}
+        cfg = self.config
+        state = self.thermal.poll()
+        budget, degraded = self.policy.keypoint_budget(state)
+        R_cam_fc = np.asarray(R_body_to_ned_fc, np.float64) @ self.camera.extrinsics.R_cam_to_body
+        height = alt_m - cfg.ground_alt_m
+        partial = {"t_ns": frame.t_ns, "degraded": degraded, "thermal": state}
+
+        def reject(reason: str, z: int = -1, **kw: object) -> RegistrationResult:
+            base = dict(fix=None, reason=reason, z=z, candidates=np.zeros(0, np.int64),
+                        reranked=np.zeros(0, np.int64), rerank_inliers=np.zeros(0, np.int64),
+                        n_matches=0, n_inliers=0, inlier_ratio=0.0,
+                        reprojection_rmse_px=float("nan"), n_keypoints=0)
+            base.update(kw)
+            return RegistrationResult(**partial, **base, timings_ms=_ms(t))  # type: ignore
+
+        if not height > 10.0:
+            return reject(f"height above ground {height:.1f} m too low (> 10 m expected)")
+        level = self._level_for(height, R_cam_fc)
+        lat_ref = prior[0] if prior else float(level.features.meta["centre_lat_deg"])
+        gsd = ground_resolution_m_per_px(level.z, lat_ref)
+        try:
+            view = make_ortho_view(frame.image, self.intrinsics, R_cam_fc, height, gsd,
+                                   cfg.canvas_sizes)
+        except VisionError as exc:
+            return reject(f"implausible tilt: {exc}", level.z)
+        t["ortho"] = time.perf_counter()
+        feats = self.extractor.extract(view.image, budget, view.valid)
+        t["features"] = time.perf_counter()
+        if len(feats) < cfg.min_inliers:
+            return reject(f"too few keypoints ({len(feats)})", level.z, n_keypoints=len(feats))
+
+        restrict = None
+        if prior is not None:
+            reach = prior[2] + cfg.prior_margin_m + view.size * gsd / 2.0
+            restrict = level.index.near(prior[0], prior[1], reach)
+        cands = level.index.search(vlad(feats.descriptors, level.index.vocabulary),
+                                   cfg.top_k, restrict)
+        t["retrieval"] = time.perf_counter()
+        verified = [self._verify_chunk(level, int(c), feats) for c in cands.ids]
+        order = sorted(range(len(verified)), key=lambda i: (not verified[i].fit.ok,
+                                                            -verified[i].fit.n_inliers))
+        top = [verified[i] for i in order[: cfg.rerank_n]]
+        t["rerank"] = time.perf_counter()
+        common = dict(z=level.z, candidates=cands.ids,
+                      reranked=np.array([v.chunk for v in top], np.int64),
+                      rerank_inliers=np.array([v.fit.n_inliers for v in top], np.int64),
+                      n_keypoints=len(feats))
+        if not top or not top[0].fit.ok:
+            why = top[0].fit.reason if top else "no candidate chunk"
+            return reject(why if why else "no plausible fit", **common)
+        best = self._guided(level, top[0], feats, view)
+        t["match"] = time.perf_counter()
+        result = self._solve(frame, level, best, view, R_body_to_ned_fc, R_cam_fc, height, gsd)
+        t["pose"] = time.perf_counter()
+        fix, reason, stats = result
+        if fix is None:
+            return reject(reason, **common, **stats)
+        return RegistrationResult(**partial, fix=fix, reason="", **common, **stats,
+                                  timings_ms=_ms(t))
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _level_for(self, height: float, R_cam_to_ned: np.ndarray) -> _Level:
+        """Finest level whose canvas holds the footprint, else the coarsest."""
+        pose = _CameraPose(np.array([0.0, 0.0, -height]), R_cam_to_ned)
+        w, h = self.intrinsics.width, self.intrinsics.height
+        corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+        ground, ok = pixels_to_ground_ned(corners, pose, self.intrinsics, 0.0)
+        extent = float(np.ptp(ground[:, :2], axis=0).max()) if ok.all() else np.inf
+        largest = max(self.config.canvas_sizes)
+        for lv in self.levels:
+            if extent <= largest * lv.features.gsd_m:
+                return lv
+        return self.levels[-1]
+
+    def _match(self, feats: Features, map_feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        m = match_mutual(feats.descriptors, map_feats.descriptors, ratio=self.config.ratio)
+        return feats.keypoints[m.idx0].astype(np.float64), map_feats.keypoints[m.idx1]
+
+    def _verify_chunk(self, level: _Level, chunk: int, feats: Features) -> _Verified:
+        x0, y0, x1, y1 = level.index.chunks[chunk]
+        _, mf = level.features.query(x0, y0, x1, y1, self.config.map_features_per_chunk)
+        canvas_px, map_gpx = self._match(feats, mf)
+        origin = np.array([x0, y0])
+        fit = fit_homography(canvas_px, map_gpx - origin, float(x1 - x0), self.geometry)
+        return _Verified(chunk, fit, canvas_px, map_gpx, origin)
+
+    def _guided(self, level: _Level, first: _Verified, feats: Features,
+                view: OrthoView) -> _Verified:
+        """Re-match against the map features under the footprint predicted by the best
+        chunk's fit; keep whichever fit has more inliers."""
+        s = view.size
+        corners = np.array([[0, 0, 1], [s, 0, 1], [s, s, 1], [0, s, 1]], np.float64)
+        q = corners @ first.fit.H.T
+        q = q[:, :2] / q[:, 2:3] + first.origin
+        margin = 16.0
+        x0, y0 = q.min(axis=0) - margin
+        x1, y1 = q.max(axis=0) + margin
+        _, mf = level.features.query(x0, y0, x1, y1, 2 * self.config.map_features_per_chunk)
+        canvas_px, map_gpx = self._match(feats, mf)
+        origin = np.array([x0, y0])
+        fit = fit_homography(canvas_px, map_gpx - origin, float(max(x1 - x0, y1 - y0)),
+                             self.geometry)
+        if fit.ok and fit.n_inliers > first.fit.n_inliers:
+            return _Verified(first.chunk, fit, canvas_px, map_gpx, origin)
+        return first
+
+    def _solve(self, frame: CameraFrame, level: _Level, best: _Verified, view: OrthoView,
+               R_body_fc: np.ndarray, R_cam_fc: np.ndarray, height: float, gsd: float
+               ) -> tuple[AbsoluteFix | None, str, dict]:
+        cfg = self.config
+        inl = best.fit.inliers
+        canvas_px, map_gpx = best.canvas_px[inl], best.map_gpx[inl]
+        centre_gpx = map_gpx.mean(axis=0)
+        lon0, lat0 = global_px_to_lonlat(centre_gpx[0], centre_gpx[1], level.z)
+        local = LocalFrame(float(lat0), float(lon0), cfg.ground_alt_m)
+        points = self._gpx_to_ned(local, map_gpx, level.z)
+        pixels = view.canvas_to_frame(canvas_px)
+        # Canvas keypoint noise → frame pixels, by the local scale of the warp at each point.
+        J_scale = _local_scale(view.H_canvas_to_frame, canvas_px)
+        sigma_px = J_scale * np.hypot(cfg.sigma_keypoint_px, cfg.sigma_map_local_m / gsd)
+        # Initial camera position: canvas centre through the fit, minus the centre offset.
+        c = (view.size - 1) / 2.0
+        cq = best.fit.H @ np.array([c, c, 1.0])
+        centre_ned = self._gpx_to_ned(local, (cq[:2] / cq[2] + best.origin)[None], level.z)[0]
+        guess = np.array([centre_ned[0] - view.centre_ne_m[0],
+                          centre_ned[1] - view.centre_ne_m[1], -height])
+        keep = np.ones(len(points), bool)
+        sol = None
+        for _ in range(2):
+            sol = solve_pose(points[keep], pixels[keep], sigma_px[keep], self.intrinsics,
+                             R_cam_fc, guess, -height, self.priors)
+            err_map = self._map_residuals(sol, pixels, points, gsd)
+            new_keep = err_map < cfg.ransac_threshold_px
+            if new_keep.sum() < cfg.min_inliers or np.array_equal(new_keep, keep):
+                break
+            keep = new_keep
+            guess = sol.p_cam_ned
+        assert sol is not None
+        err_map = self._map_residuals(sol, pixels, points, gsd)[keep]
+        n_in = int(keep.sum())
+        rmse = float(np.sqrt(np.mean(err_map ** 2))) if n_in else float("inf")
+        stats = dict(n_matches=len(best.canvas_px), n_inliers=n_in,
+                     inlier_ratio=n_in / max(len(best.canvas_px), 1),
+                     reprojection_rmse_px=rmse)
+        if n_in < cfg.min_inliers:
+            return None, f"too few inliers after pose ({n_in} < {cfg.min_inliers})", stats
+        if not sol.success or not np.all(np.isfinite(sol.cov_p_ned)):
+            return None, "degenerate geometry: pose solve did not converge", stats
+        if rmse > cfg.max_reprojection_px:
+            return None, (f"reprojection {rmse:.2f} px > {cfg.max_reprojection_px} px "
+                          "against the map"), stats
+        dR = sol.R_cam_to_ned @ R_cam_fc.T
+        correction = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+        if correction > cfg.max_attitude_correction_deg:
+            return None, (f"implausible tilt: solved attitude {correction:.1f}° from the "
+                          f"autopilot's (≤ {cfg.max_attitude_correction_deg}°)"), stats
+        h_fit = -sol.p_cam_ned[2]
+        if abs(h_fit - height) > cfg.max_height_ratio_error * height:
+            return None, (f"implausible scale: fitted height {h_fit:.0f} m vs barometric "
+                          f"{height:.0f} m"), stats
+        R_body = sol.R_cam_to_ned @ self.camera.extrinsics.R_cam_to_body.T
+        p_body = sol.p_cam_ned - R_body @ self.camera.extrinsics.p_cam_in_body
+        lat, lon, alt = local.ned_to_lla(p_body)
+        pose = _CameraPose(sol.p_cam_ned, sol.R_cam_to_ned)
+        centre, ok = pixels_to_ground_ned(np.array([[self.intrinsics.cx, self.intrinsics.cy]]),
+                                          pose, self.intrinsics, 0.0)
+        clat, clon, _ = local.ned_to_lla(centre[0]) if ok[0] else (lat, lon, alt)
+        cov_ne = sol.cov_p_ned[:2, :2] + np.eye(2) * cfg.map_sigma_m ** 2
+        fix = AbsoluteFix(t_ns=frame.t_ns, lat_deg=float(lat), lon_deg=float(lon),
+                          alt_m=float(alt), cov_ne_m2=cov_ne, alt_var_m2=float(sol.cov_p_ned[2, 2]),
+                          centre_lat_deg=float(clat), centre_lon_deg=float(clon),
+                          reprojection_rmse_px=rmse, n_inliers=n_in,
+                          inlier_ratio=stats["inlier_ratio"])
+        return fix, "", stats
+
+    @staticmethod
+    def _gpx_to_ned(local: LocalFrame, gpx: np.ndarray, z: int) -> np.ndarray:
+        lon, lat = global_px_to_lonlat(gpx[:, 0], gpx[:, 1], z)
+        p = local.lla_to_ned(lat, lon, np.full(len(gpx), local.alt0_m))
+        p[:, 2] = 0.0  # flat ground at the frame's origin altitude
+        return p
+
+    def _map_residuals(self, sol, pixels: np.ndarray, points: np.ndarray,
+                       gsd: float) -> np.ndarray:
+        """Distance (map px) between each matched map point and where the solved pose puts
+        its frame keypoint on the ground."""
+        pose = _CameraPose(sol.p_cam_ned, sol.R_cam_to_ned)
+        ground, ok = pixels_to_ground_ned(pixels, pose, self.intrinsics, 0.0)
+        d = np.linalg.norm(ground[:, :2] - points[:, :2], axis=1) / gsd
+        return np.where(ok, d, np.inf)
+
+
+def _local_scale(H: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Local linear scale (N,) of homography H at points uv (N, 2): sqrt|det J|."""
+    p = np.column_stack((uv, np.ones(len(uv))))
+    q = p @ H.T
+    w = q[:, 2]
+    x, y = q[:, 0] / w, q[:, 1] / w
+    a = (H[0, 0] - x * H[2, 0]) / w
+    b = (H[0, 1] - x * H[2, 1]) / w
+    c = (H[1, 0] - y * H[2, 0]) / w
+    d = (H[1, 1] - y * H[2, 1]) / w
+    return np.sqrt(np.abs(a * d - b * c))
+
+
+def _ms(t: dict[str, float]) -> dict[str, float]:
+    keys = list(t)
+    out = {k: (t[k] - t[p]) * 1000.0 for p, k in itertools.pairwise(keys)}
+    out["total"] = (t[keys[-1]] - t["start"]) * 1000.0 if len(keys) > 1 else 0.0
+    return out
+
+
+__all__ = ["RegistrationResult", "VisualPositioner", "VpsConfig", "lonlat_to_global_px"]
