@@ -1,0 +1,424 @@
+"""The companion's link to an ArduPilot flight controller (REQUIREMENTS A1, A2).
+
+What it does, in the order of a flight:
+1. `open()`: connect (serial/UDP/TCP), start the reader and a 1 Hz companion HEARTBEAT; FC
+   telemetry starts flowing to the callbacks as typed samples on the companion clock.
+2. `establish_signing()`: fresh per-flight key -> SETUP_SIGNING -> signed MAV_CMD_REQUEST_MESSAGE
+   -> wait for a COMMAND_ACK that carries a valid signature with this key. That ack proves both
+   directions: the FC accepted our signed command (ArduPilot drops badly signed packets once it
+   holds a key) and signs with our key. Anything else raises SigningHandshakeError and take-off
+   must be refused: an FC that is armed (ArduPilot refuses SETUP_SIGNING while armed), holds
+   another key (it then rejects our unsigned SETUP_SIGNING and signs with its own), or does not
+   sign. From then on every inbound packet must carry a valid signature (RADIO_STATUS excepted,
+   as ArduPilot does); the others are dropped and counted by reason (channel stats).
+3. `start_output()`: GPS_INPUT at a fixed 5-10 Hz from the latest `publish()`ed solution.
+4. `set_gnss_trusted()`: MAV_CMD_SET_EKF_SOURCE_SET on every change of GNSS trust.
+5. `close()`: stop threads; if the FC is disarmed, disable signing on it (all-zero key, signed
+   with ours) so that the next flight's fresh key can be installed, then zero the key.
+
+Why signing is set up by the companion on its own link: a GCS/USB channel may still accept
+unsigned messages, so the link that feeds the autopilot its position is the one that must be
+authenticated (REQUIREMENTS A1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from terrafix.autopilot import constants as C
+from terrafix.autopilot.channel import ChannelStats, HeartbeatSpec, MavlinkChannel
+from terrafix.autopilot.errors import LinkConfigError, SigningHandshakeError
+from terrafix.autopilot.gps_report import GpsReport
+from terrafix.autopilot.gps_sender import FixedRateGpsSender, LatestSlot, OutputStats
+from terrafix.autopilot.inbound import (
+    FcHeartbeat,
+    FcPosition,
+    FcStatusText,
+    GnssInterference,
+    ImuMessage,
+    InboundDecoder,
+    InboundValueError,
+    LandedState,
+)
+from terrafix.autopilot.signing import SigningKey, signing_timestamp_now
+from terrafix.autopilot.transport import ByteTransport
+from terrafix.measurements import (
+    AttitudeSample,
+    BaroSample,
+    GnssSample,
+    ImuSample,
+    NavSolution,
+)
+
+log = logging.getLogger(__name__)
+mavlink = C.DIALECT
+
+
+class ArduPilotLinkConfig(BaseModel):
+    """Settings of the FC link (validated; every value is logged by the onboard program)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    connection: str = Field(description="udpout:host:port, udpin:127.0.0.1:port, tcp:host:port "
+                                        "or a serial device such as /dev/ttyACM0")
+    baud: int = Field(921600, gt=0)
+    system_id: int = Field(C.DEFAULT_SYSTEM_ID, ge=1, le=255)
+    component_id: int = Field(C.COMPANION_COMPONENT_ID, ge=1, le=255)
+    fc_system_id: int | None = Field(None, ge=1, le=255,
+                                     description="None: the first autopilot HEARTBEAT decides")
+    fc_component_id: int = Field(C.MAV_COMP_ID_AUTOPILOT1, ge=1, le=255)
+    gps_input_rate_hz: float = Field(10.0, ge=C.GPS_INPUT_RATE_MIN_HZ,
+                                     le=C.GPS_INPUT_RATE_MAX_HZ)
+    gps_id: int = Field(0, ge=0, le=255)
+    stale_after_s: float = Field(C.DEFAULT_STALE_AFTER_S, gt=0.0, le=C.ARDUPILOT_NO_FIX_TIMEOUT_S)
+    send_yaw: bool = False
+    require_signing: bool = True
+    signing_timeout_s: float = Field(C.SIGNING_HANDSHAKE_TIMEOUT_S, gt=0.0, le=5.0)
+    imu_message: ImuMessage = "auto"
+    qnh_hpa: float = Field(1013.25, gt=800.0, lt=1100.0)
+    ekf_source_set_gnss_trusted: int = Field(1, ge=1, le=3)
+    ekf_source_set_gnss_untrusted: int = Field(2, ge=1, le=3)
+    clear_fc_key_on_close: bool = True
+    allow_external_listen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FcCallbacks:
+    """Where the link delivers what it learns; each runs on the link's reader thread (or, for
+    on_output_stale / on_ekf_source_set, on the sender / command thread) and must be quick:
+    pass `queue.put_nowait` to move work elsewhere."""
+
+    on_imu: Callable[[ImuSample], None] | None = None
+    on_attitude: Callable[[AttitudeSample], None] | None = None
+    on_baro: Callable[[BaroSample], None] | None = None
+    on_gnss: Callable[[GnssSample], None] | None = None
+    on_gnss_interference: Callable[[GnssInterference], None] | None = None
+    on_fc_position: Callable[[FcPosition], None] | None = None
+    on_heartbeat: Callable[[FcHeartbeat], None] | None = None
+    on_status_text: Callable[[FcStatusText], None] | None = None
+    on_landed_state: Callable[[LandedState], None] | None = None
+    on_output_stale: Callable[[float], None] | None = None
+    on_ekf_source_set: Callable[[int, int | None], None] | None = None
+    """(source set id, MAV_RESULT or None when never acknowledged)."""
+
+
+_CALLBACK_FOR = {
+    ImuSample: "on_imu",
+    AttitudeSample: "on_attitude",
+    BaroSample: "on_baro",
+    GnssSample: "on_gnss",
+    GnssInterference: "on_gnss_interference",
+    FcPosition: "on_fc_position",
+    FcHeartbeat: "on_heartbeat",
+    FcStatusText: "on_status_text",
+    LandedState: "on_landed_state",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SigningReport:
+    """How the signing handshake went (no key material)."""
+
+    elapsed_s: float
+    attempts: int
+    fc_system_id: int
+    fc_component_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArduPilotLinkStats:
+    channel: ChannelStats
+    output: OutputStats
+    decode_errors: int
+    signing_established: bool
+    clock_offset_ns: int | None
+    fc_heartbeat: FcHeartbeat | None
+
+
+def encode_gps_input(report: GpsReport, gps_id: int = 0) -> object:
+    """GPS_INPUT for a report. time_usec carries UTC (ArduPilot uses week/ms, not this)."""
+    yaw_cdeg = 0 if report.yaw_deg is None else max(1, min(36000, round(report.yaw_deg * 100)))
+    vn, ve, vd = report.v_ned_mps
+    return mavlink.MAVLink_gps_input_message(
+        report.utc_unix_ns // 1000, gps_id, report.ignore_flags, report.gps_week_ms,
+        report.gps_week, report.fix_type, round(report.lat_deg * 1e7),
+        round(report.lon_deg * 1e7), report.alt_m, report.hdop, report.vdop, vn, ve, vd,
+        report.speed_acc_mps, report.h_acc_m, report.v_acc_m, report.satellites, yaw_cdeg,
+    )
+
+
+class ArduPilotLink:
+    """The signed MAVLink 2 link to ArduPilot: inbound samples, GPS_INPUT out, trust commands.
+
+    Thread model: a reader thread and a heartbeat thread (from `open()`), a GPS_INPUT sender
+    thread (from `start_output()`), and a command thread for EKF source-set changes. `publish`,
+    `set_gnss_trusted`, `on_ground`, `stats` are safe from any thread. Implements the
+    PositionOutput protocol.
+    """
+
+    def __init__(
+        self,
+        config: ArduPilotLinkConfig,
+        callbacks: FcCallbacks | None = None,
+        *,
+        transport: ByteTransport | None = None,
+        mono_clock: Callable[[], int] = time.monotonic_ns,
+        utc_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._cfg = config
+        self._cb = callbacks or FcCallbacks()
+        self._channel = MavlinkChannel(
+            transport if transport is not None else config.connection,
+            system_id=config.system_id,
+            component_id=config.component_id,
+            heartbeat=HeartbeatSpec(C.COMPANION_MAV_TYPE, C.AUTOPILOT_INVALID),
+            baud=config.baud,
+            allow_external_listen=config.allow_external_listen,
+            name="fc-link",
+        )
+        self._decoder = InboundDecoder(imu_message=config.imu_message, qnh_hpa=config.qnh_hpa)
+        self._slot: LatestSlot[NavSolution] = LatestSlot()
+        self._sender = FixedRateGpsSender(
+            self._slot, self._send_gps_input, rate_hz=config.gps_input_rate_hz,
+            stale_after_s=config.stale_after_s, send_yaw=config.send_yaw,
+            on_stale=self._cb.on_output_stale, name="gps-input", mono_clock=mono_clock,
+            utc_clock=utc_clock,
+        )
+        self._lock = threading.Lock()
+        self._fc_id: tuple[int, int] | None = None
+        self._fc_heartbeat: FcHeartbeat | None = None
+        self._heartbeat_seen = threading.Event()
+        self._landed: LandedState | None = None
+        self._decode_errors = 0
+        self._signing_established = False
+        self._gnss_trusted: bool | None = None
+        self._commands: queue.Queue[int | None] = queue.Queue()
+        self._command_thread: threading.Thread | None = None
+        self._mono = mono_clock
+        self._opened = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def channel(self) -> MavlinkChannel:
+        """The underlying channel (a GroundStation may share it: ArduPilot routes to the GCS)."""
+        return self._channel
+
+    def open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        self._channel.subscribe("*", self._on_message)
+        self._channel.start()
+
+    def establish_signing(self) -> SigningReport:
+        """Install a fresh key on the FC and prove it is used both ways, or refuse take-off."""
+        if not self._opened:
+            self.open()
+        t0 = time.monotonic()
+        deadline = t0 + self._cfg.signing_timeout_s
+        where = self._channel.description
+        if not self._heartbeat_seen.wait(timeout=max(0.0, deadline - time.monotonic())):
+            raise SigningHandshakeError(
+                f"no HEARTBEAT from the flight controller on {where} within "
+                f"{self._cfg.signing_timeout_s:.1f} s: take-off refused"
+            )
+        hb = self._fc_heartbeat
+        assert hb is not None
+        if hb.armed:
+            raise SigningHandshakeError(
+                f"the flight controller (system {hb.system_id}) is armed and ArduPilot refuses "
+                "SETUP_SIGNING while armed: disarm it; take-off refused"
+            )
+        key = SigningKey.generate()
+        ts0 = signing_timestamp_now()
+        before = self._channel.stats()
+        self._channel.enable_signing(key, require_signed_inbound=True,
+                                     allow_unsigned_ids=C.SIGNING_ALWAYS_UNSIGNED_MSG_IDS,
+                                     initial_timestamp=ts0)
+        # The channel owns the key from here on and zeroes it on close or on failure.
+        target = (hb.system_id, hb.component_id)
+        attempts = 0
+        while (remaining := deadline - time.monotonic()) > 0:
+            attempts += 1
+            self._send_setup_signing(key, target, ts0)
+            ack = self._channel.command_long(
+                *target, C.CMD_REQUEST_MESSAGE, (float(C.MSG_AUTOPILOT_VERSION),),
+                timeout_s=min(C.SIGNING_HANDSHAKE_RETRY_S, remaining), retries=1,
+            )
+            if ack is not None:
+                with self._lock:
+                    self._signing_established = True
+                del key
+                return SigningReport(time.monotonic() - t0, attempts, *target)
+        after = self._channel.stats()
+        self._channel.disable_signing()  # zeroes the key
+        del key
+        bad = after.rejected_bad_signature - before.rejected_bad_signature
+        unsigned = after.rejected_unsigned - before.rejected_unsigned
+        raise SigningHandshakeError(
+            f"the flight controller on {where} did not answer a request signed with this "
+            f"flight's key within {self._cfg.signing_timeout_s:.1f} s ({attempts} attempts; "
+            f"meanwhile rejected {bad} packets with a wrong signature, {unsigned} unsigned): it "
+            "holds a different key or does not sign; take-off refused"
+        )
+
+    def _send_setup_signing(self, key: SigningKey, target: tuple[int, int],
+                            initial_timestamp: int) -> None:
+        """SETUP_SIGNING, unsigned: an FC without a key accepts it; one with another key
+        rejects it (and the handshake then fails, as it must)."""
+        if key.is_zeroed:
+            raise SigningHandshakeError("the signing key was zeroed during the handshake")
+        msg = mavlink.MAVLink_setup_signing_message(*target, list(key.material), initial_timestamp)
+        self._channel.send(msg, sign=False)
+        msg.secret_key = [0] * C.SIGNING_KEY_BYTES
+
+    def start_output(self) -> None:
+        """Start GPS_INPUT. Refused (SigningHandshakeError) without an established signed link
+        unless the configuration explicitly does not require signing."""
+        if self._cfg.require_signing and not self._signing_established:
+            raise SigningHandshakeError(
+                "GPS_INPUT output needs an established signed link (call establish_signing); "
+                "take-off refused"
+            )
+        if not self._opened:
+            self.open()
+        self._sender.start()
+
+    def close(self) -> None:
+        """Stop everything; on a disarmed FC disable its signing; zero the key. Idempotent."""
+        self._sender.stop()
+        if self._command_thread is not None:
+            self._commands.put(None)
+            self._command_thread.join(timeout=5.0)
+        hb = self._fc_heartbeat
+        if (self._signing_established and self._cfg.clear_fc_key_on_close and hb is not None
+                and not hb.armed and self._channel.signing_active):
+            try:
+                self._channel.send(mavlink.MAVLink_setup_signing_message(
+                    hb.system_id, hb.component_id, [0] * C.SIGNING_KEY_BYTES, 0))
+            except OSError as e:
+                log.warning("could not clear the FC's signing key: %s", e)
+        self._channel.close()
+        with self._lock:
+            self._signing_established = False
+
+    def __enter__(self) -> ArduPilotLink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- outputs ------------------------------------------------------------------------------
+    def publish(self, solution: NavSolution) -> None:
+        """Latest solution for the next GPS_INPUT tick (thread-safe, never blocks)."""
+        self._slot.put(solution)
+
+    def output_stats(self) -> OutputStats:
+        return self._sender.stats()
+
+    def _send_gps_input(self, report: GpsReport) -> None:
+        self._channel.send(encode_gps_input(report, self._cfg.gps_id))
+
+    def set_gnss_trusted(self, trusted: bool) -> None:
+        """On a change of GNSS trust, switch the FC's EKF source set (asynchronously)."""
+        with self._lock:
+            if self._gnss_trusted is trusted:
+                return
+            self._gnss_trusted = trusted
+            if self._command_thread is None:
+                self._command_thread = threading.Thread(target=self._command_loop,
+                                                        name="fc-commands", daemon=True)
+                self._command_thread.start()
+        self._commands.put(self._cfg.ekf_source_set_gnss_trusted if trusted
+                           else self._cfg.ekf_source_set_gnss_untrusted)
+
+    def _command_loop(self) -> None:
+        while (set_id := self._commands.get()) is not None:
+            fc = self._fc_id
+            if fc is None:
+                log.error("EKF source set %d not sent: no flight controller heartbeat yet", set_id)
+                result = None
+            else:
+                ack = self._channel.command_long(*fc, C.CMD_SET_EKF_SOURCE_SET, (float(set_id),),
+                                                 timeout_s=1.0, retries=3)
+                result = None if ack is None else int(ack.result)
+                if result != C.RESULT_ACCEPTED:
+                    log.error("EKF source set %d: FC answered %s", set_id, result)
+            if self._cb.on_ekf_source_set is not None:
+                try:
+                    self._cb.on_ekf_source_set(set_id, result)
+                except Exception:
+                    log.exception("on_ekf_source_set callback failed")
+
+    # --- inbound ------------------------------------------------------------------------------
+    def _is_from_fc(self, sys_id: int, comp_id: int) -> bool:
+        if comp_id != self._cfg.fc_component_id:
+            return False
+        if self._fc_id is not None:
+            return sys_id == self._fc_id[0]
+        return self._cfg.fc_system_id is None or sys_id == self._cfg.fc_system_id
+
+    def _on_message(self, msg, arrival_ns: int) -> None:
+        hdr = msg.get_header()
+        if not self._is_from_fc(hdr.srcSystem, hdr.srcComponent):
+            return
+        try:
+            samples = self._decoder.decode(msg, arrival_ns)
+        except (InboundValueError, ValueError, TypeError, AttributeError) as e:
+            with self._lock:
+                self._decode_errors += 1
+            log.warning("dropping %s from the FC: %s", msg.get_type(), e)
+            return
+        for sample in samples:
+            if isinstance(sample, FcHeartbeat):
+                if not sample.is_autopilot:
+                    continue
+                with self._lock:
+                    if self._fc_id is None:
+                        self._fc_id = (sample.system_id, sample.component_id)
+                    self._fc_heartbeat = sample
+                self._heartbeat_seen.set()
+            elif isinstance(sample, LandedState):
+                with self._lock:
+                    self._landed = sample
+            name = _CALLBACK_FOR.get(type(sample))
+            cb = getattr(self._cb, name) if name else None
+            if cb is not None:
+                cb(sample)
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def fc_heartbeat(self) -> FcHeartbeat | None:
+        return self._fc_heartbeat
+
+    @property
+    def signing_established(self) -> bool:
+        return self._signing_established
+
+    def on_ground(self, now_ns: int | None = None) -> bool:
+        """True only for a fresh ON_GROUND report; unknown, in-air or stale read False."""
+        landed = self._landed
+        if landed is None or not landed.on_ground:
+            return False
+        now = self._mono() if now_ns is None else now_ns
+        return (now - landed.t_ns) <= C.LANDED_STATE_MAX_AGE_S * 1e9
+
+    def set_baro_reference(self, alt_amsl_m: float) -> float:
+        """Make the current static pressure read the known take-off altitude; returns QNH."""
+        if not math.isfinite(alt_amsl_m):
+            raise LinkConfigError(f"take-off altitude must be finite, got {alt_amsl_m}")
+        return self._decoder.set_baro_reference(alt_amsl_m)
+
+    def stats(self) -> ArduPilotLinkStats:
+        with self._lock:
+            errors, signed = self._decode_errors, self._signing_established
+        return ArduPilotLinkStats(self._channel.stats(), self._sender.stats(), errors, signed,
+                                  self._decoder.clock_offset_ns, self._fc_heartbeat)
