@@ -150,11 +150,10 @@ class _Batch:
 
 
 class _FlushRequest:
-    __slots__ = ("done", "losses_before", "ok", "sync")
+    __slots__ = ("done", "ok", "sync")
 
-    def __init__(self, sync: bool, losses_before: int) -> None:
+    def __init__(self, sync: bool) -> None:
         self.sync = sync
-        self.losses_before = losses_before
         self.ok = False
         self.done = threading.Event()
 
@@ -226,6 +225,7 @@ class FlightRecorder:
         self._last_sync = time.monotonic()
         self._error_limiter = RateLimiter(self.config.disk_error_log_interval_s)
         self._writer_errors = 0
+        self._losses_at_flush = 0  # drops + disk losses when the last flush completed
         self._seg_declared = 0  # how many of self._decls the current segment has declared
 
         self._events = self._register(EVENTS_TOPIC, EVENT_SCHEMA, None)
@@ -276,13 +276,15 @@ class FlightRecorder:
     def flush(self, timeout_s: float | None = None, sync: bool = False) -> bool:
         """Block until everything enqueued before this call is written (or `timeout_s`).
 
-        True when it all reached the kernel (and the disk too with `sync=True`); False when the
-        recorder is degraded or closed, the writer is gone, the timeout expired, or records
-        may have been dropped or lost meanwhile. Never raises.
+        True when it all reached the kernel (and the disk too with `sync=True`). False when the
+        recorder is degraded or closed, the writer is gone, the timeout expired, or any record
+        was dropped (overrun) or lost (disk) since the previous flush completed: then something
+        enqueued before this call may be missing, and the stream's events say what. Never
+        raises.
         """
         if self._footer is not None or not self._thread.is_alive():
             return False
-        req = _FlushRequest(sync, self._losses() + self._pending_drops())
+        req = _FlushRequest(sync)
         self._flush_requests.append(req)
         self._wake.set()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -391,11 +393,13 @@ class FlightRecorder:
             except Exception:  # the writer must outlive its own bugs; producers keep going
                 self._writer_errors += 1
                 log.exception("flight recorder writer cycle failed")
-            ok = not self._degraded
-            losses = self._losses()
-            for r in requests:
-                r.ok = ok and losses == r.losses_before
-                r.done.set()
+            if requests:
+                losses = self._losses()
+                ok = not self._degraded and losses == self._losses_at_flush
+                self._losses_at_flush = losses
+                for r in requests:
+                    r.ok = ok
+                    r.done.set()
             if stopping:
                 break
         try:
@@ -438,10 +442,20 @@ class FlightRecorder:
                 with contextlib.suppress(IndexError):  # a producer dropped one meanwhile
                     for _ in range(n):
                         items.append(pop())
-                if items:
-                    st.popped += len(items)
-                    batch.add(st, items)
-            if batch.size >= limit:
+                st.popped += len(items)
+                # Cut into batches of about batch_bytes: segments rotate at that granularity.
+                start = 0
+                while start < len(items):
+                    end, size = start, batch.size
+                    while end < len(items) and size < limit:
+                        size += len(items[end][1])
+                        end += 1
+                    batch.add(st, items[start:end])
+                    start = end
+                    if batch.size >= limit:
+                        self._write(batch)
+                        batch = _Batch()
+            elif batch.size >= limit:
                 self._write(batch)
                 batch = _Batch()
         self._write(batch)
@@ -662,9 +676,6 @@ class FlightRecorder:
 
     def _losses(self) -> int:
         return sum(s.dropped + s.lost for s in list(self._states))
-
-    def _pending_drops(self) -> int:
-        return sum(len(s.producer.drop_ticks) for s in list(self._states))
 
     def _total_lost(self) -> int:
         return sum(s.lost for s in list(self._states))
