@@ -37,7 +37,8 @@ class RecorderLogHandler(logging.Handler):
         self._notice = RateLimiter(1.0)
         self.recursions = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def handle(self, record: logging.LogRecord) -> bool:
+        """The guard wraps filtering too: a filter or formatter may log as well."""
         if getattr(self._local, "busy", False):
             self.recursions += 1
             if self._notice.allow():
@@ -48,25 +49,28 @@ class RecorderLogHandler(logging.Handler):
                     self.recursions,
                     f"refused a nested log record from {record.name}",
                 )
-            return
+            return False
         self._local.busy = True
         try:
-            try:
-                message = record.getMessage()
-            except Exception as exc:  # bad %-args: keep the template and say so
-                message = f"{record.msg!r} (unformattable args: {exc})"
-            payload = {
-                "level": record.levelname,
-                "levelno": record.levelno,
-                "logger": record.name,
-                "message": message,
-                "thread": record.threadName or "",
-                "where": f"{record.pathname}:{record.lineno}",
-                "exception": (
-                    logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-                ),
-            }
-            # Log records carry wall time; the flight log's clock is the recorder's (monotonic).
-            self._producer.record(self._clock_ns(), payload)
+            return bool(super().handle(record))
         finally:
             self._local.busy = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # bad %-args: keep the template and say so
+            message = f"{record.msg!r} (unformattable args: {exc})"
+        payload = {
+            "level": record.levelname,
+            "levelno": record.levelno,
+            "logger": record.name,
+            "message": message,
+            "thread": record.threadName or "",
+            "where": f"{record.pathname}:{record.lineno}",
+            "exception": (
+                logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+            ),
+        }
+        # Log records carry wall time; the flight log's clock is the recorder's (monotonic).
+        self._producer.record(self._clock_ns(), payload)

@@ -143,6 +143,14 @@ def _records(
                     if ch is None:
                         scan.damage = f"message on undeclared channel {cid} at byte {pos}"
                         return
+                    # JSON text never holds a NUL byte: one here is a zero-filled tail (power
+                    # loss before the data blocks were written) or a torn length field.
+                    if (
+                        length < MESSAGE_HEAD.size - 9
+                        or buf.find(b"\x00", pos + MESSAGE_HEAD.size, end) != -1
+                    ):
+                        scan.damage = f"message at byte {pos} holds NUL bytes (zero-filled tail)"
+                        return
                     topic, wanted = ch
                     scan.messages += 1
                     c = counts[topic]
@@ -217,7 +225,8 @@ class FlightLog:
             if HEADER_METADATA in scan.metadata:
                 return FlightHeader.from_metadata(scan.metadata[HEADER_METADATA])
         raise RecorderFormatError(
-            f"{self.folder}: no segment holds a readable {HEADER_METADATA} metadata record"
+            f"{self.folder}: no segment holds a readable flight header ({HEADER_METADATA} "
+            "metadata record)"
         )
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[RecordedMessage]:
