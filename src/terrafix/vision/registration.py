@@ -61,7 +61,12 @@ class VpsConfig(BaseModel):
     canvas_sizes: tuple[int, ...] = tuple(s for s, _ in CANVAS_SIZES)
     max_keypoints: int = Field(default=2048, ge=64)
     throttled_keypoints: int = Field(default=1024, ge=64)
-    map_features_per_chunk: int = Field(default=4096, ge=64)
+    rerank_keypoints: int = Field(default=1024, ge=64, description=(
+        "Strongest frame keypoints used to re-rank the K chunks (all are used afterwards)."))
+    rerank_map_features: int = Field(default=1536, ge=64, description=(
+        "Strongest map features per chunk used for re-ranking."))
+    guided_map_features: int = Field(default=6144, ge=64, description=(
+        "Map features under the predicted footprint for the final match."))
     top_k: int = Field(default=10, ge=1, description="Chunks retrieved (N2: K=10).")
     rerank_n: int = Field(default=3, ge=1, description="Chunks kept after re-ranking (N=3).")
     ratio: float = Field(default=0.95, gt=0.0, le=1.0, description="Matcher ratio test.")
@@ -225,7 +230,8 @@ class VisualPositioner:
         cands = level.index.search(vlad(feats.descriptors, level.index.vocabulary),
                                    cfg.top_k, restrict)
         t["retrieval"] = time.perf_counter()
-        verified = [self._verify_chunk(level, int(c), feats) for c in cands.ids]
+        strongest = feats.subset(np.arange(min(len(feats), cfg.rerank_keypoints)))
+        verified = [self._verify_chunk(level, int(c), strongest) for c in cands.ids]
         order = sorted(range(len(verified)), key=lambda i: (not verified[i].fit.ok,
                                                             -verified[i].fit.n_inliers))
         top = [verified[i] for i in order[: cfg.rerank_n]]
@@ -268,7 +274,7 @@ class VisualPositioner:
 
     def _verify_chunk(self, level: _Level, chunk: int, feats: Features) -> _Verified:
         x0, y0, x1, y1 = level.index.chunks[chunk]
-        _, mf = level.features.query(x0, y0, x1, y1, self.config.map_features_per_chunk)
+        _, mf = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
         fit = fit_homography(canvas_px, map_gpx - origin, float(x1 - x0), self.geometry)
@@ -285,12 +291,12 @@ class VisualPositioner:
         margin = 16.0
         x0, y0 = q.min(axis=0) - margin
         x1, y1 = q.max(axis=0) + margin
-        _, mf = level.features.query(x0, y0, x1, y1, 2 * self.config.map_features_per_chunk)
+        _, mf = level.features.query(x0, y0, x1, y1, self.config.guided_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
         fit = fit_homography(canvas_px, map_gpx - origin, float(max(x1 - x0, y1 - y0)),
                              self.geometry)
-        if fit.ok and fit.n_inliers > first.fit.n_inliers:
+        if fit.ok and fit.n_inliers >= first.fit.n_inliers:
             return _Verified(first.chunk, fit, canvas_px, map_gpx, origin)
         return first
 

@@ -1,0 +1,63 @@
+"""`terrafix vps`: provision the visual-positioning data of a tile cache, locate one image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from terrafix.vision.errors import VisionError
+from terrafix.vision.provision import LevelConfig
+
+app = typer.Typer(help="Visual positioning: map features, retrieval index, single fixes.",
+                  no_args_is_help=True)
+
+
+def _parse_level(text: str) -> LevelConfig:
+    try:
+        z, chunk, overlap = text.split(":")
+        return LevelConfig(z=int(z), chunk_m=float(chunk), overlap=float(overlap))
+    except ValueError as exc:
+        raise typer.BadParameter(f"level {text!r} must be ZOOM:CHUNK_M:OVERLAP, "
+                                 "e.g. 18:700:0.45") from exc
+
+
+@app.command()
+def provision(
+    cache_root: Annotated[Path, typer.Argument(
+        help="Tile cache root (features/ and retrieval/ are written under it).")],
+    geotiff: Annotated[Path | None, typer.Option(
+        help="Map imagery as a GeoTIFF/COG (instead of the tile store's mosaic).")] = None,
+    extractor: Annotated[list[str] | None, typer.Option(
+        help="Feature type to build (repeatable): xfeat, sift; default both.")] = None,
+    level: Annotated[list[str] | None, typer.Option(
+        help="ZOOM:CHUNK_M:OVERLAP (repeatable); default z19 300 m 50% and z18 700 m "
+        "45%.")] = None,
+    models: Annotated[Path, typer.Option(help="Model cache (XFeat).")] = Path("build/models"),
+) -> None:
+    """Compute map features and the chunk retrieval index for a tile cache (before flight)."""
+    from terrafix.vision import provision as step
+    from terrafix.vision.features import SiftExtractor
+    from terrafix.vision.rasters import raster_from_geotiff
+    from terrafix.vision.xfeat import MAP_WINDOW_SIZE, XFeatExtractor
+
+    if geotiff is None:
+        typer.echo("error: give --geotiff (tile-store mosaics: use "
+                   "terrafix.vision.provision.main with the store's mosaic)", err=True)
+        raise typer.Exit(2)
+    cfg = step.ProvisionConfig(levels=tuple(_parse_level(t) for t in level)) if level \
+        else step.ProvisionConfig()
+    for name in extractor or ["xfeat", "sift"]:
+        if name == "xfeat":
+            ext = XFeatExtractor.open(models, [MAP_WINDOW_SIZE])
+        elif name == "sift":
+            ext = SiftExtractor()
+        else:
+            raise typer.BadParameter(f"extractor {name!r} must be xfeat or sift")
+        try:
+            path = step.main(cfg, cache_root, lambda z: raster_from_geotiff(geotiff, z), ext)
+        except VisionError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"{name}: {path}")

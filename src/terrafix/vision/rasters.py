@@ -1,0 +1,65 @@
+"""Sources of map rasters for provisioning: a tile-cache mosaic or a GeoTIFF/COG reprojected
+to Web-Mercator global pixels (the tile grid), both as `MapRaster`.
+
+Provisioning-time code (rasterio); nothing here runs in flight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from terrafix.geo.tiles import ORIGIN_SHIFT_M, TILE_SIZE_PX, lonlat_to_global_px
+from terrafix.vision.errors import VisionError
+from terrafix.vision.mapfeatures import MapRaster
+
+
+def stretch_to_uint8(a: np.ndarray, valid: np.ndarray,
+                     percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Linear stretch of a (H, W) raster to uint8 between two percentiles of its valid pixels."""
+    if not valid.any():
+        raise VisionError("raster has no valid pixel")
+    lo, hi = np.percentile(a[valid], percentiles)
+    out = (a.astype(np.float32) - lo) * (255.0 / max(float(hi - lo), 1e-6))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def raster_from_geotiff(path: str | Path, z: int, band: int = 1) -> MapRaster:
+    """Reproject one band of a georeferenced raster onto the Web-Mercator pixel grid of zoom z
+    (bilinear), stretched to uint8; nodata/zero pixels are invalid."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise VisionError(f"{path} has no coordinate reference system")
+        data = src.read(band).astype(np.float32)
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        x0, y0 = lonlat_to_global_px(west, north, z)
+        x1, y1 = lonlat_to_global_px(east, south, z)
+        px_x0, px_y0 = int(np.floor(x0)), int(np.floor(y0))
+        w, h = int(np.ceil(x1)) - px_x0, int(np.ceil(y1)) - px_y0
+        res = 2.0 * ORIGIN_SHIFT_M / (TILE_SIZE_PX * (1 << z))
+        transform = rasterio.transform.from_origin(-ORIGIN_SHIFT_M + px_x0 * res,
+                                                   ORIGIN_SHIFT_M - px_y0 * res, res, res)
+        out = np.zeros((h, w), np.float32)
+        nodata = src.nodata if src.nodata is not None else 0
+        reproject(data, out, src_transform=src.transform, src_crs=src.crs,
+                  dst_transform=transform, dst_crs="EPSG:3857",
+                  resampling=Resampling.bilinear, src_nodata=nodata, dst_nodata=0)
+    valid = out > 0
+    return MapRaster(stretch_to_uint8(out, valid), z, float(px_x0), float(px_y0), valid)
+
+
+def raster_from_mosaic(mosaic: Any) -> MapRaster:
+    """A tile-cache mosaic (attributes image (H, W) uint8, z, px_x0, px_y0, and optionally a
+    valid mask) as a MapRaster; without a mask, pixels darker than 3 grey levels (missing
+    tiles, JPEG-smeared black borders) are invalid."""
+    image = np.asarray(mosaic.image)
+    if image.ndim == 3:
+        image = image.mean(axis=2).astype(np.uint8)
+    valid = getattr(mosaic, "valid", None)
+    valid = np.asarray(valid, bool) if valid is not None else image > 2
+    return MapRaster(image, int(mosaic.z), float(mosaic.px_x0), float(mosaic.px_y0), valid)
