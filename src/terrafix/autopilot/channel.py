@@ -109,16 +109,6 @@ _VERDICT_COUNTER = {
 }
 
 
-class _TransportFile:
-    """Adapter giving pymavlink's encoder the `write` it calls."""
-
-    def __init__(self, transport: ByteTransport) -> None:
-        self._t = transport
-
-    def write(self, buf: bytes) -> None:
-        self._t.write(buf)
-
-
 class MavlinkChannel:
     """A MAVLink 2 connection with a reader thread, optional signing and message dispatch.
 
@@ -145,7 +135,7 @@ class MavlinkChannel:
         self.name = name
         self._transport = open_transport(connection, baud=baud,
                                          allow_external_listen=allow_external_listen)
-        self._encoder = mavlink.MAVLink(_TransportFile(self._transport), srcSystem=system_id,
+        self._encoder = mavlink.MAVLink(None, srcSystem=system_id,
                                         srcComponent=component_id)
         self._decoder = mavlink.MAVLink(None)
         self._decoder.robust_parsing = True
@@ -274,6 +264,14 @@ class MavlinkChannel:
     # --- sending ------------------------------------------------------------------------------
     def send(self, msg: object, *, sign: bool = True) -> None:
         """Encode and write one message (signed when signing is on, unless sign=False)."""
+        self._write(msg, sign=sign, write=True)
+
+    def pack(self, msg: object, *, sign: bool = True) -> bytes:
+        """Encode one message exactly as `send` would, without writing it (sequence and signing
+        timestamp advance). The simulated FC uses it to build packets it then tampers with."""
+        return self._write(msg, sign=sign, write=False)
+
+    def _write(self, msg: object, *, sign: bool, write: bool) -> bytes:
         if self._closed:
             raise LinkClosedError(f"channel {self.name} on {self.description} is closed")
         with self._send_lock:
@@ -286,13 +284,18 @@ class MavlinkChannel:
                 # receiver restarted later does not see our stream as stale.
                 sig.timestamp = max(sig.timestamp, signing_timestamp_now())
             try:
-                self._encoder.send(msg)
+                buf = msg.pack(self._encoder)
+                self._encoder.seq = (self._encoder.seq + 1) % 256
+                if write:
+                    self._transport.write(buf)
             except OSError:
                 self._count("transport_errors")
                 raise
             finally:
                 sig.sign_outgoing = restore
-        self._count("sent")
+        if write:
+            self._count("sent")
+        return bytes(buf)
 
     def send_raw(self, data: bytes) -> None:
         """Write already-framed bytes (the simulated FC uses it to inject tampered packets)."""

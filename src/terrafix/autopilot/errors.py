@@ -26,10 +26,6 @@ class SigningHandshakeError(AutopilotError):
     """
 
 
-class CommandTimeoutError(AutopilotError):
-    """A COMMAND_LONG was not acknowledged within its retry budget."""
-
-
 class MspError(AutopilotError, ValueError):
     """A malformed MSP v2 frame or a payload field outside its wire range."""
 
