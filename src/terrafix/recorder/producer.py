@@ -33,15 +33,20 @@ from typing import Any
 
 import numpy as np
 import orjson
+from mcap.opcode import Opcode
 
 from terrafix.measurements import CameraFrame
-from terrafix.recorder.container import frame_message
+from terrafix.recorder.container import MESSAGE_FIXED_LEN, MESSAGE_HEAD, frame_message
 from terrafix.recorder.errors import RecorderPolicyError
 
 _DUMPS = orjson.dumps
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _MIN_IMAGE_SIDE_PX = 64
 _MAX_INLINE_BYTES = 64 * 1024
+_SUSPECT_TYPES = frozenset({np.ndarray, bytes, bytearray, CameraFrame})
+_PACK = MESSAGE_HEAD.pack
+_OP_MESSAGE = int(Opcode.MESSAGE)
+_FIXED = MESSAGE_FIXED_LEN
 _IMAGE_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.bool_)})
 
 
@@ -115,8 +120,8 @@ class Producer:
         self._max_record_bytes = max_record_bytes
         self._seq = itertools.count()
         self._closed = False
-        #: (t_ns, framed message bytes); drained by the writer thread only.
-        self.queue: deque[tuple[int, bytes]] = deque()
+        #: (t_ns, MCAP message record head, JSON payload); drained by the writer thread only.
+        self.queue: deque[tuple[int, bytes, bytes]] = deque()
         #: one entry per record dropped on overrun; the writer counts and clears them.
         self.drop_ticks: list[int] = []
         #: reasons of payloads that could not be encoded; the writer counts and clears them.
@@ -134,29 +139,19 @@ class Producer:
             return
         if type(payload) is dict:
             for value in payload.values():
-                if type(value) is np.ndarray or isinstance(value, CameraFrame):
-                    if looks_like_camera_frame(value):
-                        raise RecorderPolicyError(
-                            f"{self.name}: raw camera frames are never recorded (got "
-                            f"{_describe(value)}); record features or a thumbnail instead"
-                        )
-                elif type(value) is bytes and len(value) > _MAX_INLINE_BYTES:
-                    raise RecorderPolicyError(
-                        f"{self.name}: {len(value)} raw bytes in one value, expected at most "
-                        f"{_MAX_INLINE_BYTES} (images go through the thumbnail/tile policies)"
-                    )
+                if type(value) in _SUSPECT_TYPES:  # one set lookup per value on the hot path
+                    self._refuse_raw(value)
         elif isinstance(payload, CameraFrame):
-            raise RecorderPolicyError(
-                f"{self.name}: raw camera frames are never recorded (got {_describe(payload)})"
-            )
+            self._refuse_raw(payload)
         try:
             data = _DUMPS(payload, default=_default, option=_OPTIONS)
         except (TypeError, orjson.JSONEncodeError) as exc:
             self.rejects.append(f"{type(payload).__name__}: {exc}")
             return
-        if len(data) > self._max_record_bytes:
+        n = len(data)
+        if n > self._max_record_bytes:
             raise RecorderPolicyError(
-                f"{self.name}: record of {len(data)} bytes, expected at most "
+                f"{self.name}: record of {n} bytes, expected at most "
                 f"{self._max_record_bytes} (RecorderConfig.max_record_bytes)"
             )
         q = self.queue
@@ -166,7 +161,21 @@ class Producer:
                 self.drop_ticks.append(1)
             except IndexError:  # the writer emptied it meanwhile
                 pass
-        q.append((t_ns, frame_message(self.channel_id, next(self._seq), t_ns, data)))
+        seq = next(self._seq) & 0xFFFFFFFF
+        # Record head and payload stay separate objects (no 1 KB copy here); the writer joins.
+        q.append((t_ns, _PACK(_OP_MESSAGE, _FIXED + n, self.channel_id, seq, t_ns, t_ns), data))
+
+    def _refuse_raw(self, value: object) -> None:
+        if looks_like_camera_frame(value):
+            raise RecorderPolicyError(
+                f"{self.name}: raw camera frames are never recorded (got "
+                f"{_describe(value)}); record features or a thumbnail instead"
+            )
+        if isinstance(value, (bytes, bytearray)) and len(value) > _MAX_INLINE_BYTES:
+            raise RecorderPolicyError(
+                f"{self.name}: {len(value)} raw bytes in one value, expected at most "
+                f"{_MAX_INLINE_BYTES} (images go through the thumbnail/tile policies)"
+            )
 
     def frame(self, t_ns: int, payload: Mapping[str, Any]) -> bytes:
         """Serialise and frame one record of this topic without queueing it (writer use)."""

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import errno
 import logging
+import operator
 import os
 import re
 import threading
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from terrafix import __version__
+from terrafix.recorder.container import MESSAGE_HEAD
 from terrafix.recorder.errors import RecorderError
 from terrafix.recorder.flight import FlightFooter, FlightHeader, ProducerCounters
 from terrafix.recorder.logs import RecorderLogHandler
@@ -64,6 +66,9 @@ GiB = 1 << 30
 RESERVE_NAME = ".fdr-reserve"
 LIBRARY = f"terrafix-fdr/{__version__}"
 DISK_FULL_ALERT = "FDR DISK FULL: recording degraded"
+_T_NS = operator.itemgetter(0)
+_PAYLOAD = operator.itemgetter(2)
+_HEAD_LEN = MESSAGE_HEAD.size
 _TOPIC_RE = re.compile(r"^/?[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 
 
@@ -136,11 +141,10 @@ class _Batch:
         self.size = 0
         self.shares: list[tuple[_State, int, int, int]] = []  # state, count, t_min, t_max
 
-    def add(self, state: _State, items: list[tuple[int, bytes]]) -> None:
-        data = [it[1] for it in items]
-        self.parts.extend(data)
-        self.size += sum(map(len, data))
-        times = [it[0] for it in items]
+    def add(self, state: _State, items: list[tuple[int, bytes, bytes]]) -> None:
+        self.parts.extend([part for it in items for part in (it[1], it[2])])
+        self.size += sum(map(len, map(_PAYLOAD, items))) + _HEAD_LEN * len(items)
+        times = list(map(_T_NS, items))
         self.shares.append((state, len(items), min(times), max(times)))
 
     def add_one(self, state: _State, t_ns: int, framed: bytes) -> None:
@@ -443,15 +447,15 @@ class FlightRecorder:
                     for _ in range(n):
                         items.append(pop())
                 st.popped += len(items)
-                # Cut into batches of about batch_bytes: segments rotate at that granularity.
+                # Cut into batches of about batch_bytes (segments rotate at that granularity),
+                # by count from the mean record size: no per-record Python loop.
+                total = sum(map(len, map(_PAYLOAD, items))) + _HEAD_LEN * len(items)
+                per_batch = max(1, int(len(items) * limit / max(1, total)))
                 start = 0
                 while start < len(items):
-                    end, size = start, batch.size
-                    while end < len(items) and size < limit:
-                        size += len(items[end][1])
-                        end += 1
-                    batch.add(st, items[start:end])
-                    start = end
+                    room = max(1, int(per_batch * max(0, limit - batch.size) / limit))
+                    batch.add(st, items[start : start + room])
+                    start += room
                     if batch.size >= limit:
                         self._write(batch)
                         batch = _Batch()
