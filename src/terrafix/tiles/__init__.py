@@ -1,1 +1,65 @@
-"""terrafix.tiles"""
+"""Satellite tile cache: the map every visual fix is matched against (REQUIREMENTS §4).
+
+Tiles are 256x256 grayscale JPEG files at `<root>/tiles/{z}/{x}/{y}.jpg`; their metadata lives
+in SQLite (default, embedded) or PostgreSQL + PostGIS. Navigation reads the map through
+`open_store(root, read_only=True)` and `TileStore.mosaic / tiles_intersecting / tiles_within`;
+provisioning (`terrafix tiles provision ...`) fills the cache before flight, and a signed
+manifest (`terrafix tiles verify`) proves the planned corridor is covered.
+"""
+
+from terrafix.tiles.config import open_store
+from terrafix.tiles.errors import (
+    BudgetExceededError,
+    CacheMissError,
+    CorruptTileError,
+    DuplicateTileError,
+    InvalidTileError,
+    ManifestError,
+    ProviderError,
+    ProvisioningError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+    SectorError,
+    StoreConfigError,
+    TileCacheError,
+    TileNotFoundError,
+)
+from terrafix.tiles.freshness import FreshnessPolicy, SectorClass
+from terrafix.tiles.records import (
+    FreshnessLabel,
+    Mosaic,
+    MosaicTile,
+    NewTile,
+    PutReport,
+    TileRecord,
+    VotingStatus,
+)
+from terrafix.tiles.store import TileStore
+
+__all__ = [
+    "BudgetExceededError",
+    "CacheMissError",
+    "CorruptTileError",
+    "DuplicateTileError",
+    "FreshnessLabel",
+    "FreshnessPolicy",
+    "InvalidTileError",
+    "ManifestError",
+    "Mosaic",
+    "MosaicTile",
+    "NewTile",
+    "ProviderError",
+    "ProvisioningError",
+    "PutReport",
+    "ReadOnlyStoreError",
+    "SchemaVersionError",
+    "SectorClass",
+    "SectorError",
+    "StoreConfigError",
+    "TileCacheError",
+    "TileNotFoundError",
+    "TileRecord",
+    "TileStore",
+    "VotingStatus",
+    "open_store",
+]

@@ -1,0 +1,124 @@
+"""The metadata-database interface shared by the SQLite and PostgreSQL stores.
+
+`TileStore` owns the files, hashes, journal and mosaics; the backend only keeps the rows. Both
+backends satisfy the same Protocol and the same contract tests, so everything above this line
+is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import date
+from typing import Protocol
+
+from shapely.geometry.base import BaseGeometry
+
+from terrafix.geo.tiles import TileId
+from terrafix.tiles.records import (
+    FreshnessLabel,
+    QuarantineEntry,
+    StoreSummary,
+    TileRecord,
+    VotingStatus,
+)
+
+# Column order of every SELECT that builds a TileRecord.
+RECORD_COLUMNS = ("z, x, y, west, south, east, north, capture_date, source, sha256, size_bytes, "
+                  "sector_class, freshness, voting_status, last_access_utc, upload_attempts")
+
+
+def record_from_row(row: Sequence) -> TileRecord:
+    """Build a TileRecord from a row in RECORD_COLUMNS order (date as ISO text or date)."""
+    cap = row[7]
+    return TileRecord(
+        tile=TileId(row[0], row[1], row[2]),
+        bounds=(row[3], row[4], row[5], row[6]),
+        capture_date=cap if isinstance(cap, date) else date.fromisoformat(cap),
+        source=row[8],
+        sha256=row[9],
+        size_bytes=row[10],
+        sector_class=row[11],
+        freshness=FreshnessLabel(row[12]),
+        voting_status=VotingStatus(row[13]),
+        last_access_utc_s=row[14],
+        upload_attempts=row[15],
+    )
+
+
+class MetadataTransaction(Protocol):
+    """Writes inside one database transaction (committed when the context exits cleanly)."""
+
+    def existing(self, tiles: Sequence[TileId]) -> dict[TileId, TileRecord]:
+        """Rows already present for these tiles (locked against concurrent writers)."""
+        ...
+
+    def upsert(self, records: Sequence[TileRecord], created_utc_s: float) -> None:
+        """Insert rows, replacing any row with the same z/x/y."""
+        ...
+
+    def delete(self, tiles: Sequence[TileId]) -> None: ...
+
+    def add_quarantine(self, entry: QuarantineEntry) -> None: ...
+
+    def touch(self, accesses: Sequence[tuple[TileId, float]]) -> None:
+        """Set last-access times (UTC epoch seconds)."""
+        ...
+
+    def classify(self, updates: Sequence[tuple[TileId, str, FreshnessLabel]]) -> None:
+        """Set sector class and freshness label of existing rows."""
+        ...
+
+    def set_upload_state(self, tile: TileId, status: VotingStatus, upload_attempts: int) -> None:
+        ...
+
+    def set_protected_area(self, name: str, wkt: str, created_utc_s: float) -> None: ...
+
+    def remove_protected_area(self, name: str) -> None: ...
+
+
+class MetadataBackend(Protocol):
+    """Tile metadata rows in a database; thread-safe for readers."""
+
+    dialect: str
+    read_only: bool
+    location: str  # where the rows live, for messages (file path or DSN without password)
+
+    def close(self) -> None: ...
+
+    def schema_version(self) -> int: ...
+
+    def transaction(self) -> AbstractContextManager[MetadataTransaction]: ...
+
+    def get(self, tile: TileId) -> TileRecord | None: ...
+
+    def query_bbox(self, west: float, south: float, east: float, north: float,
+                   z: int | None) -> list[TileRecord]:
+        """Rows whose bounds overlap the box (a superset of the exact answer is allowed)."""
+        ...
+
+    def query_polygon(self, polygon: BaseGeometry, z: int | None) -> list[TileRecord]:
+        """Rows whose tile interior intersects the polygon's interior (exact)."""
+        ...
+
+    def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]: ...
+
+    def iter_lru(self, batch: int = 1000) -> Iterator[TileRecord]:
+        """Rows in least-recently-used order."""
+        ...
+
+    def totals(self) -> tuple[int, int]:
+        """(tile count, total bytes)."""
+        ...
+
+    def summary(self) -> StoreSummary: ...
+
+    def quarantine_entries(self) -> list[QuarantineEntry]: ...
+
+    def protected_areas(self) -> dict[str, str]:
+        """Protected area name -> WKT polygon (WGS84)."""
+        ...
+
+    def bulk_load(self, records: Iterable[TileRecord], created_utc_s: float) -> int:
+        """Fast insert of many new rows (no files): benchmarks and metadata imports."""
+        ...

@@ -1,0 +1,112 @@
+"""WGS84 polygons <-> slippy tiles: corridor coverage, radius searches, GeoJSON input.
+
+"A tile intersects a polygon" means their interiors overlap: a tile that only touches the
+polygon's edge holds no pixel of the area and is never required or returned. Polygons are in
+lon/lat degrees (GeoJSON order); tile squares are boxes in lon/lat too, which is exact because
+Web-Mercator tile edges are meridians and parallels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from terrafix.geo.geodesic import destination
+from terrafix.geo.tiles import TileId, lonlat_to_tile, tile_bounds
+from terrafix.geo.utm import from_wgs84, to_wgs84, utm_epsg_for
+from terrafix.tiles.errors import TileCacheError
+
+
+def tiles_covering(polygon: BaseGeometry, z: int) -> list[TileId]:
+    """Every tile at zoom z whose interior overlaps the polygon's interior, row by row.
+
+    Works one tile row at a time (clip the polygon to the row's strip, then test only the
+    columns under the clipped part), so a long thin corridor costs its area, not its bounding box.
+    """
+    if polygon.is_empty or polygon.area == 0.0:
+        raise TileCacheError(f"coverage needs a polygon with an area, got {polygon.geom_type} "
+                             f"with area {polygon.area}")
+    west, south, east, north = polygon.bounds
+    nw = lonlat_to_tile(west, north, z)
+    se = lonlat_to_tile(east, south, z)
+    shapely.prepare(polygon)
+    last = (1 << z) - 1
+    out: list[TileId] = []
+    # One extra row/column on each side guards against rounding at tile edges; the exact
+    # interior test below removes what does not belong.
+    for y in range(max(nw.y - 1, 0), min(se.y + 1, last) + 1):
+        _, row_s, _, row_n = tile_bounds(TileId(z, nw.x, y))
+        strip = polygon.intersection(shapely.box(west - 1e-9, row_s, east + 1e-9, row_n))
+        if strip.is_empty or strip.area == 0.0:
+            continue
+        sw, _, se_lon, _ = strip.bounds
+        x0, x1 = lonlat_to_tile(sw, (row_s + row_n) / 2, z).x, lonlat_to_tile(
+            se_lon, (row_s + row_n) / 2, z).x
+        tiles = [TileId(z, x, y) for x in range(max(x0 - 1, 0), min(x1 + 1, last) + 1)]
+        boxes = shapely.box(*np.array([tile_bounds(t) for t in tiles]).T)
+        keep = shapely.intersects(polygon, boxes) & ~shapely.touches(polygon, boxes)
+        out.extend(t for t, k in zip(tiles, keep, strict=True) if k)
+    return out
+
+
+def circle_polygon(lat_deg: float, lon_deg: float, radius_m: float,
+                   n_vertices: int = 64) -> BaseGeometry:
+    """A polygon that contains the geodesic circle (vertices pushed out by 1/cos(pi/n)), so
+    a search with it misses nothing; callers filter the few extra hits by exact distance."""
+    if not radius_m > 0:
+        raise TileCacheError(f"radius must be > 0 m, got {radius_m}")
+    az = np.linspace(0.0, 360.0, n_vertices, endpoint=False)
+    r = radius_m / math.cos(math.pi / n_vertices) * 1.001
+    lats, lons = destination(np.full_like(az, lat_deg), np.full_like(az, lon_deg), az,
+                             np.full_like(az, r))
+    return shapely.Polygon(np.column_stack([lons, lats]))
+
+
+def geometry_from_geojson(doc: Mapping[str, Any], where: str = "GeoJSON") -> BaseGeometry:
+    """The union of the polygons of a GeoJSON geometry, Feature or FeatureCollection."""
+    kind = doc.get("type")
+    if kind == "FeatureCollection":
+        geoms = [geometry_from_geojson(f, where) for f in doc.get("features", [])]
+        if not geoms:
+            raise TileCacheError(f"{where}: FeatureCollection has no features")
+        return shapely.union_all(geoms)
+    if kind == "Feature":
+        return geometry_from_geojson(doc.get("geometry") or {}, where)
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise TileCacheError(f"{where}: expected Polygon or MultiPolygon geometry, got {kind!r}")
+    geom = shape(doc)
+    if geom.is_empty or not geom.is_valid:
+        raise TileCacheError(f"{where}: polygon is empty or invalid")
+    return geom
+
+
+def load_polygon(path: str | Path) -> BaseGeometry:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TileCacheError(f"cannot read GeoJSON {p}: {exc}") from exc
+    return geometry_from_geojson(doc, str(p))
+
+
+def buffer_route_m(route_lonlat: np.ndarray, half_width_m: float) -> BaseGeometry:
+    """Corridor polygon around a route: (N, 2) lon/lat vertices buffered by `half_width_m`
+    metres in the UTM zone of the route's first point."""
+    pts = np.asarray(route_lonlat, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 1:
+        raise TileCacheError(f"route must be (N, 2) lon/lat, got shape {pts.shape}")
+    epsg = utm_epsg_for(float(pts[0, 1]), float(pts[0, 0]))
+    x, y = from_wgs84(pts[:, 1], pts[:, 0], epsg)
+    line = (shapely.LineString(np.column_stack([x, y])) if len(pts) > 1
+            else shapely.Point(x[0], y[0]))
+    ring = np.asarray(line.buffer(half_width_m, quad_segs=16).exterior.coords)
+    lat, lon = to_wgs84(ring[:, 0], ring[:, 1], epsg)
+    return shapely.Polygon(np.column_stack([lon, lat]))

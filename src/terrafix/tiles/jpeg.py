@@ -1,0 +1,45 @@
+"""JPEG checks and codecs for 256x256 grayscale map tiles (OpenCV's libjpeg-turbo).
+
+A tile is accepted only if it is a complete JPEG (SOI at the start, EOI at the end: libjpeg
+"decodes" truncated files by padding them with grey, so decoding alone does not catch a
+half-written tile) that decodes to 256x256 pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from terrafix.geo.tiles import TILE_SIZE_PX
+from terrafix.tiles.errors import InvalidTileError
+
+_SOI = b"\xff\xd8\xff"
+_EOI = b"\xff\xd9"
+
+
+def decode_gray(data: bytes) -> np.ndarray | None:
+    """JPEG bytes -> (256, 256) uint8 image, or None when not a complete 256x256 JPEG."""
+    if not data.startswith(_SOI) or not data.rstrip(b"\x00").endswith(_EOI):
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.shape != (TILE_SIZE_PX, TILE_SIZE_PX):
+        return None
+    return img
+
+
+def check_tile_jpeg(data: bytes, what: str) -> None:
+    """Raise InvalidTileError unless `data` is a complete JPEG of a 256x256 tile."""
+    if decode_gray(data) is None:
+        head = data[:4].hex()
+        raise InvalidTileError(f"{what}: expected a complete 256x256 JPEG, got {len(data)} bytes "
+                               f"starting {head!r}")
+
+
+def encode_gray(image: np.ndarray, quality: int = 90) -> bytes:
+    """(256, 256) uint8 image -> baseline grayscale JPEG bytes."""
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise InvalidTileError(f"expected a 2-D uint8 image, got {image.dtype} {image.shape}")
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InvalidTileError(f"JPEG encoding failed for an image of shape {image.shape}")
+    return buf.tobytes()

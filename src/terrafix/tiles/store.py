@@ -1,0 +1,597 @@
+"""`TileStore`: JPEG tile files under a cache root plus their metadata rows (T1-T4).
+
+Layout of a cache root (vision keeps its own products next to the tiles):
+```
+<root>/tiles/{z}/{x}/{y}.jpg      the tiles (256x256 grayscale JPEG)
+<root>/tiles/.staging/            batches being written (see `journal`)
+<root>/tiles.sqlite               metadata (SQLite backend; PostgreSQL lives on a server)
+<root>/quarantine/                tiles that failed their hash or decode check
+<root>/sectors.geojson            freshness sectors in force
+<root>/features/, <root>/retrieval/   map features and retrieval index (vision)
+```
+The store owns everything that is about files (atomic placement, hashes, quarantine,
+reconciliation, mosaics); the backend only keeps rows, so SQLite and PostgreSQL share all of it.
+Every read checks the SHA-256 of the bytes against the row: a mismatch quarantines the tile and
+raises `CorruptTileError` naming it, so a corrupt tile is never served. A read-only store (the
+in-flight mode) never writes: reconciliation only reports, last-access times are not updated,
+and every write method raises `ReadOnlyStoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+from hashlib import sha256
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from terrafix.geo.geodesic import distance_m
+from terrafix.geo.tiles import (
+    TILE_SIZE_PX,
+    TileId,
+    check_zoom,
+    lonlat_to_global_px,
+    tile_bounds,
+)
+from terrafix.tiles.backend import MetadataBackend, MetadataTransaction
+from terrafix.tiles.budget import DEFAULT_BUDGET_BYTES, plan_eviction
+from terrafix.tiles.errors import (
+    BudgetExceededError,
+    CorruptTileError,
+    DuplicateTileError,
+    InvalidTileError,
+    ReadOnlyStoreError,
+    StoreConfigError,
+    TileCacheError,
+    TileNotFoundError,
+)
+from terrafix.tiles.freshness import FreshnessDecision, FreshnessPolicy
+from terrafix.tiles.geometry import circle_polygon
+from terrafix.tiles.journal import Intent, WriteBatch, recover
+from terrafix.tiles.jpeg import check_tile_jpeg
+from terrafix.tiles.reconcile import ReconcileReport, scan_tile_files
+from terrafix.tiles.records import (
+    FreshnessLabel,
+    Mosaic,
+    MosaicTile,
+    NewTile,
+    PutReport,
+    QuarantineEntry,
+    StoreSummary,
+    TileRecord,
+    VotingStatus,
+)
+
+log = logging.getLogger(__name__)
+
+OnConflict = Literal["error", "skip", "replace"]
+ReconcileMode = Literal["full", "journal", "none"]
+SECTORS_FILE = "sectors.geojson"
+MAX_MOSAIC_PIXELS = 16384 * 16384
+_TOUCH_FLUSH_COUNT = 512
+_BBOX_PAD_DEG = 1e-9  # pads mosaic box queries against rounding at tile edges
+
+
+def _now_utc_s() -> float:
+    return time.time()
+
+
+class TileStore:
+    """Tiles of one cache root and their metadata (see module docstring)."""
+
+    def __init__(self, root: str | Path, backend: MetadataBackend, *,
+                 budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 freshness: FreshnessPolicy | None = None, today: date | None = None,
+                 reconcile: ReconcileMode = "full", fsync_files: bool = False) -> None:
+        self.root = Path(root)
+        self.backend = backend
+        self.read_only = backend.read_only
+        self.budget_bytes = int(budget_bytes)
+        self.tiles_dir = self.root / "tiles"
+        self.staging_dir = self.tiles_dir / ".staging"
+        self.quarantine_dir = self.root / "quarantine"
+        self._fsync_files = fsync_files
+        self._today = today
+        self._touches: dict[TileId, float] = {}
+        self._touch_lock = threading.Lock()
+        self._corrupt: dict[TileId, str] = {}  # read-only stores remember instead of moving
+        # Fault-injection point for crash tests: called after the files of a batch are in
+        # place and before the transaction commits.
+        self.before_commit: Callable[[], None] | None = None
+        if not self.read_only:
+            self.tiles_dir.mkdir(parents=True, exist_ok=True)
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StoreConfigError(f"cache root {self.root} does not exist")
+        sectors_path = self.root / SECTORS_FILE
+        if freshness is not None:
+            self.freshness = freshness
+        elif sectors_path.exists():
+            self.freshness = FreshnessPolicy.load(sectors_path)
+        else:
+            self.freshness = FreshnessPolicy()
+        self.reconcile_report = self.reconcile(full=reconcile == "full") \
+            if reconcile != "none" else ReconcileReport(fixed=False)
+
+    # --- paths and lifecycle -------------------------------------------------------------
+    @property
+    def features_dir(self) -> Path:
+        """Where vision keeps precomputed map features for this cache."""
+        return self.root / "features"
+
+    @property
+    def retrieval_dir(self) -> Path:
+        """Where vision keeps the retrieval chunks and index for this cache."""
+        return self.root / "retrieval"
+
+    @property
+    def today(self) -> date:
+        """The date freshness is judged at (the flight date; UTC today unless set)."""
+        return self._today or datetime.now(UTC).date()
+
+    def tile_path(self, tile: TileId) -> Path:
+        return self.tiles_dir / str(tile.z) / str(tile.x) / f"{tile.y}.jpg"
+
+    def close(self) -> None:
+        if not self.read_only:
+            self.flush_access_times()
+        self.backend.close()
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"cannot {what}: tile store {self.root} is open read-only "
+                                     f"(the in-flight mode)")
+
+    # --- writes --------------------------------------------------------------------------
+    def put(self, tile: TileId, jpeg: bytes, *, capture_date: date, source: str,
+            voting_status: VotingStatus = VotingStatus.TRUSTED,
+            on_conflict: OnConflict = "error") -> PutReport:
+        """Store one tile (see `put_many`)."""
+        return self.put_many([NewTile(tile, jpeg, capture_date, source, voting_status)],
+                             on_conflict=on_conflict)
+
+    def put_many(self, items: Sequence[NewTile], *,
+                 on_conflict: OnConflict = "error") -> PutReport:
+        """Store tiles atomically as one batch: all rows and files land, or none.
+
+        A tile already stored with identical bytes is left alone (`unchanged`). One stored with
+        different bytes raises `DuplicateTileError` (on_conflict="error", nothing of the batch
+        is written), is kept as it is ("skip"), or is replaced ("replace"). The disk budget is
+        enforced first, evicting least-recently-used tiles outside protected areas.
+        """
+        self._require_writable("store tiles")
+        if on_conflict not in ("error", "skip", "replace"):
+            raise TileCacheError(f"on_conflict must be error, skip or replace, got {on_conflict!r}")
+        if not items:
+            return PutReport()
+        seen: set[TileId] = set()
+        now = _now_utc_s()
+        prepared: list[tuple[NewTile, TileRecord]] = []
+        for item in items:
+            t = item.tile
+            if t in seen:
+                raise InvalidTileError(f"tile {t.z}/{t.x}/{t.y} appears twice in one batch")
+            seen.add(t)
+            check_tile_jpeg(item.jpeg, f"tile {t.z}/{t.x}/{t.y}")
+            if not item.source:
+                raise InvalidTileError(f"tile {t.z}/{t.x}/{t.y}: source must not be empty")
+            bounds = tile_bounds(t)
+            sector_class = self.freshness.class_for_bounds(bounds)
+            label = self.freshness.decide(sector_class, item.capture_date, self.today).label
+            prepared.append((item, TileRecord(
+                tile=t, bounds=bounds, capture_date=item.capture_date, source=item.source,
+                sha256=sha256(item.jpeg).hexdigest(), size_bytes=len(item.jpeg),
+                sector_class=sector_class.value, freshness=label,
+                voting_status=VotingStatus(item.voting_status), last_access_utc_s=now,
+                upload_attempts=0)))
+        evicted = self._make_room(prepared, keep=seen)
+
+        batch = WriteBatch(self.staging_dir, self.tile_path, self._fsync_files)
+        inserted: list[TileId] = []
+        replaced: list[TileId] = []
+        unchanged: list[TileId] = []
+        try:
+            for item, _rec in prepared:
+                batch.stage(item.tile, item.jpeg)
+            with self.backend.transaction() as tx:
+                existing = tx.existing([rec.tile for _, rec in prepared])
+                to_write: list[TileRecord] = []
+                intents: list[Intent] = []
+                for _item, rec in prepared:
+                    old = existing.get(rec.tile)
+                    if old is not None and old.sha256 == rec.sha256:
+                        unchanged.append(rec.tile)
+                        continue
+                    if old is not None:
+                        if on_conflict == "error":
+                            t = rec.tile
+                            raise DuplicateTileError(
+                                f"tile {t.z}/{t.x}/{t.y} is already stored with sha256 "
+                                f"{old.sha256[:16]}… (captured {old.capture_date}, source "
+                                f"{old.source!r}); refusing to overwrite it with "
+                                f"{rec.sha256[:16]}… (pass on_conflict='replace' to replace)")
+                        if on_conflict == "skip":
+                            unchanged.append(rec.tile)
+                            continue
+                        replaced.append(rec.tile)
+                    else:
+                        inserted.append(rec.tile)
+                    to_write.append(rec)
+                    intents.append(Intent(rec.tile, rec.sha256, old is not None))
+                if to_write:
+                    batch.write_intent(intents)
+                    tx.upsert(to_write, now)
+                    for intent in intents:
+                        batch.place(intent)
+                    if self.before_commit is not None:
+                        self.before_commit()
+        except BaseException:
+            batch.undo()
+            batch.discard()
+            raise
+        batch.discard()
+        return PutReport(tuple(inserted), tuple(replaced), tuple(unchanged),
+                         tuple(r.tile for r in evicted))
+
+    def delete(self, tiles: Iterable[TileId]) -> int:
+        """Remove tiles (rows first, then files: a crash in between leaves orphan files, which
+        the next open removes). Returns how many rows existed."""
+        self._require_writable("delete tiles")
+        tiles = list(tiles)
+        with self.backend.transaction() as tx:
+            present = list(tx.existing(tiles))
+            tx.delete(present)
+        for t in present:
+            self.tile_path(t).unlink(missing_ok=True)
+        return len(present)
+
+    def set_upload_state(self, tile: TileId, status: VotingStatus, upload_attempts: int) -> None:
+        """Record the voting status and upload attempts of a tile (upload/ground side)."""
+        self._require_writable("update upload state")
+        with self.backend.transaction() as tx:
+            if tile not in tx.existing([tile]):
+                raise TileNotFoundError(f"no tile {tile.z}/{tile.x}/{tile.y} in {self.root}")
+            tx.set_upload_state(tile, status, upload_attempts)
+
+    # --- budget --------------------------------------------------------------------------
+    def protect_area(self, name: str, polygon: BaseGeometry) -> None:
+        """Never evict tiles overlapping `polygon` (a flight corridor) until unprotected."""
+        self._require_writable("protect an area")
+        with self.backend.transaction() as tx:
+            tx.set_protected_area(name, polygon.wkt, _now_utc_s())
+
+    def unprotect_area(self, name: str) -> None:
+        self._require_writable("unprotect an area")
+        with self.backend.transaction() as tx:
+            tx.remove_protected_area(name)
+
+    def protected_areas(self) -> dict[str, BaseGeometry]:
+        return {k: shapely.from_wkt(v) for k, v in self.backend.protected_areas().items()}
+
+    def _make_room(self, prepared: Sequence[tuple[NewTile, TileRecord]],
+                   keep: set[TileId]) -> tuple[TileRecord, ...]:
+        incoming = 0
+        for _item, rec in prepared:
+            old = self.backend.get(rec.tile)
+            if old is None:
+                incoming += rec.size_bytes
+            elif old.sha256 != rec.sha256:
+                incoming += max(rec.size_bytes - old.size_bytes, 0)
+        count, used = self.backend.totals()
+        if used + incoming <= self.budget_bytes:
+            return ()
+        areas = self.protected_areas()
+        protected = shapely.union_all(list(areas.values())) if areas else None
+        plan = plan_eviction(self.backend.iter_lru(), used + incoming - self.budget_bytes,
+                             protected, keep)
+        if not plan.sufficient:
+            raise BudgetExceededError(
+                f"disk budget of {self.budget_bytes} bytes cannot take {incoming} more bytes: "
+                f"{used} bytes in {count} tiles are used and only {plan.freed_bytes} bytes are "
+                f"evictable outside the protected areas {sorted(areas)}; raise the budget or "
+                f"shrink the area")
+        victims = [r.tile for r in plan.victims]
+        log.info("budget: evicting %d least-recently-used tiles (%d bytes)", len(victims),
+                 plan.freed_bytes)
+        self.delete(victims)
+        return plan.victims
+
+    # --- reads ---------------------------------------------------------------------------
+    def get_record(self, tile: TileId) -> TileRecord | None:
+        return self.backend.get(tile)
+
+    def freshness_of(self, record: TileRecord) -> FreshnessDecision:
+        return self.freshness.decide(record.sector_class, record.capture_date, self.today)
+
+    def read_tile(self, tile: TileId, *, allow_rejected: bool = False) -> bytes:
+        """The verified JPEG bytes of a tile.
+
+        Raises TileNotFoundError, CorruptTileError (hash mismatch or missing file: the tile is
+        quarantined), or TileCacheError when the freshness rules reject the tile (unless
+        allow_rejected, which the provider server and exports use: they serve the archive,
+        not a flight).
+        """
+        rec = self.backend.get(tile)
+        if rec is None:
+            raise TileNotFoundError(f"no tile {tile.z}/{tile.x}/{tile.y} in {self.root}")
+        if not allow_rejected:
+            decision = self.freshness_of(rec)
+            if decision.label == FreshnessLabel.REJECTED:
+                raise TileCacheError(f"tile {tile.z}/{tile.x}/{tile.y} not served: "
+                                     f"{decision.reason}")
+        return self._read_verified(rec)
+
+    def read_image(self, tile: TileId, *, allow_rejected: bool = False) -> np.ndarray:
+        """The tile decoded to a (256, 256) uint8 grayscale image (checked like read_tile)."""
+        rec = self.backend.get(tile)
+        if rec is None:
+            raise TileNotFoundError(f"no tile {tile.z}/{tile.x}/{tile.y} in {self.root}")
+        if not allow_rejected and self.freshness_of(rec).label == FreshnessLabel.REJECTED:
+            raise TileCacheError(f"tile {tile.z}/{tile.x}/{tile.y} not served: "
+                                 f"{self.freshness_of(rec).reason}")
+        return self._decode_verified(rec)
+
+    def _read_verified(self, rec: TileRecord, retried: bool = False) -> bytes:
+        t = rec.tile
+        if t in self._corrupt:
+            raise CorruptTileError(self._corrupt[t])
+        path = self.tile_path(t)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        found = "file missing" if data is None else sha256(data).hexdigest()
+        if found != rec.sha256:
+            if not retried:
+                # A concurrent replace may have committed between our row read and file read.
+                fresh = self.backend.get(t)
+                if fresh is not None and fresh.sha256 != rec.sha256:
+                    return self._read_verified(fresh, retried=True)
+            reason = "file missing" if data is None else "content hash mismatch"
+            raise CorruptTileError(self._quarantine(rec, found, reason))
+        self._note_access(t)
+        return data
+
+    def _decode_verified(self, rec: TileRecord) -> np.ndarray:
+        data = self._read_verified(rec)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if img is None or img.shape != (TILE_SIZE_PX, TILE_SIZE_PX):
+            raise CorruptTileError(self._quarantine(rec, rec.sha256, "undecodable JPEG"))
+        return img
+
+    def _quarantine(self, rec: TileRecord, found: str, reason: str) -> str:
+        t = rec.tile
+        path = self.tile_path(t)
+        msg = (f"corrupt tile {t.z}/{t.x}/{t.y} ({path}): {reason}; expected sha256 "
+               f"{rec.sha256}, found {found}")
+        if self.read_only:
+            msg += "; withheld (store is read-only, quarantine it on the ground)"
+            self._corrupt[t] = msg
+            log.error("%s", msg)
+            return msg
+        dest = self.quarantine_dir / f"{t.z}-{t.x}-{t.y}-{time.time_ns()}.jpg"
+        with self.backend.transaction() as tx:
+            current = tx.existing([t]).get(t)
+            if current is None or current.sha256 != rec.sha256:
+                return msg + "; the tile was replaced meanwhile, nothing quarantined"
+            if path.exists():
+                self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+            tx.delete([t])
+            tx.add_quarantine(QuarantineEntry(t, rec.sha256, found, reason, str(dest),
+                                              _now_utc_s()))
+        msg += f"; quarantined to {dest}"
+        log.error("%s", msg)
+        return msg
+
+    def quarantined(self) -> list[QuarantineEntry]:
+        return self.backend.quarantine_entries()
+
+    def _note_access(self, tile: TileId) -> None:
+        if self.read_only:
+            return
+        with self._touch_lock:
+            self._touches[tile] = _now_utc_s()
+            full = len(self._touches) >= _TOUCH_FLUSH_COUNT
+        if full:
+            self.flush_access_times()
+
+    def flush_access_times(self) -> None:
+        """Write buffered last-access times (reads are batched into one transaction)."""
+        self._require_writable("record access times")
+        with self._touch_lock:
+            touches, self._touches = list(self._touches.items()), {}
+        if touches:
+            with self.backend.transaction() as tx:
+                tx.touch(touches)
+
+    # --- spatial queries -----------------------------------------------------------------
+    def tiles_intersecting(self, polygon_wgs84: BaseGeometry,
+                           z: int | None = None) -> list[TileRecord]:
+        """Tiles whose interior overlaps a lon/lat polygon (e.g. a camera footprint)."""
+        if z is not None:
+            check_zoom(z)
+        if polygon_wgs84.is_empty:
+            return []
+        return self.backend.query_polygon(polygon_wgs84, z)
+
+    def tiles_within(self, lat_deg: float, lon_deg: float, radius_m: float,
+                     z: int | None = None) -> list[TileRecord]:
+        """Tiles with any point within `radius_m` (geodesic) of a point, nearest first."""
+        candidates = self.tiles_intersecting(circle_polygon(lat_deg, lon_deg, radius_m), z)
+        if not candidates:
+            return []
+        b = np.array([r.bounds for r in candidates])
+        near_lon = np.clip(lon_deg, b[:, 0], b[:, 2])
+        near_lat = np.clip(lat_deg, b[:, 1], b[:, 3])
+        d = np.asarray(distance_m(np.full(len(b), lat_deg), np.full(len(b), lon_deg),
+                                  near_lat, near_lon), dtype=float)
+        order = np.argsort(d, kind="stable")
+        return [candidates[i] for i in order if d[i] <= radius_m]
+
+    def mosaic(self, west: float, south: float, east: float, north: float, z: int) -> Mosaic:
+        """North-up image of a WGS84 box at zoom z, georeferenced in global pixels.
+
+        The image covers every global pixel the box touches. Tiles that are missing, rejected
+        by the freshness rules or corrupt leave zeros and `valid` False and are listed.
+        """
+        check_zoom(z)
+        if not (west < east and south < north):
+            raise TileCacheError(f"mosaic bounds must satisfy west < east and south < north, "
+                                 f"got ({west}, {south}, {east}, {north})")
+        fx0, fy0 = lonlat_to_global_px(west, north, z)
+        fx1, fy1 = lonlat_to_global_px(east, south, z)
+        px_x0, px_y0 = math.floor(fx0), math.floor(fy0)
+        px_x1, px_y1 = math.ceil(fx1), math.ceil(fy1)
+        width, height = px_x1 - px_x0, px_y1 - px_y0
+        if width * height > MAX_MOSAIC_PIXELS:
+            raise TileCacheError(f"mosaic of {width}x{height} px at z{z} exceeds the limit of "
+                                 f"{MAX_MOSAIC_PIXELS} px; use a smaller box or a lower zoom")
+        image = np.zeros((height, width), np.uint8)
+        valid = np.zeros((height, width), bool)
+        records = {r.tile: r for r in self.backend.query_bbox(
+            west - _BBOX_PAD_DEG, south - _BBOX_PAD_DEG, east + _BBOX_PAD_DEG,
+            north + _BBOX_PAD_DEG, z)}
+        used: list[MosaicTile] = []
+        missing: list[TileId] = []
+        rejected: list[TileId] = []
+        corrupt: list[TileId] = []
+        today = self.today
+        for ty in range(px_y0 // TILE_SIZE_PX, (px_y1 - 1) // TILE_SIZE_PX + 1):
+            for tx in range(px_x0 // TILE_SIZE_PX, (px_x1 - 1) // TILE_SIZE_PX + 1):
+                t = TileId(z, tx, ty)
+                rec = records.get(t)
+                if rec is None:
+                    missing.append(t)
+                    continue
+                decision = self.freshness.decide(rec.sector_class, rec.capture_date, today)
+                if decision.label == FreshnessLabel.REJECTED:
+                    rejected.append(t)
+                    continue
+                try:
+                    tile_img = self._decode_verified(rec)
+                except CorruptTileError:
+                    corrupt.append(t)
+                    continue
+                gx0, gy0 = tx * TILE_SIZE_PX, ty * TILE_SIZE_PX
+                cx0, cy0 = max(gx0, px_x0), max(gy0, px_y0)
+                cx1, cy1 = min(gx0 + TILE_SIZE_PX, px_x1), min(gy0 + TILE_SIZE_PX, px_y1)
+                image[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = \
+                    tile_img[cy0 - gy0:cy1 - gy0, cx0 - gx0:cx1 - gx0]
+                valid[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = True
+                used.append(MosaicTile(t, rec.capture_date, rec.sector_class, decision.label))
+        return Mosaic(image, valid, z, px_x0, px_y0, tuple(used), tuple(missing),
+                      tuple(rejected), tuple(corrupt))
+
+    # --- sectors -------------------------------------------------------------------------
+    def set_sectors(self, policy: FreshnessPolicy) -> int:
+        """Adopt freshness sectors: save them in the root and reclassify every tile.
+
+        Returns how many tiles changed class or label.
+        """
+        self._require_writable("set sectors")
+        tmp = self.root / f".{SECTORS_FILE}.tmp"
+        tmp.write_text(json.dumps(policy.to_geojson()), "utf-8")
+        os.replace(tmp, self.root / SECTORS_FILE)
+        self.freshness = policy
+        today = self.today
+        changes = []
+        for rec in self.backend.iter_records():
+            cls = policy.class_for_bounds(rec.bounds)
+            label = policy.decide(cls, rec.capture_date, today).label
+            if cls.value != rec.sector_class or label != rec.freshness:
+                changes.append((rec.tile, cls.value, label))
+        for i in range(0, len(changes), 5000):
+            with self.backend.transaction() as tx:
+                tx.classify(changes[i:i + 5000])
+        return len(changes)
+
+    # --- overview ------------------------------------------------------------------------
+    def summary(self) -> StoreSummary:
+        return self.backend.summary()
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk per part of the cache root (tiles, features, retrieval, ...)."""
+        def du(path: Path) -> int:
+            if path.is_file():
+                return path.stat().st_size
+            total = 0
+            for dirpath, _dirs, files in os.walk(path):
+                for f in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.stat(os.path.join(dirpath, f)).st_size
+            return total
+
+        out = {"tiles": du(self.tiles_dir), "features": du(self.features_dir),
+               "retrieval": du(self.retrieval_dir), "quarantine": du(self.quarantine_dir)}
+        db = [p for p in self.root.glob("tiles.sqlite*") if p.is_file()]
+        if db:
+            out["metadata_db"] = sum(p.stat().st_size for p in db)
+        return out
+
+    # --- reconciliation ------------------------------------------------------------------
+    def reconcile(self, full: bool = True) -> ReconcileReport:
+        """Replay interrupted batches and (full) compare rows with files; see `reconcile`."""
+
+        def committed_sha(tile: TileId) -> str | None:
+            rec = self.backend.get(tile)
+            return None if rec is None else rec.sha256
+
+        if self.read_only:
+            report = self._scan(full, committed_sha, None)
+        else:
+            # Under the writer lock no other batch is between placing its files and
+            # committing, so the rows and files the scan compares are consistent.
+            with self.backend.transaction() as tx:
+                report = self._scan(full, committed_sha, tx)
+            for tile in report.size_mismatches:
+                rec = self.backend.get(tile)
+                if rec is not None:
+                    with contextlib.suppress(CorruptTileError):
+                        self._read_verified(rec)
+        if not report.clean:
+            for line in report.lines():
+                log.warning("tile store %s: %s", self.root, line)
+        return report
+
+    def _scan(self, full: bool, committed_sha: Callable[[TileId], str | None],
+              tx: MetadataTransaction | None) -> ReconcileReport:
+        batches = tuple(recover(self.staging_dir, self.tile_path, committed_sha,
+                                fix=tx is not None))
+        if not full:
+            return ReconcileReport(fixed=tx is not None, batches=batches)
+        rows = {r.tile: r.size_bytes for r in self.backend.iter_records()}
+        files, strays = scan_tile_files(self.tiles_dir)
+        orphan_files = sorted(self.tile_path(t) for t in files.keys() - rows.keys()) + strays
+        orphan_rows = sorted(rows.keys() - files.keys())
+        mismatched = sorted(t for t in rows.keys() & files.keys() if rows[t] != files[t])
+        if tx is not None:
+            for p in orphan_files:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            tx.delete(orphan_rows)
+        return ReconcileReport(fixed=tx is not None, batches=batches,
+                               orphan_files=tuple(str(p) for p in orphan_files),
+                               orphan_rows=tuple(orphan_rows),
+                               size_mismatches=tuple(mismatched))
