@@ -13,6 +13,7 @@ import typer
 from terrafix import __version__
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
+from terrafix.sim import cli as sim_cli
 from terrafix.vision import cli as vps_cli
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 # --- sub-command groups (one line each; keep sorted) ------------------------------------------
 app.add_typer(recorder_cli.app, name="fdr")
 app.add_typer(models_cli.app, name="models")
+app.add_typer(sim_cli.app, name="sim")
 app.add_typer(vps_cli.app, name="vps")
 
 

@@ -268,6 +268,30 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
     return (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
 
 
+def truth_state_at(truth: TruthStream, t_ns: int) -> TruthState:
+    """Truth interpolated at t_ns (linear; quaternion slerp); DatasetError outside the flight."""
+    t = truth.t_ns
+    if t_ns < t[0] or t_ns > t[-1]:
+        raise DatasetError(f"t_ns {t_ns} outside the flight [{t[0]}, {t[-1]}]")
+    i = int(np.searchsorted(t, t_ns, side="right")) - 1
+    i = min(max(i, 0), len(t) - 2) if len(t) > 1 else 0
+    j = min(i + 1, len(t) - 1)
+    a = 0.0 if j == i else (t_ns - int(t[i])) / float(t[j] - t[i])
+
+    def lerp(x: np.ndarray) -> np.ndarray:
+        return (1.0 - a) * x[i] + a * x[j]
+
+    q = _slerp(truth.q_body_to_ned[i], truth.q_body_to_ned[j], a)
+    R = quat_to_R(q)
+    return TruthState(
+        t_ns=int(t_ns), p_ned_m=lerp(truth.p_ned_m), lat_deg=float(lerp(truth.lat_deg)),
+        lon_deg=float(lerp(truth.lon_deg)), alt_m=float(lerp(truth.alt_m)),
+        v_ned_mps=lerp(truth.v_ned_mps), q_body_to_ned=q, R_body_to_ned=R,
+        euler_rad=np.array(R_to_euler(R)), omega_body_radps=lerp(truth.omega_body_radps),
+        f_body_mps2=lerp(truth.f_body_mps2),
+    )
+
+
 _STREAM_ORDER = {"imu": 0, "attitude": 1, "baro": 2, "gnss": 3, "frame": 4}
 
 
@@ -373,28 +397,8 @@ class FlightDataset:
 
     # -- truth
     def truth_at(self, t_ns: int) -> TruthState:
-        """Truth interpolated at t_ns (linear; quaternion slerp), clamped to the flight."""
-        tr = self.truth
-        t = tr.t_ns
-        if t_ns < t[0] or t_ns > t[-1]:
-            raise DatasetError(f"t_ns {t_ns} outside the flight [{t[0]}, {t[-1]}]")
-        i = int(np.searchsorted(t, t_ns, side="right")) - 1
-        i = min(max(i, 0), len(t) - 2) if len(t) > 1 else 0
-        a = 0.0 if len(t) == 1 else (t_ns - int(t[i])) / float(t[i + 1] - t[i])
-        j = min(i + 1, len(t) - 1)
-
-        def lerp(x: np.ndarray) -> np.ndarray:
-            return (1.0 - a) * x[i] + a * x[j]
-
-        q = _slerp(tr.q_body_to_ned[i], tr.q_body_to_ned[j], a)
-        R = quat_to_R(q)
-        return TruthState(
-            t_ns=int(t_ns), p_ned_m=lerp(tr.p_ned_m), lat_deg=float(lerp(tr.lat_deg)),
-            lon_deg=float(lerp(tr.lon_deg)), alt_m=float(lerp(tr.alt_m)),
-            v_ned_mps=lerp(tr.v_ned_mps), q_body_to_ned=q, R_body_to_ned=R,
-            euler_rad=np.array(R_to_euler(R)), omega_body_radps=lerp(tr.omega_body_radps),
-            f_body_mps2=lerp(tr.f_body_mps2),
-        )
+        """Truth interpolated at t_ns (linear; quaternion slerp)."""
+        return truth_state_at(self.truth, t_ns)
 
     def truth_p_ned_at(self, t_ns: np.ndarray) -> np.ndarray:
         """Truth positions (N, 3) NED at many times (linear interpolation, clamped)."""
