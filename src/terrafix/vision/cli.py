@@ -56,7 +56,7 @@ def provision(
         else:
             raise typer.BadParameter(f"extractor {name!r} must be xfeat or sift")
         try:
-            path = step.main(cfg, cache_root, lambda z: raster_from_geotiff(geotiff, z), ext)
+            path = step.main(cfg, cache_root, lambda z: [raster_from_geotiff(geotiff, z)], ext)
         except VisionError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc

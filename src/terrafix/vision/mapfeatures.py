@@ -6,8 +6,10 @@ Layout under ``<cache root>/features/<extractor>/z<zoom>/``:
 - ``descriptors.npy`` (N, D) float16, unit norm (float16 halves the disk/RAM footprint; the
   cosine similarity changes by < 1e-3);
 - ``scores.npy``     (N,) float32;
-- ``blocks.npz``     block grid: features sorted by block, with start offsets, so that a
-  region query touches only the blocks it overlaps (arrays are memory-mapped);
+- ``blocks.npz``     sparse block grid: features sorted by block key (row · 2^z + column of
+  `block_px`-pixel blocks), the occupied keys and their start offsets, so that a region query
+  touches only the blocks it overlaps, however scattered the cached areas are (arrays are
+  memory-mapped);
 - ``meta.json``      zoom, extractor, block size, bounds.
 """
 
@@ -94,16 +96,18 @@ class MapFeatures:
     """Stored map features of one extractor at one zoom, queried by global-pixel rectangle."""
 
     def __init__(self, folder: Path, meta: dict, keypoints: np.ndarray,
-                 descriptors: np.ndarray, scores: np.ndarray, block_start: np.ndarray) -> None:
+                 descriptors: np.ndarray, scores: np.ndarray, block_keys: np.ndarray,
+                 block_start: np.ndarray) -> None:
         self.folder = folder
         self.meta = meta
         self.z: int = int(meta["z"])
         self.extractor: str = meta["extractor"]
         self.block_px: int = int(meta["block_px"])
-        self.bx0, self.by0, self.nbx, self.nby = (int(v) for v in meta["block_grid"])
+        self.row_stride = 1 << 32
         self.keypoints = keypoints
         self.descriptors = descriptors
         self.scores = scores
+        self.block_keys = block_keys
         self.block_start = block_start
         self.gsd_m = ground_resolution_m_per_px(self.z, float(meta["centre_lat_deg"]))
 
@@ -120,18 +124,16 @@ class MapFeatures:
         kp = features.keypoints.astype(np.float64)
         bx = np.floor(kp[:, 0] / block_px).astype(np.int64)
         by = np.floor(kp[:, 1] / block_px).astype(np.int64)
-        bx0, by0 = int(bx.min()), int(by.min())
-        nbx, nby = int(bx.max()) - bx0 + 1, int(by.max()) - by0 + 1
-        block = (by - by0) * nbx + (bx - bx0)
+        block = by * (1 << 32) + bx
         order = np.lexsort((-features.scores, block))
-        counts = np.bincount(block[order], minlength=nbx * nby)
-        start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        keys, start = np.unique(block[order], return_index=True)
+        start = np.concatenate((start, [len(order)])).astype(np.int64)
         np.save(folder / "keypoints.npy", kp[order])
         np.save(folder / "descriptors.npy", features.descriptors[order].astype(np.float16))
         np.save(folder / "scores.npy", features.scores[order].astype(np.float32))
-        np.savez(folder / "blocks.npz", start=start)
+        np.savez(folder / "blocks.npz", keys=keys, start=start)
         meta = {"z": z, "extractor": extractor, "block_px": block_px,
-                "block_grid": [bx0, by0, nbx, nby], "count": len(kp),
+                "count": len(kp),
                 "descriptor_dim": int(features.descriptors.shape[1]),
                 "centre_lat_deg": centre_lat_deg}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -144,10 +146,11 @@ class MapFeatures:
             raise VisionError(f"no {extractor} map features at zoom {z} in {cache_root} "
                               f"(expected {folder}); provision the cache first")
         meta = json.loads((folder / "meta.json").read_text())
+        blocks = np.load(folder / "blocks.npz")
         return MapFeatures(folder, meta, np.load(folder / "keypoints.npy", mmap_mode="r"),
                            np.load(folder / "descriptors.npy", mmap_mode="r"),
                            np.load(folder / "scores.npy", mmap_mode="r"),
-                           np.load(folder / "blocks.npz")["start"])
+                           blocks["keys"], blocks["start"])
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -160,13 +163,14 @@ class MapFeatures:
         keypoints and float32 descriptors); at most max_features, strongest first.
         """
         b = self.block_px
-        cx0 = max(int(np.floor(x0 / b)) - self.bx0, 0)
-        cx1 = min(int(np.floor((x1 - 1e-9) / b)) - self.bx0, self.nbx - 1)
-        cy0 = max(int(np.floor(y0 / b)) - self.by0, 0)
-        cy1 = min(int(np.floor((y1 - 1e-9) / b)) - self.by0, self.nby - 1)
-        parts = [np.arange(self.block_start[r * self.nbx + cx0],
-                           self.block_start[r * self.nbx + cx1 + 1])
-                 for r in range(cy0, cy1 + 1)] if cx0 <= cx1 and cy0 <= cy1 else []
+        cx0, cx1 = int(np.floor(x0 / b)), int(np.floor((x1 - 1e-9) / b))
+        cy0, cy1 = int(np.floor(y0 / b)), int(np.floor((y1 - 1e-9) / b))
+        parts = []
+        for row in range(cy0, cy1 + 1):
+            lo, hi = np.searchsorted(self.block_keys, [row * self.row_stride + cx0,
+                                                       row * self.row_stride + cx1 + 1])
+            if hi > lo:
+                parts.append(np.arange(self.block_start[lo], self.block_start[hi]))
         idx = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         kp = self.keypoints[idx]
         inside = (kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1)

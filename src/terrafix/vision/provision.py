@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from terrafix.vision.features import FeatureExtractor
+from terrafix.vision.errors import VisionError
+from terrafix.vision.features import FeatureExtractor, Features
 from terrafix.vision.mapfeatures import (
     MapFeatureConfig,
     MapFeatures,
@@ -56,9 +57,10 @@ class ProvisionConfig(BaseModel):
 
 
 def main(config: ProvisionConfig, cache_root: str | Path,
-         raster_for_zoom: Callable[[int], MapRaster],
+         rasters_for_zoom: Callable[[int], list[MapRaster]],
          extractor: FeatureExtractor) -> Path:
-    """Build features + index for every level; returns the manifest path."""
+    """Build features + index for every level over every raster (disjoint cached areas);
+    returns the manifest path."""
     root = Path(cache_root)
     manifest_path = root / "features" / "vps.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -66,16 +68,24 @@ def main(config: ProvisionConfig, cache_root: str | Path,
     done = []
     for lv in config.levels:
         t0 = time.perf_counter()
-        raster = raster_for_zoom(lv.z)
-        feats = extract_map_features(raster, extractor,
-                                     MapFeatureConfig(keypoints_per_mpx=config.keypoints_per_mpx))
-        _lon_c, lat_c = raster.centre_lonlat
+        rasters = rasters_for_zoom(lv.z)
+        if not rasters:
+            raise VisionError(f"no map raster at zoom {lv.z}")
+        fcfg = MapFeatureConfig(keypoints_per_mpx=config.keypoints_per_mpx)
+        parts = [extract_map_features(r, extractor, fcfg) for r in rasters]
+        feats = Features(np.concatenate([f.keypoints for f in parts]),
+                         np.concatenate([f.descriptors for f in parts]),
+                         np.concatenate([f.scores for f in parts]))
+        _, lat_c = rasters[0].centre_lonlat
         MapFeatures.write(root, extractor.name, lv.z, feats, lat_c)
         stored = MapFeatures.open(root, extractor.name, lv.z)
-        ys, xs = np.nonzero(raster.valid)
-        chunks = make_chunks(raster.px_x0 + xs.min(), raster.px_y0 + ys.min(),
-                             raster.px_x0 + xs.max() + 1, raster.px_y0 + ys.max() + 1,
-                             lv.z, lat_c, lv.chunk_m, lv.overlap)
+        chunk_sets = []
+        for r in rasters:
+            ys, xs = np.nonzero(r.valid)
+            chunk_sets.append(make_chunks(r.px_x0 + xs.min(), r.px_y0 + ys.min(),
+                                          r.px_x0 + xs.max() + 1, r.px_y0 + ys.max() + 1,
+                                          lv.z, r.centre_lonlat[1], lv.chunk_m, lv.overlap))
+        chunks = np.concatenate(chunk_sets)
         index = RetrievalIndex.build(root, stored, chunks, config.vocabulary_size)
         log.info("provisioned %s z%d: %d features, %d chunks in %.1f s", extractor.name, lv.z,
                  len(stored), len(index), time.perf_counter() - t0)
