@@ -27,7 +27,7 @@ def test_fc_holding_a_different_key_makes_takeoff_refuse(start_peer):
     link = make_link(fc.address[1])
     try:
         link.open()
-        with pytest.raises(SigningHandshakeError, match="different key.*take-off refused"):
+        with pytest.raises(SigningHandshakeError, match=r"different key.*take-off refused"):
             link.establish_signing()
         assert not link.signing_established
         with pytest.raises(SigningHandshakeError, match="take-off refused"):

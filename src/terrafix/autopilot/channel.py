@@ -372,18 +372,29 @@ class MavlinkChannel:
             if not data:
                 self._stop.wait(0.01)  # a closed stream stays readable: do not spin
                 continue
-            self.feed(data, time.monotonic_ns())
+            self.feed(data, time.monotonic_ns(), whole_packets=self._transport.datagram)
 
-    def feed(self, data: bytes, arrival_ns: int) -> None:
-        """Parse bytes as received at arrival_ns and dispatch what is accepted (reader thread)."""
+    def _reset_parser(self) -> None:
+        self._decoder.buf = bytearray()
+        self._decoder.buf_index = 0
+        self._decoder.expected_length = mavlink.HEADER_LEN_V1 + 2
+
+    def feed(self, data: bytes, arrival_ns: int, *, whole_packets: bool = False) -> None:
+        """Parse bytes as received at arrival_ns and dispatch what is accepted (reader thread).
+
+        whole_packets: the bytes are one datagram, so a partial packet left at its end is
+        garbage (dropped and counted) rather than the start of the next datagram's packet;
+        otherwise one junk datagram could swallow the next genuine one.
+        """
         try:
             msgs = self._decoder.parse_buffer(data) or []
         except Exception:  # pymavlink raises assorted errors on garbage; none may kill the reader
             self._count("malformed")
-            self._decoder.buf = bytearray()
-            self._decoder.buf_index = 0
-            self._decoder.expected_length = mavlink.HEADER_LEN_V1 + 2
+            self._reset_parser()
             return
+        if whole_packets and self._decoder.buf_len() > 0:
+            self._count("malformed")
+            self._reset_parser()
         for msg in msgs:
             self._accept(msg, arrival_ns)
 

@@ -33,6 +33,8 @@ class ByteTransport(Protocol):
     """What a link needs from a transport (mavutil ports and raw descriptors implement it)."""
 
     description: str
+    datagram: bool
+    """True when each read is whole packets (UDP): a partial packet left over is garbage."""
 
     def wait_readable(self, timeout_s: float) -> bool: ...
 
@@ -95,6 +97,7 @@ class MavutilTransport:
                  allow_external_listen: bool = False) -> None:
         self.kind = check_connection_string(connection, allow_external_listen=allow_external_listen)
         self.description = connection
+        self.datagram = self.kind in ("udpin", "udpout")
         try:
             self._f = mavutil.mavlink_connection(
                 connection, baud=baud, autoreconnect=self.kind == "tcp", retries=3,
@@ -141,6 +144,7 @@ class FdTransport:
     def __init__(self, fd: int, description: str = "fd") -> None:
         self._fd = fd
         self.description = description
+        self.datagram = False
         os.set_blocking(fd, False)
 
     def wait_readable(self, timeout_s: float) -> bool:
