@@ -168,6 +168,11 @@ class FlightRecorder:
     Open it once per flight (the folder must hold no segments yet), create one producer per
     component with `producer(name, schema)`, and `close()` it after landing; `clean_footer`
     then tells the upload that the log is complete. Usable as a context manager.
+
+    flight_id, config_hash, software_version, key_fingerprints: the flight header (every
+    segment). on_disk_full(message): the ground-station alert, called once per flight from the
+    writer thread when a write first fails (keep it short; producers never wait for it).
+    clock_ns: the monotonic clock of the recorder's own records (events, log records).
     """
 
     def __init__(
@@ -253,7 +258,7 @@ class FlightRecorder:
         Asking again for the same name with the same schema returns the same producer; a
         different schema for an existing name is a programming error (RecorderError).
         """
-        if name.startswith(RESERVED_PREFIX):
+        if isinstance(name, str) and name.startswith(RESERVED_PREFIX):
             raise RecorderError(f"topic {name!r}: the {RESERVED_PREFIX} prefix is reserved")
         return self._register(name, schema, capacity).producer
 
