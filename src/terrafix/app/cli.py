@@ -14,6 +14,7 @@ from terrafix import __version__
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
 from terrafix.sim import cli as sim_cli
+from terrafix.tiles import cli as tiles_cli
 from terrafix.vision import cli as vps_cli
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(recorder_cli.app, name="fdr")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(sim_cli.app, name="sim")
+app.add_typer(tiles_cli.app, name="tiles")
 app.add_typer(vps_cli.app, name="vps")
 
 

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, date, datetime
 from hashlib import sha256
 from pathlib import Path
@@ -203,7 +203,7 @@ class TileStore:
                 sector_class=sector_class.value, freshness=label,
                 voting_status=VotingStatus(item.voting_status), last_access_utc_s=now,
                 upload_attempts=0)))
-        evicted = self._make_room(prepared, keep=seen)
+        evicted = self.make_room(self._incoming_bytes(prepared), keep=seen)
 
         batch = WriteBatch(self.staging_dir, self.tile_path, self._fsync_files)
         inserted: list[TileId] = []
@@ -287,8 +287,7 @@ class TileStore:
     def protected_areas(self) -> dict[str, BaseGeometry]:
         return {k: shapely.from_wkt(v) for k, v in self.backend.protected_areas().items()}
 
-    def _make_room(self, prepared: Sequence[tuple[NewTile, TileRecord]],
-                   keep: set[TileId]) -> tuple[TileRecord, ...]:
+    def _incoming_bytes(self, prepared: Sequence[tuple[NewTile, TileRecord]]) -> int:
         incoming = 0
         for _item, rec in prepared:
             old = self.backend.get(rec.tile)
@@ -296,19 +295,29 @@ class TileStore:
                 incoming += rec.size_bytes
             elif old.sha256 != rec.sha256:
                 incoming += max(rec.size_bytes - old.size_bytes, 0)
+        return incoming
+
+    def make_room(self, incoming_bytes: int,
+                  keep: Collection[TileId] = ()) -> tuple[TileRecord, ...]:
+        """Evict least-recently-used tiles outside protected areas (and outside `keep`) until
+        `incoming_bytes` more fit in the budget; returns the evicted records.
+
+        Raises BudgetExceededError, evicting nothing, when even that cannot make enough room.
+        """
+        self._require_writable("evict tiles")
         count, used = self.backend.totals()
-        if used + incoming <= self.budget_bytes:
+        if used + incoming_bytes <= self.budget_bytes:
             return ()
         areas = self.protected_areas()
         protected = shapely.union_all(list(areas.values())) if areas else None
-        plan = plan_eviction(self.backend.iter_lru(), used + incoming - self.budget_bytes,
-                             protected, keep)
+        plan = plan_eviction(self.backend.iter_lru(),
+                             used + incoming_bytes - self.budget_bytes, protected, keep)
         if not plan.sufficient:
             raise BudgetExceededError(
-                f"disk budget of {self.budget_bytes} bytes cannot take {incoming} more bytes: "
-                f"{used} bytes in {count} tiles are used and only {plan.freed_bytes} bytes are "
-                f"evictable outside the protected areas {sorted(areas)}; raise the budget or "
-                f"shrink the area")
+                f"disk budget of {self.budget_bytes} bytes cannot take {incoming_bytes} more "
+                f"bytes: {used} bytes in {count} tiles are used and only {plan.freed_bytes} "
+                f"bytes are evictable outside the protected areas {sorted(areas)}; raise the "
+                f"budget or shrink the area")
         victims = [r.tile for r in plan.victims]
         log.info("budget: evicting %d least-recently-used tiles (%d bytes)", len(victims),
                  plan.freed_bytes)
