@@ -3,6 +3,7 @@ the child reported flushed reads back byte-identical."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ def test_one_kill_during_recording(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_twenty_random_kill_points_lose_nothing_flushed(tmp_path: Path) -> None:
-    trials = crash_trials(20, seed=20240611, workdir=tmp_path, max_delay_s=1.5)
+    seed = random.SystemRandom().randrange(1 << 30)  # new kill instants every run
+    trials = crash_trials(20, seed=seed, workdir=tmp_path, max_delay_s=1.5)
     assert len(trials) == 20
-    assert [t.lost for t in trials] == [0] * 20
-    assert sum(t.flushed > 0 for t in trials) >= 15  # most kills land after real work
+    assert [t.lost for t in trials] == [0] * 20, (seed, trials)
+    assert sum(t.flushed > 0 for t in trials) >= 12, (seed, trials)  # most land after real work

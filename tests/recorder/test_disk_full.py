@@ -131,14 +131,15 @@ def test_producers_never_wait_for_a_stuck_writer(tmpfs_2m: Path) -> None:
         config=small_config(reserve_bytes=64 * 1024, queue_capacity=1000),
     )
     p = rec.producer("/a", SCHEMA)
+    payloads = [crash_payload(k) for k in range(64)]
     i = 0
     while not entered.is_set():
-        p.record(i, crash_payload(i))
+        p.record(i, payloads[i % 64])
         i += 1
         if i % 500 == 0:
             time.sleep(0.001)
     for _ in range(20_000):  # would hang here (pytest-timeout) if record() waited on the writer
-        p.record(i, crash_payload(i))
+        p.record(i, payloads[i % 64])
         i += 1
     release.set()
     footer = rec.close()

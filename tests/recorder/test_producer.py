@@ -147,11 +147,17 @@ def test_unencodable_payloads_are_counted_not_raised(open_recorder: Factory) -> 
     p = rec.producer("/p", SCHEMA)
     p.record(0, {"obj": object()})
     p.record(1, {"i": 1})
+    rec.flush()
+    p.record(-5, {"i": 2})  # a negative or float time is a bug too, still not raised
+    p.record(1.5, {"i": 3})  # type: ignore[arg-type]
+    p.record(np.int64(7), {"i": 4})  # numpy integers are fine
     footer = rec.close()
-    assert footer.producers["/p"].rejected == 1 and footer.rejected == 1
+    assert footer.producers["/p"].rejected == 3 and footer.rejected == 3
+    assert footer.producers["/p"].written == 2
     events = [m.payload() for m in FlightLog(rec.folder).messages([EVENTS_TOPIC])]
-    assert [e["kind"] for e in events] == [EventKind.UNSERIALISABLE]
+    assert [e["kind"] for e in events] == [EventKind.UNSERIALISABLE] * 2
     assert "object" in events[0]["detail"]
+    assert events[1]["count"] == 2 and "t_ns=1.5" in events[1]["detail"]
 
 
 def test_records_after_close_are_counted_as_late(open_recorder: Factory) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import struct
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -162,8 +163,13 @@ class Producer:
             except IndexError:  # the writer emptied it meanwhile
                 pass
         seq = next(self._seq) & 0xFFFFFFFF
+        try:
+            head = _PACK(_OP_MESSAGE, _FIXED + n, self.channel_id, seq, t_ns, t_ns)
+        except struct.error:  # the sequence gap this leaves is explained by the reject event
+            self.rejects.append(f"t_ns={t_ns!r}: expected an int in [0, 2**64) (monotonic ns)")
+            return
         # Record head and payload stay separate objects (no 1 KB copy here); the writer joins.
-        q.append((t_ns, _PACK(_OP_MESSAGE, _FIXED + n, self.channel_id, seq, t_ns, t_ns), data))
+        q.append((t_ns, head, data))
 
     def _refuse_raw(self, value: object) -> None:
         if looks_like_camera_frame(value):
