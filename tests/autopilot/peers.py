@@ -32,7 +32,7 @@ OTHER_KEY = bytes([0xA5] * 32)
 def _telemetry(fc: FcEmulator, k: int, options: dict[str, Any]) -> None:
     ms = fc.boot_ms()
     fc.send(mavlink.MAVLink_attitude_message(ms, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0))
-    fc.send(mavlink.MAVLink_raw_imu_message(ms * 1000, 0, 0, -1000, 0, 0, 0, 0, 0, 0, 0, 0))
+    fc.send(mavlink.MAVLink_raw_imu_message(fc.boot_us(), 0, 0, -1000, 0, 0, 0, 0, 0, 0, 0, 0))
     if k % 10 == 0:
         fc.send(mavlink.MAVLink_gps_raw_int_message(
             ms * 1000, 3, 504500000, 305200000, 180000, 90, 150, 1500, 9000, 12, 180000, 2500,

@@ -1,5 +1,7 @@
 """FC time -> companion monotonic time by a windowed min-filter on (arrival - FC time)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,18 @@ def test_follows_clock_drift_within_the_window():
     # a frozen first minimum would be 12 ms off after 120 s
     frozen_error = drift * 120e9
     assert worst < frozen_error / 5
+
+
+def test_in_order_samples_stay_strictly_increasing_when_the_offset_improves():
+    a = FcClockAligner()
+    out = []
+    for k in range(200):
+        fc = k * 5_000_000  # 200 Hz
+        latency = 30_000_000 if k < 100 else 500_000  # a congested start, then a fast link
+        out.append(a.to_companion_ns(fc, fc + OFFSET + latency))
+    assert all(b > a_ for a_, b in itertools.pairwise(out))
+    # and the estimate has converged to the fast link
+    assert out[-1] == 199 * 5_000_000 + OFFSET + 500_000
 
 
 def test_fc_reboot_restarts_the_filter():

@@ -12,6 +12,12 @@ lets the estimate follow crystal drift between the two clocks (50 ppm is 1 ms pe
 freezing the first minimum forever. Because the current observation is in the window, an aligned
 time is never later than its own arrival. A FC reboot (its clock jumps backwards) restarts the
 filter.
+
+Monotonicity: when a faster message lowers the offset estimate by more than the FC's sample
+spacing, plain fc_time + offset would step backwards. For messages that arrive in FC-time order
+(one FC stream: the normal case) the output is kept strictly increasing instead, so the estimator
+never sees an IMU sample older than its predecessor; the correction is absorbed over the next
+samples. Out-of-order FC times (interleaved message types) are mapped as they are.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class FcClockAligner:
     Not thread-safe: the link's reader thread is its only user.
     """
 
-    __slots__ = ("_last_fc_ns", "_samples", "_window_ns", "resets")
+    __slots__ = ("_last_fc_ns", "_last_out_ns", "_samples", "_window_ns", "resets")
 
     def __init__(self, window_s: float = C.CLOCK_OFFSET_WINDOW_S) -> None:
         if window_s <= 0:
@@ -40,6 +46,7 @@ class FcClockAligner:
         # window minimum is always at the front (amortised O(1) per sample).
         self._samples: deque[tuple[int, int]] = deque()
         self._last_fc_ns: int | None = None
+        self._last_out_ns: int | None = None
         self.resets = 0
 
     @property
@@ -49,10 +56,13 @@ class FcClockAligner:
 
     def to_companion_ns(self, fc_time_ns: int, arrival_ns: int) -> int:
         """Companion monotonic time of an FC timestamp that arrived at `arrival_ns`."""
-        if self._last_fc_ns is not None and fc_time_ns < self._last_fc_ns - _REBOOT_JUMP_NS:
+        last_fc = self._last_fc_ns
+        if last_fc is not None and fc_time_ns < last_fc - _REBOOT_JUMP_NS:
             self._samples.clear()
+            self._last_out_ns = None
+            last_fc = None
             self.resets += 1
-        self._last_fc_ns = fc_time_ns
+        self._last_fc_ns = fc_time_ns if last_fc is None else max(last_fc, fc_time_ns)
         offset = arrival_ns - fc_time_ns
         while self._samples and self._samples[-1][1] >= offset:
             self._samples.pop()
@@ -60,4 +70,9 @@ class FcClockAligner:
         horizon = arrival_ns - self._window_ns
         while self._samples[0][0] < horizon:
             self._samples.popleft()
-        return fc_time_ns + self._samples[0][1]
+        out = fc_time_ns + self._samples[0][1]
+        if last_fc is not None and fc_time_ns > last_fc and self._last_out_ns is not None:
+            out = max(out, self._last_out_ns + 1)
+        if last_fc is None or fc_time_ns > last_fc:
+            self._last_out_ns = out
+        return out

@@ -208,6 +208,10 @@ class FcEmulator:
         """Milliseconds since this FC 'booted' (for *_boot_ms fields)."""
         return int((time.monotonic() - self._t0) * 1000)
 
+    def boot_us(self) -> int:
+        """Microseconds since this FC 'booted' (for time_usec fields)."""
+        return int((time.monotonic() - self._t0) * 1e6)
+
     def send(self, msg: object) -> None:
         self._channel.send(msg)
 
