@@ -86,7 +86,8 @@ def plot_flight(
         ax.set_xlabel("longitude (deg)")
         ax.set_ylabel("latitude (deg)")
         ax.set_title(f"track ({track}, {len(lat)} points)")
-        ax.set_aspect("equal", adjustable="datalim")
+        if lat:  # metres east and north on the same scale
+            ax.set_aspect(1.0 / max(0.01, np.cos(np.radians(np.mean(lat)))), adjustable="datalim")
         k += 1
     for f in fields:
         ax = axes[k][0]
