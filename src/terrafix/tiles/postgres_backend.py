@@ -163,9 +163,10 @@ class PostgresBackend:
                 f"cannot connect to PostgreSQL at {self.location}: {exc}") from exc
         try:
             if self.schema_version() == 0:
-                if read_only or not create:
+                if create and not read_only:
+                    self.migrate()
+                elif check_schema:  # maintenance opens (check_schema=False) may find nothing
                     raise StoreConfigError(f"no tile store in PostgreSQL at {self.location}")
-                self.migrate()
             if check_schema:
                 check_version(self.schema_version(), DIALECT, self.location)
         except BaseException:

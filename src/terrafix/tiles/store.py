@@ -369,25 +369,43 @@ class TileStore:
         except FileNotFoundError:
             data = None
         found = "file missing" if data is None else sha256(data).hexdigest()
-        if found != rec.sha256:
-            if not retried:
-                # A concurrent replace may have committed between our row read and file read.
-                fresh = self.backend.get(t)
-                if fresh is not None and fresh.sha256 != rec.sha256:
-                    return self._read_verified(fresh, retried=True)
-            reason = "file missing" if data is None else "content hash mismatch"
-            raise CorruptTileError(self._quarantine(rec, found, reason))
-        self._note_access(t)
-        return data
+        if found == rec.sha256:
+            self._note_access(t)
+            return data  # type: ignore[return-value]
+        # A writer replacing this tile may have renamed its file in and not yet committed its
+        # row: wait for that writer (quarantine takes the writer lock) or, read-only, poll the
+        # row briefly; a changed row means "replaced", not "corrupt".
+        if not retried:
+            newer = self._newer_record(rec)
+            if newer is not None:
+                return self._read_verified(newer, retried=True)
+        reason = "file missing" if data is None else "content hash mismatch"
+        msg, newer = self._quarantine(rec, found, reason)
+        if newer is not None and not retried:
+            return self._read_verified(newer, retried=True)
+        raise CorruptTileError(msg)
+
+    def _newer_record(self, rec: TileRecord) -> TileRecord | None:
+        polls = 3 if self.read_only else 1
+        for i in range(polls):
+            if i:
+                time.sleep(0.05)
+            fresh = self.backend.get(rec.tile)
+            if fresh is not None and fresh.sha256 != rec.sha256:
+                return fresh
+        return None
 
     def _decode_verified(self, rec: TileRecord) -> np.ndarray:
         data = self._read_verified(rec)
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
         if img is None or img.shape != (TILE_SIZE_PX, TILE_SIZE_PX):
-            raise CorruptTileError(self._quarantine(rec, rec.sha256, "undecodable JPEG"))
+            raise CorruptTileError(self._quarantine(rec, rec.sha256, "undecodable JPEG")[0])
         return img
 
-    def _quarantine(self, rec: TileRecord, found: str, reason: str) -> str:
+    def _quarantine(self, rec: TileRecord, found: str,
+                    reason: str) -> tuple[str, TileRecord | None]:
+        """Take a failing tile out of service; returns the message and, when the tile turned
+        out to have been replaced meanwhile (nothing quarantined), its new record."""
         t = rec.tile
         path = self.tile_path(t)
         msg = (f"corrupt tile {t.z}/{t.x}/{t.y} ({path}): {reason}; expected sha256 "
@@ -396,12 +414,12 @@ class TileStore:
             msg += "; withheld (store is read-only, quarantine it on the ground)"
             self._corrupt[t] = msg
             log.error("%s", msg)
-            return msg
+            return msg, None
         dest = self.quarantine_dir / f"{t.z}-{t.x}-{t.y}-{time.time_ns()}.jpg"
         with self.backend.transaction() as tx:
             current = tx.existing([t]).get(t)
             if current is None or current.sha256 != rec.sha256:
-                return msg + "; the tile was replaced meanwhile, nothing quarantined"
+                return msg + "; the tile was replaced or removed meanwhile", current
             if path.exists():
                 self.quarantine_dir.mkdir(parents=True, exist_ok=True)
                 os.replace(path, dest)
@@ -410,7 +428,7 @@ class TileStore:
                                               _now_utc_s()))
         msg += f"; quarantined to {dest}"
         log.error("%s", msg)
-        return msg
+        return msg, None
 
     def quarantined(self) -> list[QuarantineEntry]:
         return self.backend.quarantine_entries()
