@@ -179,6 +179,9 @@ def evaluate(extractor_name: str, cache: Path, models: Path, cases: list[dict]) 
                 rec["rank"] = _retrieval_rank(vp, res, c)
             records.append(rec)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    (REPO / "build" / "bench").mkdir(parents=True, exist_ok=True)
+    (REPO / "build" / "bench" / f"vps-records-{extractor_name}.json").write_text(
+        json.dumps(records, indent=0, default=str))
     return summarise(records, peak_mb)
 
 

@@ -67,6 +67,9 @@ class VpsConfig(BaseModel):
         "Strongest map features per chunk used for re-ranking."))
     guided_map_features: int = Field(default=6144, ge=64, description=(
         "Map features under the predicted footprint for the final match."))
+    level_crop_factor: float = Field(default=1.6, ge=1.0, description=(
+        "A map level is used while the footprint extent is at most this many times its "
+        "largest canvas (the canvas then shows the centre of the footprint)."))
     top_k: int = Field(default=10, ge=1, description="Chunks retrieved (N2: K=10).")
     rerank_n: int = Field(default=3, ge=1, description="Chunks kept after re-ranking (N=3).")
     ratio: float = Field(default=0.95, gt=0.0, le=1.0, description="Matcher ratio test.")
@@ -231,7 +234,8 @@ class VisualPositioner:
                                    cfg.top_k, restrict)
         t["retrieval"] = time.perf_counter()
         strongest = feats.subset(np.arange(min(len(feats), cfg.rerank_keypoints)))
-        verified = [self._verify_chunk(level, int(c), strongest) for c in cands.ids]
+        verified = [self._verify_chunk(level, int(c), strongest, view.size)
+                    for c in cands.ids]
         order = sorted(range(len(verified)), key=lambda i: (not verified[i].fit.ok,
                                                             -verified[i].fit.n_inliers))
         top = [verified[i] for i in order[: cfg.rerank_n]]
@@ -256,7 +260,9 @@ class VisualPositioner:
     # --- steps ---------------------------------------------------------------------------
 
     def _level_for(self, height: float, R_cam_to_ned: np.ndarray) -> _Level:
-        """Finest level whose canvas holds the footprint, else the coarsest."""
+        """Finest level whose largest canvas holds the footprint's extent divided by
+        `level_crop_factor` (a finer level cropped to the centre of the footprint keeps more
+        detail than a coarser one that holds all of it), else the coarsest."""
         pose = _CameraPose(np.array([0.0, 0.0, -height]), R_cam_to_ned)
         w, h = self.intrinsics.width, self.intrinsics.height
         corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
@@ -264,7 +270,7 @@ class VisualPositioner:
         extent = float(np.ptp(ground[:, :2], axis=0).max()) if ok.all() else np.inf
         largest = max(self.config.canvas_sizes)
         for lv in self.levels:
-            if extent <= largest * lv.features.gsd_m:
+            if extent <= self.config.level_crop_factor * largest * lv.features.gsd_m:
                 return lv
         return self.levels[-1]
 
@@ -272,12 +278,13 @@ class VisualPositioner:
         m = match_mutual(feats.descriptors, map_feats.descriptors, ratio=self.config.ratio)
         return feats.keypoints[m.idx0].astype(np.float64), map_feats.keypoints[m.idx1]
 
-    def _verify_chunk(self, level: _Level, chunk: int, feats: Features) -> _Verified:
+    def _verify_chunk(self, level: _Level, chunk: int, feats: Features,
+                      feats_side: int) -> _Verified:
         x0, y0, x1, y1 = level.index.chunks[chunk]
         _, mf = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
-        fit = fit_homography(canvas_px, map_gpx - origin, float(x1 - x0), self.geometry)
+        fit = fit_homography(canvas_px, map_gpx - origin, float(feats_side), self.geometry)
         return _Verified(chunk, fit, canvas_px, map_gpx, origin)
 
     def _guided(self, level: _Level, first: _Verified, feats: Features,
@@ -294,8 +301,7 @@ class VisualPositioner:
         _, mf = level.features.query(x0, y0, x1, y1, self.config.guided_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
-        fit = fit_homography(canvas_px, map_gpx - origin, float(max(x1 - x0, y1 - y0)),
-                             self.geometry)
+        fit = fit_homography(canvas_px, map_gpx - origin, float(view.size), self.geometry)
         if fit.ok and fit.n_inliers >= first.fit.n_inliers:
             return _Verified(first.chunk, fit, canvas_px, map_gpx, origin)
         return first
