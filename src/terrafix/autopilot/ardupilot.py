@@ -142,7 +142,7 @@ class ArduPilotLinkStats:
     fc_heartbeat: FcHeartbeat | None
 
 
-def encode_gps_input(report: GpsReport, gps_id: int = 0) -> object:
+def encode_gps_input(report: GpsReport, gps_id: int = 0) -> C.MavMessage:
     """GPS_INPUT for a report. time_usec carries UTC (ArduPilot uses week/ms, not this)."""
     yaw_cdeg = 0 if report.yaw_deg is None else max(1, min(36000, round(report.yaw_deg * 100)))
     vn, ve, vd = report.v_ned_mps
@@ -366,7 +366,7 @@ class ArduPilotLink:
             return sys_id == self._fc_id[0]
         return self._cfg.fc_system_id is None or sys_id == self._cfg.fc_system_id
 
-    def _on_message(self, msg, arrival_ns: int) -> None:
+    def _on_message(self, msg: C.MavMessage, arrival_ns: int) -> None:
         hdr = msg.get_header()
         if not self._is_from_fc(hdr.srcSystem, hdr.srcComponent):
             return

@@ -39,7 +39,7 @@ from terrafix.autopilot.transport import ByteTransport, open_transport
 log = logging.getLogger(__name__)
 mavlink = C.DIALECT
 
-MessageHandler = Callable[[object, int], None]
+MessageHandler = Callable[[C.MavMessage, int], None]
 """handler(pymavlink message, arrival monotonic ns)."""
 
 _ANY = "*"
@@ -262,16 +262,16 @@ class MavlinkChannel:
             key.zero()
 
     # --- sending ------------------------------------------------------------------------------
-    def send(self, msg: object, *, sign: bool = True) -> None:
+    def send(self, msg: C.MavMessage, *, sign: bool = True) -> None:
         """Encode and write one message (signed when signing is on, unless sign=False)."""
         self._write(msg, sign=sign, write=True)
 
-    def pack(self, msg: object, *, sign: bool = True) -> bytes:
+    def pack(self, msg: C.MavMessage, *, sign: bool = True) -> bytes:
         """Encode one message exactly as `send` would, without writing it (sequence and signing
         timestamp advance). The simulated FC uses it to build packets it then tampers with."""
         return self._write(msg, sign=sign, write=False)
 
-    def _write(self, msg: object, *, sign: bool, write: bool) -> bytes:
+    def _write(self, msg: C.MavMessage, *, sign: bool, write: bool) -> bytes:
         if self._closed:
             raise LinkClosedError(f"channel {self.name} on {self.description} is closed")
         with self._send_lock:
@@ -303,7 +303,7 @@ class MavlinkChannel:
             self._transport.write(data)
 
     # --- commands -----------------------------------------------------------------------------
-    def _on_command_ack(self, msg: object, _arrival_ns: int) -> None:
+    def _on_command_ack(self, msg: C.MavMessage, _arrival_ns: int) -> None:
         with self._ack_cond:
             self._acks[msg.command].append(msg)
             self._ack_cond.notify_all()
@@ -317,7 +317,7 @@ class MavlinkChannel:
         *,
         timeout_s: float = 1.0,
         retries: int = 3,
-    ) -> object | None:
+    ) -> C.MavMessage | None:
         """Send COMMAND_LONG and wait for its COMMAND_ACK; resend (confirmation+1) on timeout.
 
         Returns the ack message, or None when every try timed out.
@@ -398,7 +398,7 @@ class MavlinkChannel:
         for msg in msgs:
             self._accept(msg, arrival_ns)
 
-    def _accept(self, msg: object, arrival_ns: int) -> None:
+    def _accept(self, msg: C.MavMessage, arrival_ns: int) -> None:
         mtype = msg.get_type()
         if mtype == "BAD_DATA":
             self._count("malformed")

@@ -14,12 +14,14 @@ by both are byte-identical (same CRC_EXTRA and fields), so what we send is what 
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 from pymavlink.dialects.v20 import all as mavlink
 
 DIALECT = mavlink
 """The pymavlink dialect module used to encode and decode every MAVLink 2 message."""
+MavMessage: TypeAlias = Any
+"""A message object of DIALECT (its fields are generated per message type, hence Any)."""
 
 # --- our identity on the flight controller's bus ----------------------------------------------
 # A companion computer shares the vehicle's system id and uses the onboard-computer component id,

@@ -77,7 +77,7 @@ class GpsInputAcceptance:
         return (avg < C.ARDUPILOT_MAX_AVERAGE_GAP_S
                 and self._late_in_a_row < C.ARDUPILOT_MAX_CONSECUTIVE_LATE)
 
-    def observe(self, msg, arrival_ns: int) -> GpsInputRecord:
+    def observe(self, msg: C.MavMessage, arrival_ns: int) -> GpsInputRecord:
         with self._lock:
             if self._last_arrival_ns is not None:
                 gap = (arrival_ns - self._last_arrival_ns) / 1e9
@@ -212,7 +212,7 @@ class FcEmulator:
         """Microseconds since this FC 'booted' (for time_usec fields)."""
         return int((time.monotonic() - self._t0) * 1e6)
 
-    def send(self, msg: object) -> None:
+    def send(self, msg: C.MavMessage) -> None:
         self._channel.send(msg)
 
     def on(self, msg_type: str, handler: Callable[[object, int], None]) -> None:
@@ -239,7 +239,7 @@ class FcEmulator:
         return (target_system in (0, self._channel.system_id)
                 and target_component in (0, self._channel.component_id))
 
-    def _on_setup_signing(self, msg, _arrival_ns: int) -> None:
+    def _on_setup_signing(self, msg: C.MavMessage, _arrival_ns: int) -> None:
         if not self._addressed_to_us(msg.target_system, msg.target_component):
             return
         if self._armed:
@@ -257,12 +257,12 @@ class FcEmulator:
         with self._lock:
             self.setup_signing_accepted += 1
 
-    def _ack(self, msg, result: int) -> None:
+    def _ack(self, msg: C.MavMessage, result: int) -> None:
         hdr = msg.get_header()
         self._channel.send(mavlink.MAVLink_command_ack_message(
             msg.command, result, 0, 0, hdr.srcSystem, hdr.srcComponent))
 
-    def _on_command_long(self, msg, _arrival_ns: int) -> None:
+    def _on_command_long(self, msg: C.MavMessage, _arrival_ns: int) -> None:
         if not self._addressed_to_us(msg.target_system, msg.target_component):
             return
         if msg.command == C.CMD_REQUEST_MESSAGE:
@@ -283,5 +283,5 @@ class FcEmulator:
         elif msg.target_component == self._channel.component_id:
             self._ack(msg, C.RESULT_UNSUPPORTED)
 
-    def _on_gps_input(self, msg, arrival_ns: int) -> None:
+    def _on_gps_input(self, msg: C.MavMessage, arrival_ns: int) -> None:
         self.acceptance.observe(msg, arrival_ns)

@@ -299,7 +299,7 @@ class GroundStation:
         with self._lock:
             self._hints_ok += 1
 
-    def _on_statustext(self, msg, arrival_ns: int) -> None:
+    def _on_statustext(self, msg: C.MavMessage, arrival_ns: int) -> None:
         raw = msg.text
         text = (raw.decode("ascii", "replace") if isinstance(raw, bytes | bytearray)
                 else str(raw)).rstrip("\x00").strip()
@@ -320,7 +320,7 @@ class GroundStation:
             return
         self._send_statustext(C.SEVERITY_INFO, ack_text(hint))
 
-    def _on_command_long(self, msg, arrival_ns: int) -> None:
+    def _on_command_long(self, msg: C.MavMessage, arrival_ns: int) -> None:
         if msg.command != C.CMD_RELOC_HINT:
             return
         if msg.target_system not in (0, self._ch.system_id) or msg.target_component not in (

@@ -196,7 +196,7 @@ class InboundDecoder:
         return aligner.to_companion_ns(int(us) * 1000, arrival_ns)
 
     # --- decoding ---------------------------------------------------------------------------
-    def decode(self, msg: object, arrival_ns: int) -> list[Sample]:
+    def decode(self, msg: C.MavMessage, arrival_ns: int) -> list[Sample]:
         """Samples carried by one message (often one, sometimes none or two)."""
         mtype = msg.get_type()
         fn = getattr(self, "_" + mtype.lower(), None)
@@ -214,12 +214,12 @@ class InboundDecoder:
         if not all(math.isfinite(v) for v in values):
             raise InboundValueError(f"non-finite value in {values}")
 
-    def _raw_imu(self, m, arrival_ns: int) -> list[Sample]:
+    def _raw_imu(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         if getattr(m, "id", 0) != 0 or not self._imu_selected("RAW_IMU"):
             return []
         return [self._scaled_imu(m, self._t_usec(m.time_usec, arrival_ns))]
 
-    def _scaled_imu2(self, m, arrival_ns: int) -> list[Sample]:
+    def _scaled_imu2(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         if not self._imu_selected("SCALED_IMU2"):
             return []
         return [self._scaled_imu(m, self._t_boot_ms(m.time_boot_ms, arrival_ns))]
@@ -230,7 +230,7 @@ class InboundDecoder:
         gyro = np.array([m.xgyro, m.ygyro, m.zgyro], dtype=np.float64) / 1000.0
         return ImuSample(t_ns=t_ns, accel_body_mps2=accel, gyro_body_radps=gyro)
 
-    def _highres_imu(self, m, arrival_ns: int) -> list[Sample]:
+    def _highres_imu(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         if getattr(m, "id", 0) != 0:
             return []
         t_ns = self._t_usec(m.time_usec, arrival_ns)
@@ -246,19 +246,19 @@ class InboundDecoder:
             out.append(BaroSample(t_ns=t_ns, alt_m=float(m.pressure_alt)))
         return out
 
-    def _attitude(self, m, arrival_ns: int) -> list[Sample]:
+    def _attitude(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         self._finite(m.roll, m.pitch, m.yaw)
         return [AttitudeSample(t_ns=self._t_boot_ms(m.time_boot_ms, arrival_ns),
                                roll_rad=float(m.roll), pitch_rad=float(m.pitch),
                                yaw_rad=float(m.yaw))]
 
-    def _scaled_pressure(self, m, arrival_ns: int) -> list[Sample]:
+    def _scaled_pressure(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         self._finite(m.press_abs)
         alt = pressure_altitude_m(float(m.press_abs), self.qnh_hpa)
         self.last_pressure_hpa = float(m.press_abs)
         return [BaroSample(t_ns=self._t_boot_ms(m.time_boot_ms, arrival_ns), alt_m=alt)]
 
-    def _gps(self, m, arrival_ns: int, receiver_id: int) -> list[Sample]:
+    def _gps(self, m: C.MavMessage, arrival_ns: int, receiver_id: int) -> list[Sample]:
         lat, lon = m.lat / 1e7, m.lon / 1e7
         if abs(lat) > 90.0 or abs(lon) > 180.0:
             raise InboundValueError(f"GPS lat/lon {lat}, {lon} outside [-90, 90] x [-180, 180]")
@@ -278,20 +278,20 @@ class InboundDecoder:
                            v_ned_mps=v, h_acc_m=h_acc, v_acc_m=v_acc, fix_type=int(m.fix_type),
                            num_sats=sats, jamming=jam, spoofing=spoof)]
 
-    def _gps_raw_int(self, m, arrival_ns: int) -> list[Sample]:
+    def _gps_raw_int(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         return self._gps(m, arrival_ns, 0)
 
-    def _gps2_raw(self, m, arrival_ns: int) -> list[Sample]:
+    def _gps2_raw(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         return self._gps(m, arrival_ns, 1)
 
-    def _gnss_integrity(self, m, arrival_ns: int) -> list[Sample]:
+    def _gnss_integrity(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         jam = m.jamming_state in (C.GNSS_JAMMING_STATE_MITIGATED, C.GNSS_JAMMING_STATE_DETECTED)
         spoof = m.spoofing_state in (C.GNSS_SPOOFING_STATE_MITIGATED,
                                      C.GNSS_SPOOFING_STATE_DETECTED)
         self._interference.update_receiver(arrival_ns, int(m.id), jam, spoof)
         return [GnssInterference(arrival_ns, int(m.id), jam, spoof, "GNSS_INTEGRITY")]
 
-    def _global_position_int(self, m, arrival_ns: int) -> list[Sample]:
+    def _global_position_int(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         lat, lon = m.lat / 1e7, m.lon / 1e7
         if abs(lat) > 90.0 or abs(lon) > 180.0:
             raise InboundValueError(f"FC position {lat}, {lon} outside [-90, 90] x [-180, 180]")
@@ -301,7 +301,7 @@ class InboundDecoder:
                            v_ned_mps=np.array([m.vx, m.vy, m.vz], dtype=np.float64) / 100.0,
                            heading_rad=hdg)]
 
-    def _statustext(self, m, arrival_ns: int) -> list[Sample]:
+    def _statustext(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         raw = m.text
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
         text = text.rstrip("\x00")
@@ -313,10 +313,10 @@ class InboundDecoder:
             out.append(GnssInterference(arrival_ns, -1, jam, spoof, "STATUSTEXT"))
         return out
 
-    def _extended_sys_state(self, m, arrival_ns: int) -> list[Sample]:
+    def _extended_sys_state(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         return [LandedState(arrival_ns, int(m.landed_state))]
 
-    def _heartbeat(self, m, arrival_ns: int) -> list[Sample]:
+    def _heartbeat(self, m: C.MavMessage, arrival_ns: int) -> list[Sample]:
         hdr = m.get_header()
         return [FcHeartbeat(arrival_ns, hdr.srcSystem, hdr.srcComponent, int(m.type),
                             int(m.autopilot), int(m.base_mode), int(m.custom_mode),
