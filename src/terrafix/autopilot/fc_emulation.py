@@ -215,7 +215,7 @@ class FcEmulator:
     def send(self, msg: C.MavMessage) -> None:
         self._channel.send(msg)
 
-    def on(self, msg_type: str, handler: Callable[[object, int], None]) -> None:
+    def on(self, msg_type: str, handler: Callable[[C.MavMessage, int], None]) -> None:
         """Extra handling of an accepted inbound message type (the simulated FC's hooks)."""
         self._channel.subscribe(msg_type, handler)
 
