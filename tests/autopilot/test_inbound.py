@@ -165,11 +165,25 @@ def test_heartbeat_armed_flag():
     assert (h.system_id, h.component_id) == (1, 1)
 
 
-def test_unix_epoch_time_usec_uses_its_own_aligner():
+def test_unix_epoch_imu_time_uses_its_own_aligner():
     dec = InboundDecoder()
     decode(dec, mavlink.MAVLink_attitude_message(1000, 0, 0, 0, 0, 0, 0), arrival=T0)
     offset = dec.clock_offset_ns
     unix_us = 1_750_000_000_000_000
-    [g] = decode(dec, gps_raw(time_usec=unix_us), arrival=T0 + 1_000_000)
-    assert g.t_ns == T0 + 1_000_000  # first sample of that domain: its own arrival
+    imu = mavlink.MAVLink_raw_imu_message(unix_us, 0, 0, -1000, 0, 0, 0, 0, 0, 0, 0, 0)
+    [s1] = decode(dec, imu, arrival=T0 + 3_000_000)
+    imu2 = mavlink.MAVLink_raw_imu_message(unix_us + 5000, 0, 0, -1000, 0, 0, 0, 0, 0, 0, 0, 0)
+    [s2] = decode(dec, imu2, arrival=T0 + 9_000_000)
+    assert s1.t_ns == T0 + 3_000_000
+    assert s2.t_ns - s1.t_ns == 5_000_000  # FC spacing kept in the UNIX domain too
     assert dec.clock_offset_ns == offset  # the boot-clock estimate was not disturbed
+
+
+def test_gnss_time_in_unix_epoch_never_steers_the_clock():
+    """GPS time comes from the satellites: under spoofing it is the attacker's, so GNSS samples
+    stamped in UNIX time take their arrival time."""
+    dec = InboundDecoder()
+    unix_us = 1_750_000_000_000_000
+    [g1] = decode(dec, gps_raw(time_usec=unix_us), arrival=T0 + 1_000_000)
+    [g2] = decode(dec, gps_raw(time_usec=unix_us - 3_600_000_000), arrival=T0 + 201_000_000)
+    assert (g1.t_ns, g2.t_ns) == (T0 + 1_000_000, T0 + 201_000_000)

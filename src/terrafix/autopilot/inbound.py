@@ -19,7 +19,9 @@ Units on the wire (MAVLink common.xml) and what we make of them:
   because its altitude depends on the GPS we feed it.
 - Spoofing/jamming: see the mapping in constants.py (GNSS_INTEGRITY, then STATUSTEXT patterns).
 - Times: *_boot_ms and boot-relative time_usec share one aligner; UNIX-epoch time_usec has its
-  own (clock_alignment.py). A time of 0 means "not stamped": arrival time is used.
+  own (clock_alignment.py). A time of 0 means "not stamped": arrival time is used. A GNSS
+  message stamped in UNIX time is stamped with its arrival instead: that time comes from the
+  satellites, and a spoofer controls it, so it must never steer our clock.
 """
 
 from __future__ import annotations
@@ -262,7 +264,8 @@ class InboundDecoder:
         lat, lon = m.lat / 1e7, m.lon / 1e7
         if abs(lat) > 90.0 or abs(lon) > 180.0:
             raise InboundValueError(f"GPS lat/lon {lat}, {lon} outside [-90, 90] x [-180, 180]")
-        t_ns = self._t_usec(m.time_usec, arrival_ns)
+        us = int(m.time_usec)
+        t_ns = arrival_ns if us > C.UNIX_EPOCH_THRESHOLD_US else self._t_usec(us, arrival_ns)
         if m.vel != _U16_INVALID and m.cog != _U16_INVALID:
             speed, cog = m.vel / 100.0, math.radians(m.cog / 100.0)
             v = np.array([speed * math.cos(cog), speed * math.sin(cog), math.nan])
