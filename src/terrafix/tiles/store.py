@@ -142,6 +142,10 @@ class TileStore:
         """The date freshness is judged at (the flight date; UTC today unless set)."""
         return self._today or datetime.now(UTC).date()
 
+    @today.setter
+    def today(self, value: date | None) -> None:
+        self._today = value
+
     def tile_path(self, tile: TileId) -> Path:
         return self.tiles_dir / str(tile.z) / str(tile.x) / f"{tile.y}.jpg"
 
