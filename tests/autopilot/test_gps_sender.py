@@ -1,0 +1,73 @@
+"""The fixed-rate sender: reads the latest solution at each tick, reports staleness once per
+episode and turns a stale solution into an explicit no-fix; GPS_INPUT field encoding."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pymavlink.dialects.v20 import all as mavlink
+
+from terrafix.autopilot import constants as C
+from terrafix.autopilot.ardupilot import encode_gps_input
+from terrafix.autopilot.gps_report import gps_report_from_solution
+from terrafix.autopilot.gps_sender import FixedRateGpsSender, LatestSlot
+
+from .helpers import solution
+
+
+def test_stale_solution_becomes_no_fix_and_is_reported_once():
+    slot = LatestSlot()
+    reports, stale_calls = [], []
+    lock = threading.Lock()
+
+    def sink(r):
+        with lock:
+            reports.append(r)
+
+    sender = FixedRateGpsSender(slot, sink, rate_hz=10.0, stale_after_s=0.3,
+                                on_stale=stale_calls.append)
+    slot.put(solution(time.monotonic_ns()))
+    sender.start()
+    time.sleep(1.0)  # the solution is never refreshed: stale after 0.3 s
+    slot.put(solution(time.monotonic_ns()))  # fresh again: a new episode may be reported later
+    time.sleep(0.25)
+    sender.stop()
+    with lock:
+        fixes = [r.fix_type for r in reports]
+    assert fixes[0] == C.GPS_FIX_TYPE_3D
+    assert C.GPS_FIX_TYPE_NO_FIX in fixes
+    first_no_fix = fixes.index(C.GPS_FIX_TYPE_NO_FIX)
+    assert all(f == C.GPS_FIX_TYPE_3D for f in fixes[:first_no_fix])
+    assert fixes[-1] == C.GPS_FIX_TYPE_3D  # the refreshed solution is a fix again
+    assert len(stale_calls) == 1 and stale_calls[0] > 0.3
+    st = sender.stats()
+    assert st.sent == len(reports) and st.sent_no_fix == fixes.count(C.GPS_FIX_TYPE_NO_FIX)
+    # ~12 ticks in ~1.25 s; counts only, generous margin
+    assert 6 <= st.sent <= 20
+
+
+def test_no_solution_at_all_sends_no_fix_without_a_stale_alarm():
+    slot = LatestSlot()
+    reports, stale_calls = [], []
+    sender = FixedRateGpsSender(slot, reports.append, rate_hz=10.0, on_stale=stale_calls.append)
+    sender.start()
+    time.sleep(0.35)
+    sender.stop()
+    assert reports and all(r.fix_type == C.GPS_FIX_TYPE_NO_FIX for r in reports)
+    assert stale_calls == []
+
+
+def test_gps_input_fields():
+    now = time.monotonic_ns()
+    r = gps_report_from_solution(solution(now, lat=-33.8688197, lon=151.2092955, yaw_rad=0.0),
+                                 now, 1_750_000_000_123_456_789, send_yaw=True)
+    msg = encode_gps_input(r, gps_id=1)
+    back = mavlink.MAVLink(None).parse_buffer(msg.pack(mavlink.MAVLink(None, 1, 191)))[0]
+    assert back.get_type() == "GPS_INPUT"
+    assert (back.lat, back.lon) == (-338688197, 1512092955)
+    assert back.yaw == 36000  # north is 36000; 0 would mean "not provided"
+    assert back.gps_id == 1 and back.fix_type == 3
+    assert (back.time_week, back.time_week_ms) == (r.gps_week, r.gps_week_ms)
+    assert back.time_usec == 1_750_000_000_123_456
+    assert back.satellites_visible == r.satellites
