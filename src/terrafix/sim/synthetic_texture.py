@@ -43,36 +43,27 @@ def hash_uniform(seed: int, a: np.ndarray | int, b: np.ndarray | int, salt: int)
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _axis_weights(coords_m: np.ndarray, spacing_m: float, first: int, count: int
-                  ) -> np.ndarray:
-    """(len(coords), count) smoothstep interpolation weights onto lattice nodes
-    first..first+count-1 (node k at k * spacing_m)."""
-    f = coords_m / spacing_m
-    k0 = np.floor(f).astype(np.int64)
-    t = f - k0
-    s = t * t * (3.0 - 2.0 * t)
-    w = np.zeros((len(coords_m), count), dtype=np.float32)
-    rows = np.arange(len(coords_m))
-    w[rows, k0 - first] = 1.0 - s
-    w[rows, k0 + 1 - first] = s
-    return w
-
-
 def value_noise(seed: int, salt: int, xs_m: np.ndarray, ys_m: np.ndarray,
                 spacing_m: float) -> np.ndarray:
-    """Smooth value noise in [-1, 1] on the grid xs (W,) x ys (H,) -> (H, W) float32,
-    separable so that it is two small matrix products."""
-    kx0 = math.floor(xs_m[0] / spacing_m)
-    kx1 = math.floor(xs_m[-1] / spacing_m) + 1
-    ky0 = math.floor(ys_m[0] / spacing_m)
-    ky1 = math.floor(ys_m[-1] / spacing_m) + 1
+    """Smooth value noise in about [-1, 1] on the regular grid xs (W,) x ys (H,) -> (H, W)
+    float32: random values on a global lattice of `spacing_m`, bicubically interpolated by one
+    cv2.warpAffine (so tiles that share lattice nodes join continuously)."""
+    kx0 = int(math.floor(xs_m[0] / spacing_m)) - 2
+    ky0 = int(math.floor(ys_m[0] / spacing_m)) - 2
+    kx1 = int(math.floor(xs_m[-1] / spacing_m)) + 3
+    ky1 = int(math.floor(ys_m[-1] / spacing_m)) + 3
     kx = np.arange(kx0, kx1 + 1)
     ky = np.arange(ky0, ky1 + 1)
     lattice = (2.0 * hash_uniform(seed, kx[None, :], ky[:, None], salt) - 1.0
                ).astype(np.float32)
-    wx = _axis_weights(xs_m, spacing_m, kx0, len(kx))
-    wy = _axis_weights(ys_m, spacing_m, ky0, len(ky))
-    return wy @ lattice @ wx.T
+    dx = float(xs_m[1] - xs_m[0]) if len(xs_m) > 1 else spacing_m
+    dy = float(ys_m[1] - ys_m[0]) if len(ys_m) > 1 else spacing_m
+    # Output pixel (j, i) -> lattice coordinates (x_j / spacing - kx0, y_i / spacing - ky0).
+    M = np.array([[dx / spacing_m, 0.0, xs_m[0] / spacing_m - kx0],
+                  [0.0, dy / spacing_m, ys_m[0] / spacing_m - ky0]])
+    return cv2.warpAffine(lattice, M, (len(xs_m), len(ys_m)),
+                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _boundaries(seed: int, k: np.ndarray, salt: int) -> np.ndarray:
@@ -89,7 +80,9 @@ def _cells(seed: int, u: np.ndarray, salt: int) -> tuple[np.ndarray, int, np.nda
     ks = np.arange(k_first, int(k0.max()) + 3)
     b = _boundaries(seed, ks, salt)
     rel = k0 - k_first
+    # Jitter is within +-P/4, so the parcel is k0 - 1, k0 or k0 + 1.
     rel -= (u < b[rel]).astype(np.int64)
+    rel += (u >= b[rel + 1]).astype(np.int64)
     return rel, k_first, b
 
 
@@ -165,49 +158,55 @@ def synthetic_tile(seed: int, tx: int, ty: int, tile_px: int = 1024, res: float 
     j = np.arange(tile_px)
     xs = (tx * tile_px + j + 0.5) * res
     ys = (ty * tile_px + j + 0.5) * res
-    X, Y = np.meshgrid(xs, ys)
+    X, Y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
     theta = 0.2 + 1.2 * hash_uniform(seed, 0, 0, 1)[()]  # parcel grid orientation
-    c, s = math.cos(theta), math.sin(theta)
+    c, s = np.float32(math.cos(theta)), np.float32(math.sin(theta))
     U = c * X + s * Y
     V = -s * X + c * Y
+    del X, Y
     iu, ku0, bu = _cells(seed, U, 11)
     iv, kv0, bv = _cells(seed, V, 12)
-    # Per-parcel attributes on the small table of this tile's parcels (2 halves per parcel).
-    ku_tab = np.arange(ku0, ku0 + len(bu))[:, None, None]
-    half_tab = np.arange(2)[None, :, None]
-    kv_tab = np.arange(kv0, kv0 + len(bv))[None, None, :]
-    field_tab = ku_tab * 2 + half_tab
-    split = hash_uniform(seed, ku_tab[:, 0, :], kv_tab[:, 0, :], 13) < 0.5
-    frac = 0.3 + 0.4 * hash_uniform(seed, ku_tab[:, 0, :], kv_tab[:, 0, :], 14)
-    base_tab = (60.0 + 140.0 * hash_uniform(seed, field_tab, kv_tab, 21)).astype(np.float32)
-    period_tab = (2.5 + 9.0 * hash_uniform(seed, field_tab, kv_tab, 22)).astype(np.float32)
-    amp_tab = (4.0 + 22.0 * hash_uniform(seed, field_tab, kv_tab, 23) ** 2).astype(np.float32)
-    along_u_tab = hash_uniform(seed, field_tab, kv_tab, 24) < 0.5
-    bu0 = bu[iu]
-    bu1 = bu[np.minimum(iu + 1, len(bu) - 1)]
-    half = (((U - bu0) > frac[iu, iv] * (bu1 - bu0)) & split[iu, iv]).astype(np.int64)
-    base = base_tab[iu, half, iv]
-    period = period_tab[iu, half, iv]
-    amp = amp_tab[iu, half, iv]
-    phase = np.where(along_u_tab[iu, half, iv], U, V).astype(np.float32)
-    img = base + amp * np.sin(np.float32(2.0 * np.pi) * phase / period)
+    nu, nv = len(bu), len(bv)
+    # Per-parcel attributes on small flat tables of this tile's parcels (two halves each),
+    # gathered per pixel with one index: (iu * nv + iv) * 2 + half.
+    ku = np.arange(ku0, ku0 + nu)[:, None]
+    kv = np.arange(kv0, kv0 + nv)[None, :]
+    split = hash_uniform(seed, ku, kv, 13) < 0.5
+    frac = 0.3 + 0.4 * hash_uniform(seed, ku, kv, 14)
+    thr_tab = np.where(split, frac, np.inf).astype(np.float32).ravel()
+    fk = (ku * 2)[:, :, None] + np.arange(2)[None, None, :]  # field key (nu, 1, 2)
+    kv3 = kv[:, :, None]
+    base_tab = (60.0 + 140.0 * hash_uniform(seed, fk, kv3, 21)).astype(np.float32).ravel()
+    period_tab = (2.5 + 9.0 * hash_uniform(seed, fk, kv3, 22)).astype(np.float32).ravel()
+    amp_tab = (4.0 + 22.0 * hash_uniform(seed, fk, kv3, 23) ** 2).astype(np.float32).ravel()
+    along_u_tab = (hash_uniform(seed, fk, kv3, 24) < 0.5).ravel()
+    bu32, bv32 = bu.astype(np.float32), bv.astype(np.float32)
+    cell = (iu * nv + iv).astype(np.int32)
+    iu1 = np.minimum(iu + 1, nu - 1)
+    iv1 = np.minimum(iv + 1, nv - 1)
+    du0 = U - np.take(bu32, iu)
+    du1 = np.take(bu32, iu1) - U
+    half = du0 > np.take(thr_tab, cell) * (du0 + du1)
+    fid = cell * 2 + half
+    phase = np.where(np.take(along_u_tab, fid), U, V)
+    img = np.take(base_tab, fid) + np.take(amp_tab, fid) * np.sin(
+        np.float32(2.0 * np.pi) * phase / np.take(period_tab, fid))
     img += 18.0 * value_noise(seed, 31, xs, ys, 90.0)
     img += 9.0 * value_noise(seed, 32, xs, ys, 12.0)
     img += 6.0 * value_noise(seed, 33, xs, ys, 1.5)
     img += 4.0 * value_noise(seed, 34, xs, ys, 0.6)
     # Roads and field boundaries along the parcel grid.
-    road_u_tab = hash_uniform(seed, np.arange(ku0, ku0 + len(bu)), 0, 41) < 0.35
-    road_v_tab = hash_uniform(seed, np.arange(kv0, kv0 + len(bv)), 0, 42) < 0.35
-    bv0 = bv[iv]
-    bv1 = bv[np.minimum(iv + 1, len(bv) - 1)]
-    du0, du1 = np.abs(U - bu0), np.abs(U - bu1)
-    dv0, dv1 = np.abs(V - bv0), np.abs(V - bv1)
-    du = np.minimum(du0, du1)
-    dv = np.minimum(dv0, dv1)
-    road_u = road_u_tab[np.where(du0 < du1, iu, np.minimum(iu + 1, len(bu) - 1))]
-    road_v = road_v_tab[np.where(dv0 < dv1, iv, np.minimum(iv + 1, len(bv) - 1))]
-    edge = np.minimum(du, dv)
-    img = np.where(edge < 1.0, np.float32(45.0), img)  # hedges / ditches on every boundary
+    road_u_tab = hash_uniform(seed, np.arange(ku0, ku0 + nu), 0, 41) < 0.35
+    road_v_tab = hash_uniform(seed, np.arange(kv0, kv0 + nv), 0, 42) < 0.35
+    dv0 = V - np.take(bv32, iv)
+    dv1 = np.take(bv32, iv1) - V
+    near_u = du0 < du1
+    near_v = dv0 < dv1
+    du = np.where(near_u, du0, du1)
+    dv = np.where(near_v, dv0, dv1)
+    road_u = np.take(road_u_tab, np.where(near_u, iu, iu1))
+    road_v = np.take(road_v_tab, np.where(near_v, iv, iv1))
+    img[np.minimum(du, dv) < 1.0] = 45.0  # hedges / ditches on every boundary
     road = ((du < 3.0) & road_u) | ((dv < 3.0) & road_v)
     img = np.where(road, 185.0 + 10.0 * value_noise(seed, 43, xs, ys, 4.0), img)
     tile = np.clip(img, 0, 255).astype(np.float32)

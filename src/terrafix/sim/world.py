@@ -63,7 +63,7 @@ def _undistort_grid(intr: Intrinsics) -> np.ndarray:
     return und
 
 
-def _level_for(pose: CameraPose, intrinsics: Intrinsics, ground_down_m: float,
+def pyramid_level_for(pose: CameraPose, intrinsics: Intrinsics, ground_down_m: float,
                res_m: float, max_level: int) -> int:
     """Pyramid level whose resolution is the finest not finer than half the frame's GSD at the
     principal point (so the warp never minifies by 2x or more)."""
@@ -140,7 +140,7 @@ class _RasterWorld:
         g = self.ground_down_m(frame)
         H_ground_to_img = ground_homography(pose, intrinsics, g)
         poly = self.footprint_px(pose, intrinsics, frame)
-        level = _level_for(pose, intrinsics, g, self.res_m, self.max_level)
+        level = pyramid_level_for(pose, intrinsics, g, self.res_m, self.max_level)
         s = float(1 << level)
         # Level-0 pixel x0 -> level-L pixel (x0 - (s - 1) / 2) / s (pyrDown centres).
         to_level = np.array([[1 / s, 0, -(s - 1) / (2 * s)], [0, 1 / s, -(s - 1) / (2 * s)],
@@ -358,6 +358,10 @@ def load_dgsamples_world(which: str = "wv3", ground_alt_m: float = LONGMONT_GROU
 
 # --------------------------------------------------------------------------- synthetic world
 
+# Generated tiles, shared by every SyntheticWorld of the process (~1 MB per level-0 tile).
+_TILE_CACHE: OrderedDict[tuple[int, int, float, int, int, int], np.ndarray] = OrderedDict()
+_TILE_CACHE_SIZE = 96
+
 
 class SyntheticWorld(_RasterWorld):
     """Procedural farmland around `anchor` (WGS84 origin; its altitude is the ground AMSL),
@@ -368,7 +372,7 @@ class SyntheticWorld(_RasterWorld):
     """
 
     def __init__(self, seed: int, anchor: LocalFrame, extent_m: float = 50_000.0,
-                 res_m: float = 0.25, tile_px: int = 1024, cache_tiles: int = 96) -> None:
+                 res_m: float = 0.25, tile_px: int = 1024) -> None:
         self.seed = int(seed)
         self.anchor = anchor
         self.extent_m = float(extent_m)
@@ -376,8 +380,6 @@ class SyntheticWorld(_RasterWorld):
         self.ground_alt_m = float(anchor.alt0_m)
         self.tile_px = int(tile_px)
         self.name = f"synthetic-{self.seed}"
-        self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
-        self._cache_tiles = cache_tiles
         self._affine_cache: dict[tuple[float, float, float], np.ndarray] = {}
 
     @property
@@ -426,17 +428,18 @@ class SyntheticWorld(_RasterWorld):
         return np.column_stack((-xy[:, 1], xy[:, 0], np.zeros(len(xy))))
 
     def tile(self, level: int, tx: int, ty: int) -> np.ndarray:
-        """(T / 2^level, T / 2^level) uint8 tile, cached (LRU)."""
-        key = (level, tx, ty)
-        hit = self._cache.get(key)
+        """(T / 2^level, T / 2^level) uint8 tile, cached (LRU shared by all worlds)."""
+        key = (self.seed, self.tile_px, self.res_m, level, tx, ty)
+        hit = _TILE_CACHE.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
+            _TILE_CACHE.move_to_end(key)
             return hit
         img = synthetic_tile(self.seed, tx, ty, self.tile_px, self.res_m) if level == 0 \
             else cv2.pyrDown(self.tile(level - 1, tx, ty))
-        self._cache[key] = img
-        while len(self._cache) > self._cache_tiles:
-            self._cache.popitem(last=False)
+        img.flags.writeable = False
+        _TILE_CACHE[key] = img
+        while len(_TILE_CACHE) > _TILE_CACHE_SIZE:
+            _TILE_CACHE.popitem(last=False)
         return img
 
     def _source(self, level: int, x0: int, y0: int, x1: int, y1: int
