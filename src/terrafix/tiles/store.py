@@ -83,6 +83,7 @@ SECTORS_FILE = "sectors.geojson"
 MAX_MOSAIC_PIXELS = 16384 * 16384
 _TOUCH_FLUSH_COUNT = 512
 _BBOX_PAD_DEG = 1e-9  # pads mosaic box queries against rounding at tile edges
+_SNAP_PX = 1e-6
 
 
 def _now_utc_s() -> float:
@@ -491,8 +492,10 @@ class TileStore:
                                  f"got ({west}, {south}, {east}, {north})")
         fx0, fy0 = lonlat_to_global_px(west, north, z)
         fx1, fy1 = lonlat_to_global_px(east, south, z)
-        px_x0, px_y0 = math.floor(fx0), math.floor(fy0)
-        px_x1, px_y1 = math.ceil(fx1), math.ceil(fy1)
+        # Bounds taken from tile edges come back from the lon/lat round trip a hair off the
+        # integer pixel; snap those so the mosaic does not grow a 1-px sliver of a neighbour.
+        px_x0, px_y0 = math.floor(fx0 + _SNAP_PX), math.floor(fy0 + _SNAP_PX)
+        px_x1, px_y1 = math.ceil(fx1 - _SNAP_PX), math.ceil(fy1 - _SNAP_PX)
         width, height = px_x1 - px_x0, px_y1 - px_y0
         if width * height > MAX_MOSAIC_PIXELS:
             raise TileCacheError(f"mosaic of {width}x{height} px at z{z} exceeds the limit of "
