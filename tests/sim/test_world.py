@@ -30,8 +30,8 @@ def _landmark_centroid(img: np.ndarray, uv: np.ndarray, radius_px: float) -> np.
     """Centroid of the target's bright inner disc near uv: the bright connected blob that is
     enclosed by the dark ring (the window is large enough to hold the target even if the
     prediction were several pixels off; other bright blobs in it are ignored by size)."""
-    r = int(math.ceil(radius_px)) + 8
-    u0, v0 = int(round(uv[0])) - r, int(round(uv[1])) - r
+    r = math.ceil(radius_px) + 8
+    u0, v0 = round(uv[0]) - r, round(uv[1]) - r
     win = img[v0:v0 + 2 * r + 1, u0:u0 + 2 * r + 1]
     n, labels, stats, cents = cv2.connectedComponentsWithStats((win > 132).astype(np.uint8))
     h, w_ = win.shape

@@ -48,10 +48,10 @@ def value_noise(seed: int, salt: int, xs_m: np.ndarray, ys_m: np.ndarray,
     """Smooth value noise in about [-1, 1] on the regular grid xs (W,) x ys (H,) -> (H, W)
     float32: random values on a global lattice of `spacing_m`, bicubically interpolated by one
     cv2.warpAffine (so tiles that share lattice nodes join continuously)."""
-    kx0 = int(math.floor(xs_m[0] / spacing_m)) - 2
-    ky0 = int(math.floor(ys_m[0] / spacing_m)) - 2
-    kx1 = int(math.floor(xs_m[-1] / spacing_m)) + 3
-    ky1 = int(math.floor(ys_m[-1] / spacing_m)) + 3
+    kx0 = math.floor(xs_m[0] / spacing_m) - 2
+    ky0 = math.floor(ys_m[0] / spacing_m) - 2
+    kx1 = math.floor(xs_m[-1] / spacing_m) + 3
+    ky1 = math.floor(ys_m[-1] / spacing_m) + 3
     kx = np.arange(kx0, kx1 + 1)
     ky = np.arange(ky0, ky1 + 1)
     lattice = (2.0 * hash_uniform(seed, kx[None, :], ky[:, None], salt) - 1.0
