@@ -94,7 +94,8 @@ def test_blackout_label_latency_and_failsafe():
 
 
 def test_blackouts_read_from_meta_events_and_scenario():
-    meta = {"events": [{"kind": "visual_blackout", "start_s": 5.0, "end_s": 9.0}],
+    meta = {"events": [{"type": "visual_blackout", "kind": "black", "start_s": 5.0,
+                        "end_s": 9.0}],
             "scenario": {"camera": {"blackouts": [{"start_s": 20.0, "end_s": 30.0}]}}}
     iv = blackout_intervals(meta)
     assert [(i.start_ns, i.end_ns) for i in iv] == [(5 * S, 9 * S), (20 * S, 30 * S)]

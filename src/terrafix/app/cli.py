@@ -11,6 +11,8 @@ import logging
 import typer
 
 from terrafix import __version__
+from terrafix.app import replay_cli
+from terrafix.eval import cli as eval_cli
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
 from terrafix.sim import cli as sim_cli
@@ -25,8 +27,10 @@ app = typer.Typer(
 )
 
 # --- sub-command groups (one line each; keep sorted) ------------------------------------------
+app.command("eval")(eval_cli.evaluate_command)
 app.add_typer(recorder_cli.app, name="fdr")
 app.add_typer(models_cli.app, name="models")
+app.command("replay")(replay_cli.replay_command)
 app.add_typer(sim_cli.app, name="sim")
 app.add_typer(tiles_cli.app, name="tiles")
 app.add_typer(vps_cli.app, name="vps")

@@ -7,9 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from terrafix.eval.errors import EvalError
-from terrafix.eval.evaluate import REPORT_FILE, SUMMARY_FILE, EvalConf, EvalPaths, main
-
 
 def _f(v: Any, unit: str = "", pct: bool = False) -> str:
     if v is None:
@@ -47,8 +44,15 @@ def evaluate_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots",
                                         help="Draw PNGs and report.html.")] = True,
 ) -> None:
-    """Compare a navigation run with ground truth: accuracy, consistency, attack detection,
-    blackouts; writes summary.json, PNGs and report.html."""
+    """Score a replay folder against ground truth and write an HTML report.
+
+    Accuracy (% within 5/20/50 m, p95, max), covariance consistency (95% ellipse, NEES),
+    GNSS attack detection and false gate closures, blackout label latency; writes
+    summary.json, PNGs and report.html.
+    """
+    from terrafix.eval.errors import EvalError
+    from terrafix.eval.evaluate import REPORT_FILE, SUMMARY_FILE, EvalConf, EvalPaths, main
+
     try:
         summary = main(EvalConf(plots=plots), EvalPaths(run_dir, dataset, out))
     except EvalError as exc:

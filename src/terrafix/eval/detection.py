@@ -69,11 +69,12 @@ def attack_intervals(t_ns: np.ndarray, attack: np.ndarray) -> list[Interval]:
 def blackout_intervals(meta: dict[str, Any]) -> list[Interval]:
     """Visual blackouts declared in a dataset's meta.json.
 
-    Accepted shapes: `meta["events"]` entries with kind "blackout"/"visual_blackout" and
-    start_s/end_s, or the scenario copied under `meta["scenario"]["camera"]["blackouts"]`."""
+    Accepted shapes: `meta["events"]` entries with type (or kind) "visual_blackout" and
+    start_s/end_s (what the simulator writes), or the scenario copied under
+    `meta["scenario"]["camera"]["blackouts"]`."""
     found: list[tuple[float, float]] = []
     for ev in meta.get("events", []) or []:
-        if isinstance(ev, dict) and ev.get("kind") in ("blackout", "visual_blackout"):
+        if isinstance(ev, dict) and "visual_blackout" in (ev.get("type"), ev.get("kind")):
             found.append((float(ev["start_s"]), float(ev["end_s"])))
     scen = meta.get("scenario") or {}
     cam = scen.get("camera", {}) if isinstance(scen, dict) else {}

@@ -22,23 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def world_of(meta: dict[str, Any]) -> Any | None:
-    """The sim world a dataset was rendered from, or None when meta does not say."""
-    from terrafix.geo.frames import LocalFrame
-    from terrafix.sim.world import SyntheticWorld, load_dgsamples_world
+    """The sim world a dataset was rendered from (rebuilt from its scenario and seed), or
+    None when meta does not carry them."""
+    from terrafix.sim.flight import make_world
+    from terrafix.sim.scenario import parse_scenario
 
-    w = meta.get("world")
-    if not isinstance(w, dict):
+    if "scenario" not in meta or "seed" not in meta:
         return None
-    kind = w.get("kind")
-    ground = float(meta.get("ground_alt_m", w.get("ground_alt_m", 0.0)))
-    if kind == "dgsamples":
-        return load_dgsamples_world(str(w.get("source", "wv3")), ground)
-    if kind == "synthetic":
-        anchor = w.get("anchor") or meta["origin"]
-        seed = w.get("world_seed", w.get("seed", meta.get("seed", 0)))
-        return SyntheticWorld(int(seed), LocalFrame(float(anchor["lat_deg"]),
-                                                    float(anchor["lon_deg"]), ground))
-    return None
+    world, _ = make_world(parse_scenario(meta["scenario"], "meta.json"), int(meta["seed"]))
+    return world
 
 
 def track_background(ds: FlightDataset, *tracks_ne_m: np.ndarray, max_px: int = 1600,

@@ -1,0 +1,545 @@
+"""The navigation core: sensors in, `NavSolution`s and integrity events out.
+
+One `Navigator` is what both the live program (`terrafix fly`) and the offline replay drive:
+they feed it the same time-ordered inputs (IMU, FC attitude, barometer, GNSS, camera frames,
+operator hints) and take its outputs; it does no I/O of its own (no sockets, no files, no
+clocks other than the sample times), so a replay is the flight, minus the wires.
+
+Per input:
+- IMU: propagates the estimator (through the integrity layer).
+- FC attitude: kept in a short buffer (frames need the attitude *at their capture time*,
+  interpolated), and used as heading aiding by the estimator.
+- barometer / GNSS: straight to the integrity layer (GNSS trust gate, failsafes).
+- camera frame: the capture time is marked in the estimator at once; the frame is processed
+  as soon as an attitude sample at or after its capture time is available: visual odometry on
+  every frame, registration (the absolute fix) on the frames the `RegistrationPolicy` picks,
+  each measurement through the gated updates, then the frame's verdict (blackout or not)
+  to the integrity layer. Frames are processed one by one as a stream, never batched.
+- output ticks: every 1/output_rate_hz on the sample clock, the IMU-propagated solution.
+
+Why registration is not run on every frame: one registration costs ~0.3-0.8 s of CPU on the
+reference machine, odometry ~20 ms. While the estimate is confident (small 95% radius, recent
+anchor) odometry + IMU hold it to well under a metre per second, so a fix every
+`anchor_interval_s` keeps it anchored; when it is not confident, every frame is registered.
+
+Startup (REQUIREMENTS N10): the state is initialised from the first trusted GNSS solution if
+there is one (the FC's own trusted state), otherwise from the take-off origin (σ 5 m / 10 m)
+at the barometric height; IMU samples before that are not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import tomllib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from terrafix.camera import Extrinsics, Intrinsics
+from terrafix.estimation.backend import make_backend
+from terrafix.estimation.config import EstimationConfig
+from terrafix.estimation.events import NavEvent
+from terrafix.estimation.integrity import Navigator as IntegrityLayer
+from terrafix.estimation.outputs import SmoothedState, UpdateReport
+from terrafix.estimation.warm_start import InitialState, attitude_prior
+from terrafix.geo.frames import LocalFrame
+from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_to_R
+from terrafix.measurements import (
+    AttitudeSample,
+    BaroSample,
+    CameraFrame,
+    GnssSample,
+    ImuSample,
+    NavSolution,
+    OdometryDelta,
+)
+from terrafix.vision.odometry import OdometryConfig, VisualOdometry
+from terrafix.vision.registration import RegistrationResult, VisualPositioner, VpsConfig
+
+log = logging.getLogger(__name__)
+
+
+class NavigatorError(ValueError):
+    """Bad navigator configuration or input, with the offending value."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegistrationPolicy(_Cfg):
+    """Which frames are registered against the map (the expensive step)."""
+
+    enabled: bool = True
+    anchor_interval_s: float = Field(3.0, ge=0.0)
+    """While confident, register a frame only when the last accepted fix is at least this
+    old (0: every frame)."""
+    confident_radius95_m: float = Field(30.0, gt=0)
+    """The estimate counts as confident below this 95% horizontal radius (and not in
+    failsafe); otherwise every frame with texture is registered."""
+    skip_textureless: bool = True
+    """Frames the odometry found without texture (cloud, black lens) are not registered."""
+
+
+class StartConfig(_Cfg):
+    """Initial state (REQUIREMENTS N10)."""
+
+    from_gnss: bool = True
+    """Start from the first GNSS solution when the GNSS is trusted at start and not flagged."""
+    sigma_h_m: float = Field(5.0, gt=0)
+    sigma_v_m: float = Field(10.0, gt=0)
+    sigma_vel_no_gnss_mps: float = Field(15.0, gt=0)
+    """Velocity prior without GNSS (the speed is known, the direction only from the FC yaw)."""
+    airspeed_mps: float = Field(18.0, ge=0)
+    """Expected speed along the FC heading used as the velocity prior without GNSS."""
+    sigma_roll_pitch_deg: float = Field(2.0, gt=0)
+    sigma_yaw_deg: float = Field(10.0, gt=0)
+
+
+class NavigatorConfig(_Cfg):
+    """The navigation config (TOML). Every value in force is logged at start-up."""
+
+    output_rate_hz: float = Field(10.0, ge=1.0, le=50.0)
+    estimation: EstimationConfig = EstimationConfig()
+    odometry_enabled: bool = True
+    odometry: OdometryConfig = OdometryConfig()
+    registration: RegistrationPolicy = RegistrationPolicy()
+    vps: VpsConfig = VpsConfig()
+    start: StartConfig = StartConfig()
+    attitude_wait_s: float = Field(0.1, gt=0)
+    """A frame waits at most this long for an attitude sample after its capture time before
+    it is processed with the latest attitude."""
+    attitude_history_s: float = Field(3.0, gt=0)
+
+    @property
+    def backend(self) -> str:
+        return self.estimation.estimator.backend
+
+    def with_backend(self, backend: str) -> NavigatorConfig:
+        """A copy with the estimator backend replaced ("eskf" | "isam2")."""
+        if backend not in ("eskf", "isam2"):
+            raise NavigatorError(f"backend must be 'eskf' or 'isam2', got {backend!r}")
+        est = self.estimation.estimator.model_copy(update={"backend": backend})
+        return self.model_copy(update={
+            "estimation": self.estimation.model_copy(update={"estimator": est})})
+
+    @staticmethod
+    def from_toml(path: str | Path) -> NavigatorConfig:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise NavigatorError(f"cannot read navigation config {p}: {exc}") from None
+        return NavigatorConfig.from_dict(data, str(p))
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], source: str = "<dict>") -> NavigatorConfig:
+        try:
+            return NavigatorConfig.model_validate(data)
+        except ValidationError as exc:
+            lines = [f"invalid navigation config {source}:"]
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+                lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            raise NavigatorError("\n".join(lines)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class FlightContext:
+    """What the navigator must know about this flight and airframe.
+
+    frame: the flight's NED frame (origin = take-off point). ground_alt_m: altitude of the
+    (flat) ground, m AMSL. intrinsics: nav camera at processing resolution; extrinsics:
+    camera-to-body calibration.
+    """
+
+    frame: LocalFrame
+    ground_alt_m: float
+    intrinsics: Intrinsics
+    extrinsics: Extrinsics
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorHint:
+    """A re-localisation hint (RELOC:lat,lon,radius), radius read as a 95% bound."""
+
+    t_ns: int
+    lat_deg: float
+    lon_deg: float
+    radius_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReport:
+    """What happened to one frame (recorder, evaluation).
+
+    vo: the odometry delta (None for a reference frame); vo_update: its estimator report.
+    registered: registration was attempted; fix_reason: why it was rejected ("" if accepted);
+    fix_lat/lon_deg: the fix (NaN if none); fix_update: the estimator's report on the fix.
+    blackout: the verdict told to the integrity layer. vo_ms / registration_ms: CPU time.
+    """
+
+    t_ns: int
+    index: int
+    vo_tracking: bool | None
+    vo_reason: str
+    vo_n_tracks: int
+    vo_accepted: bool | None
+    registered: bool
+    fix_accepted_by_vision: bool
+    fix_reason: str
+    fix_lat_deg: float
+    fix_lon_deg: float
+    fix_cov_ne_m2: np.ndarray | None
+    fix_fused: bool | None
+    fix_nis: float
+    blackout: bool
+    vo_ms: float
+    registration_ms: float
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-able dict (kind "frame")."""
+        return {
+            "kind": "frame", "t_ns": self.t_ns, "index": self.index,
+            "vo_tracking": self.vo_tracking, "vo_reason": self.vo_reason,
+            "vo_n_tracks": self.vo_n_tracks, "vo_accepted": self.vo_accepted,
+            "registered": self.registered, "fix_accepted_by_vision":
+            self.fix_accepted_by_vision, "fix_reason": self.fix_reason,
+            "lat_deg": self.fix_lat_deg, "lon_deg": self.fix_lon_deg,
+            "fix_cov_ne_m2": None if self.fix_cov_ne_m2 is None else self.fix_cov_ne_m2.tolist(),
+            "fix_fused": self.fix_fused, "fix_nis": self.fix_nis, "blackout": self.blackout,
+            "vo_ms": round(self.vo_ms, 2), "registration_ms": round(self.registration_ms, 2)}
+
+
+def event_record(ev: NavEvent) -> dict[str, Any]:
+    """An integrity event as a JSON-able dict with its `kind` (class name) and status text."""
+    d: dict[str, Any] = {"kind": type(ev).__name__}
+    for name in ev.__dataclass_fields__:
+        d[name] = getattr(ev, name)
+    d["severity"] = ev.severity
+    d["mandatory"] = ev.MANDATORY
+    d["statustext"] = ev.statustext()
+    return d
+
+
+@dataclass(slots=True)
+class NavigatorStats:
+    """Counters of a run (for run.json and the benchmark)."""
+
+    frames: int = 0
+    vo_tracking: int = 0
+    vo_accepted: int = 0
+    registrations: int = 0
+    fixes_from_vision: int = 0
+    fixes_fused: int = 0
+    solutions: int = 0
+    vo_ms_total: float = 0.0
+    registration_ms_total: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "vo_tracking": self.vo_tracking,
+                "vo_accepted": self.vo_accepted, "registrations": self.registrations,
+                "fixes_from_vision": self.fixes_from_vision, "fixes_fused": self.fixes_fused,
+                "solutions": self.solutions,
+                "vo_ms_mean": self.vo_ms_total / max(self.frames, 1),
+                "registration_ms_mean": self.registration_ms_total / max(self.registrations, 1),
+                "registration_reject_reasons": dict(sorted(self.reasons.items()))}
+
+
+def _slerp_R(R0: np.ndarray, R1: np.ndarray, a: float) -> np.ndarray:
+    q0, q1 = R_to_quat(R0), R_to_quat(R1)
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + a * (q1 - q0)
+    else:
+        th = math.acos(dot)
+        q = (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
+    return quat_to_R(q / np.linalg.norm(q))
+
+
+def _fix_reason(result: RegistrationResult | None, rep: UpdateReport | None) -> str:
+    if result is None:
+        return ""
+    if result.fix is None:
+        return result.reason
+    return "" if rep is None or rep.accepted else rep.reason
+
+
+class Navigator:
+    """Feed time-ordered inputs with `feed`; take `drain_solutions()`, `drain_events()`,
+    `drain_frame_reports()` and `drain_smoothed()` as often as convenient."""
+
+    def __init__(self, config: NavigatorConfig, context: FlightContext,
+                 positioner: VisualPositioner | None = None) -> None:
+        self.config = config
+        self.context = context
+        self.positioner = positioner
+        self.vo = VisualOdometry(context.intrinsics, context.extrinsics, config.odometry) \
+            if config.odometry_enabled else None
+        self.integrity: IntegrityLayer | None = None
+        self.stats = NavigatorStats()
+        self._period_ns = round(1e9 / config.output_rate_hz)
+        self._next_tick_ns: int | None = None
+        self._attitude: deque[tuple[int, np.ndarray, AttitudeSample]] = deque()
+        self._last_baro: BaroSample | None = None
+        self._last_gnss: GnssSample | None = None
+        self._pending: deque[CameraFrame] = deque()
+        self._solutions: list[NavSolution] = []
+        self._events: list[NavEvent] = []
+        self._reports: list[FrameReport] = []
+        self._smoothed: list[SmoothedState] = []
+        self._t_last_fix_ns: int | None = None
+        self._t_ns = -1
+
+    # ------------------------------------------------------------------ outputs
+    def drain_solutions(self) -> list[NavSolution]:
+        out, self._solutions = self._solutions, []
+        return out
+
+    def drain_events(self) -> list[NavEvent]:
+        if self.integrity is not None:
+            self._events.extend(self.integrity.drain_events())
+        out, self._events = self._events, []
+        return out
+
+    def drain_frame_reports(self) -> list[FrameReport]:
+        out, self._reports = self._reports, []
+        return out
+
+    def drain_smoothed(self) -> list[SmoothedState]:
+        if self.integrity is not None:
+            self._smoothed.extend(self.integrity.backend.drain_smoothed())
+        out, self._smoothed = self._smoothed, []
+        return out
+
+    @property
+    def initialised(self) -> bool:
+        return self.integrity is not None
+
+    # ------------------------------------------------------------------ input
+    def feed(self, sample: object) -> None:
+        """One input, in time order: ImuSample, AttitudeSample, BaroSample, GnssSample,
+        CameraFrame or OperatorHint (anything with t_ns, lat_deg, lon_deg, radius_m)."""
+        t = int(getattr(sample, "t_ns", -1))
+        if t < self._t_ns:
+            raise NavigatorError(f"inputs must come in time order: {type(sample).__name__} at "
+                                 f"t_ns {t} after {self._t_ns}")
+        self._t_ns = t
+        self._emit_ticks_before(t)
+        if isinstance(sample, ImuSample):
+            self._on_imu(sample)
+        elif isinstance(sample, AttitudeSample):
+            self._on_attitude(sample)
+        elif isinstance(sample, BaroSample):
+            self._last_baro = sample
+            if self.integrity is not None:
+                self.integrity.on_baro(sample)
+        elif isinstance(sample, GnssSample):
+            self._last_gnss = sample
+            if self.integrity is not None:
+                self.integrity.on_gnss(sample)
+        elif isinstance(sample, CameraFrame):
+            self._on_frame_captured(sample)
+        elif all(hasattr(sample, a) for a in ("lat_deg", "lon_deg", "radius_m")):
+            if self.integrity is not None:
+                self.integrity.on_hint(t, float(sample.lat_deg),  # type: ignore[attr-defined]
+                                       float(sample.lon_deg),  # type: ignore[attr-defined]
+                                       float(sample.radius_m))  # type: ignore[attr-defined]
+        else:
+            raise NavigatorError(f"unsupported input {type(sample).__name__}; expected "
+                                 f"ImuSample, AttitudeSample, BaroSample, GnssSample, "
+                                 f"CameraFrame or an operator hint")
+        self._process_ready_frames(t)
+
+    def flush(self) -> None:
+        """End of input: process frames still waiting for their attitude."""
+        while self._pending:
+            self._process_frame(self._pending.popleft())
+
+    # ------------------------------------------------------------------ per input
+    def _emit_ticks_before(self, t_ns: int) -> None:
+        if self.integrity is None or self._next_tick_ns is None:
+            return
+        while self._next_tick_ns < t_ns:
+            self._solutions.append(self.integrity.solution(self._next_tick_ns))
+            self.stats.solutions += 1
+            self._next_tick_ns += self._period_ns
+
+    def _on_imu(self, imu: ImuSample) -> None:
+        if self.integrity is None:
+            self._try_initialise(imu.t_ns)
+            if self.integrity is None:
+                return
+        self.integrity.on_imu(imu)
+
+    def _on_attitude(self, att: AttitudeSample) -> None:
+        R = euler_to_R_body_to_ned(att.roll_rad, att.pitch_rad, att.yaw_rad)
+        self._attitude.append((att.t_ns, R, att))
+        horizon = att.t_ns - round(self.config.attitude_history_s * 1e9)
+        while len(self._attitude) > 2 and self._attitude[0][0] < horizon:
+            self._attitude.popleft()
+        if self.integrity is not None:
+            self.integrity.on_attitude(att)
+
+    def _on_frame_captured(self, frame: CameraFrame) -> None:
+        if self.integrity is None:
+            return  # nothing to anchor it to yet
+        self.integrity.on_frame_captured(frame.t_ns)
+        self._pending.append(frame)
+
+    def _process_ready_frames(self, t_now_ns: int) -> None:
+        wait = round(self.config.attitude_wait_s * 1e9)
+        while self._pending:
+            f = self._pending[0]
+            att_ready = bool(self._attitude) and self._attitude[-1][0] >= f.t_ns
+            if not att_ready and t_now_ns < f.t_ns + wait:
+                return
+            self._pending.popleft()
+            self._process_frame(f)
+
+    # ------------------------------------------------------------------ initialisation
+    def _try_initialise(self, t_ns: int) -> None:
+        if not self._attitude or self._last_baro is None:
+            return
+        att = self._attitude[-1][2]
+        cfg = self.config.start
+        frame = self.context.frame
+        integ_cfg = self.config.estimation.integrity
+        g = self._last_gnss
+        use_gnss = (cfg.from_gnss and integ_cfg.gnss_trusted_at_start and g is not None
+                    and g.fix_type >= 3 and not g.spoofing and not g.jamming
+                    and math.isfinite(g.lat_deg) and (t_ns - g.t_ns) < 1_000_000_000)
+        q, cov_att = attitude_prior(att, math.radians(cfg.sigma_roll_pitch_deg),
+                                    math.radians(cfg.sigma_yaw_deg))
+        if use_gnss:
+            assert g is not None
+            p = np.asarray(frame.lla_to_ned(g.lat_deg, g.lon_deg, g.alt_m), dtype=np.float64)
+            sh = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
+            sv = max(g.v_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
+            v = np.asarray(g.v_ned_mps, dtype=np.float64)
+            cov_p = np.diag([sh * sh, sh * sh, sv * sv])
+            cov_v = np.eye(3) * self.config.estimation.estimator.gnss_velocity_sigma_mps ** 2
+            how = "first GNSS solution"
+        else:
+            height = self._last_baro.alt_m - frame.alt0_m
+            p = np.array([0.0, 0.0, -height])
+            yaw = att.yaw_rad
+            v = cfg.airspeed_mps * np.array([math.cos(yaw), math.sin(yaw), 0.0])
+            cov_p = np.diag([cfg.sigma_h_m ** 2, cfg.sigma_h_m ** 2, cfg.sigma_v_m ** 2])
+            cov_v = np.eye(3) * cfg.sigma_vel_no_gnss_mps ** 2
+            how = "take-off origin"
+        init = InitialState(t_ns, p, v, q, cov_p, cov_v, cov_att)
+        backend = make_backend(self.config.estimation.estimator, frame, init)
+        self.integrity = IntegrityLayer(backend, integ_cfg)
+        self._next_tick_ns = (t_ns // self._period_ns + 1) * self._period_ns
+        log.info("navigator initialised at t=%.3f s from the %s (backend %s)", t_ns * 1e-9, how,
+                 self.config.backend)
+
+    # ------------------------------------------------------------------ frames
+    def _attitude_at(self, t_ns: int) -> np.ndarray:
+        """FC attitude R_body_to_ned at t_ns, interpolated (slerp) between the samples that
+        bracket it, else the nearest sample."""
+        buf = self._attitude
+        if not buf:
+            raise NavigatorError("no FC attitude received: cannot process a frame")
+        prev = nxt = None
+        for t, R, _ in reversed(buf):
+            if t >= t_ns:
+                nxt = (t, R)
+            else:
+                prev = (t, R)
+                break
+        if prev is None:
+            return buf[0][1] if nxt is None else nxt[1]
+        if nxt is None:
+            return prev[1]
+        a = (t_ns - prev[0]) / max(nxt[0] - prev[0], 1)
+        return _slerp_R(prev[1], nxt[1], a)
+
+    def _height(self) -> tuple[float, float, float]:
+        """(altitude AMSL, height above ground, its variance) of the current estimate."""
+        assert self.integrity is not None
+        est = self.integrity.backend.estimate()
+        alt = self.context.frame.alt0_m - float(est.p_ned_m[2])
+        return alt, alt - self.context.ground_alt_m, float(est.cov_p_ned_m2[2, 2])
+
+    def _should_register(self, t_ns: int, delta: OdometryDelta | None) -> bool:
+        pol = self.config.registration
+        if not pol.enabled or self.positioner is None or self.integrity is None:
+            return False
+        if pol.skip_textureless and delta is not None and not delta.tracking \
+                and delta.reason.startswith("no texture"):
+            return False
+        prior = self.integrity.search_prior()
+        confident = prior.confident and prior.radius95_m <= pol.confident_radius95_m
+        if not confident or self._t_last_fix_ns is None:
+            return True
+        return (t_ns - self._t_last_fix_ns) * 1e-9 >= pol.anchor_interval_s
+
+    def _process_frame(self, frame: CameraFrame) -> None:
+        integ = self.integrity
+        assert integ is not None
+        self.stats.frames += 1
+        R_fc = self._attitude_at(frame.t_ns)
+        alt, height, var_h = self._height()
+        est = integ.backend.estimate()
+        delta: OdometryDelta | None = None
+        vo_rep: UpdateReport | None = None
+        t0 = time.perf_counter()
+        if self.vo is not None and height > 1.0:
+            delta = self.vo.process(frame, R_fc, height, var_h, est.v_ned_mps)
+            if delta is not None:
+                self.stats.vo_tracking += int(delta.tracking)
+                if delta.tracking:
+                    vo_rep = integ.on_odometry(delta)
+                    self.stats.vo_accepted += int(vo_rep.accepted)
+        t1 = time.perf_counter()
+        registered = False
+        result: RegistrationResult | None = None
+        fix_rep: UpdateReport | None = None
+        if self._should_register(frame.t_ns, delta):
+            registered = True
+            self.stats.registrations += 1
+            prior = integ.search_prior()
+            pr = (prior.lat_deg, prior.lon_deg, prior.radius95_m) if prior.confident else None
+            assert self.positioner is not None
+            result = self.positioner.locate(frame, R_fc, alt, pr)
+            if result.fix is not None:
+                self.stats.fixes_from_vision += 1
+                fix_rep = integ.on_fix(result.fix)
+                if fix_rep.accepted:
+                    self.stats.fixes_fused += 1
+                    self._t_last_fix_ns = frame.t_ns
+            else:
+                key = result.reason.split(":")[0][:40]
+                self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+        t2 = time.perf_counter()
+        fused_fix = fix_rep is not None and fix_rep.accepted
+        blackout = (delta is not None and not delta.tracking and not fused_fix)
+        integ.on_frame(frame.t_ns, blackout=blackout)
+        self.stats.vo_ms_total += (t1 - t0) * 1e3
+        self.stats.registration_ms_total += (t2 - t1) * 1e3
+        fix = result.fix if result is not None else None
+        self._reports.append(FrameReport(
+            t_ns=frame.t_ns, index=frame.index,
+            vo_tracking=None if delta is None else delta.tracking,
+            vo_reason="" if delta is None else delta.reason,
+            vo_n_tracks=0 if delta is None else delta.n_tracks,
+            vo_accepted=None if vo_rep is None else vo_rep.accepted,
+            registered=registered, fix_accepted_by_vision=fix is not None,
+            fix_reason=_fix_reason(result, fix_rep),
+            fix_lat_deg=fix.lat_deg if fix is not None else math.nan,
+            fix_lon_deg=fix.lon_deg if fix is not None else math.nan,
+            fix_cov_ne_m2=None if fix is None else np.asarray(fix.cov_ne_m2),
+            fix_fused=None if fix_rep is None else fix_rep.accepted,
+            fix_nis=math.nan if fix_rep is None else fix_rep.nis,
+            blackout=blackout, vo_ms=(t1 - t0) * 1e3, registration_ms=(t2 - t1) * 1e3))
