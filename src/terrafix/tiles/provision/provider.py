@@ -15,6 +15,7 @@ import email.utils
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,7 @@ class ProviderClient:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
+        self._lock = threading.Lock()
         self.retries = 0  # how many requests were retried (for reports and tests)
 
     def close(self) -> None:
@@ -148,7 +150,8 @@ class ProviderClient:
             wait = min(wait, self._max_backoff_s)
             log.warning("provider: %s %s: %s; retry %d/%d in %.2f s", method, url, reason,
                         attempt + 1, self._max_retries, wait)
-            self.retries += 1
+            with self._lock:
+                self.retries += 1
             self._sleep(wait)
             attempt += 1
 
