@@ -26,14 +26,12 @@ def run(
 ) -> None:
     """Simulate a flight and write its dataset (format: docs/dataset.md)."""
     from terrafix.sim.flight import simulate_flight
-    from terrafix.sim.scenario import load_scenario, parse_scenario
+    from terrafix.sim.scenario import load_scenario, with_duration
 
     try:
         sc = load_scenario(scenario)
         if duration_s is not None:
-            data = sc.model_dump(mode="json")
-            data["duration_s"] = duration_s
-            sc = parse_scenario(data, f"{scenario} with --duration {duration_s}")
+            sc = with_duration(sc, duration_s)
         path = simulate_flight(sc, seed, out)
     except SimError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -220,7 +220,8 @@ def _read_csv(path: Path, columns: tuple[tuple[str, str], ...]) -> dict[str, np.
                                  (str if fmt == "%s" else np.float64))
         return out
     try:
-        t = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[0], dtype=np.int64, ndmin=1)
+        t = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[expected.index("t_ns")],
+                       dtype=np.int64, ndmin=1)
         data = np.loadtxt(path, delimiter=",", skiprows=1, usecols=numeric, dtype=np.float64,
                           ndmin=2)
         strings = np.loadtxt(path, delimiter=",", skiprows=1, usecols=text, dtype=str,

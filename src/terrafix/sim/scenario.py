@@ -180,6 +180,27 @@ class Scenario(_Model):
         return self.duration_s if a.end_s is None else a.end_s
 
 
+def with_duration(scenario: Scenario, duration_s: float) -> Scenario:
+    """The scenario shortened (or lengthened) to `duration_s`: attacks and blackouts that start
+    after the end are dropped, those that run past it are cut at the end."""
+    data = scenario.model_dump(mode="json")
+    data["duration_s"] = duration_s
+    attacks = []
+    for a in data["gnss"]["attacks"]:
+        if a["start_s"] < duration_s:
+            if a["end_s"] is not None:
+                a["end_s"] = min(a["end_s"], duration_s)
+            attacks.append(a)
+    data["gnss"]["attacks"] = attacks
+    blackouts = []
+    for b in data["camera"]["blackouts"]:
+        if b["start_s"] < duration_s:
+            b["end_s"] = min(b["end_s"], duration_s)
+            blackouts.append(b)
+    data["camera"]["blackouts"] = blackouts
+    return parse_scenario(data, f"{scenario.name} with duration {duration_s} s")
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid scenario {source}:"]
     for err in exc.errors():
