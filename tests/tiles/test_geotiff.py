@@ -160,6 +160,7 @@ def _wv2_raster() -> Path:
     return Path(found[0])
 
 
+@pytest.mark.slow
 def test_worldview2_scene_provisions_end_to_end_through_the_cli(tmp_path: Path) -> None:
     raster = _wv2_raster()
     root = tmp_path / "cache"
