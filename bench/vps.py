@@ -140,7 +140,8 @@ def sample_cases(n: int, seed: int) -> list[dict]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(extractor_name: str, cache: Path, models: Path, cases: list[dict]) -> dict:
+def evaluate(extractor_name: str, cache: Path, models: Path, cases: list[dict],
+             overrides: dict | None = None) -> dict:
     """Locate every case with and without prior; returns metrics and per-frame records."""
     from terrafix.sim.effects import ImageEffects
     from terrafix.sim.world import load_dgsamples_world
@@ -153,7 +154,8 @@ def evaluate(extractor_name: str, cache: Path, models: Path, cases: list[dict]) 
         (world.bounds_wgs84[1] + world.bounds_wgs84[3]) / 2
     frame = LocalFrame(lat_c, lon_c, world.ground_alt_m)
     vp = VisualPositioner.open(cache, VpsConfig(extractor=extractor_name, model_cache=models,
-                                                ground_alt_m=world.ground_alt_m), cam)
+                                                ground_alt_m=world.ground_alt_m,
+                                                **(overrides or {})), cam)
     effects = ImageEffects()
     records = []
     for c in cases:
@@ -251,8 +253,8 @@ def summarise(records: list[dict], peak_mb: float) -> dict:
 
 
 def _child(args: tuple) -> dict:
-    name, cache, models, cases = args
-    return evaluate(name, cache, models, cases)
+    name, cache, models, cases, overrides = args
+    return evaluate(name, cache, models, cases, overrides)
 
 
 def main() -> int:
@@ -262,6 +264,8 @@ def main() -> int:
     ap.add_argument("--extractors", nargs="+", default=["xfeat", "sift"])
     ap.add_argument("--cache", type=Path, default=REPO / "build" / "bench" / "vps-cache")
     ap.add_argument("--models", type=Path, default=REPO / "build" / "models")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="VpsConfig overrides (development only)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vps.json")
     args = ap.parse_args()
     seed = DEV_SEED if args.dev else BENCH_SEED
@@ -273,13 +277,15 @@ def main() -> int:
                 pool.apply(provision, (args.cache, name, args.models))
             print(f"provisioned {name} in {time.time() - t0:.0f} s", file=sys.stderr)
     cases = sample_cases(args.poses, seed)
+    overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     results = {}
     for name in args.extractors:
         t0 = time.time()
         with ctx.Pool(1) as pool:
-            results[name] = pool.apply(_child, ((name, args.cache, args.models, cases),))
+            results[name] = pool.apply(_child, ((name, args.cache, args.models, cases,
+                                                 overrides),))
         print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
-    results["config"] = {"poses": args.poses, "seed": seed, "dev": args.dev,
+    results["config"] = {"overrides": overrides, "poses": args.poses, "seed": seed, "dev": args.dev,
                          "levels": LEVELS, "prior_radius_m": PRIOR_RADIUS_M,
                          "command": "bench/vps.py " + " ".join(sys.argv[1:]),
                          "note": "2-core machine shared with other jobs: timings pessimistic"}

@@ -32,6 +32,8 @@ class MapRaster:
 
     image: (H, W) uint8; pixel (col i, row j) covers global pixels [px_x0 + i, px_x0 + i + 1)
     × [px_y0 + j, px_y0 + j + 1) at zoom z. valid: (H, W) bool, pixels that carry imagery.
+    native_gsd_m: ground resolution of the source imagery (m) when known — a z19 mosaic of
+    0.5 m imagery is blurrier than its 0.23 m pixels.
     """
 
     image: np.ndarray
@@ -39,6 +41,7 @@ class MapRaster:
     px_x0: float
     px_y0: float
     valid: np.ndarray
+    native_gsd_m: float | None = None
 
     @property
     def centre_lonlat(self) -> tuple[float, float]:

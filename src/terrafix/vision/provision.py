@@ -90,6 +90,9 @@ def main(config: ProvisionConfig, cache_root: str | Path,
         log.info("provisioned %s z%d: %d features, %d chunks in %.1f s", extractor.name, lv.z,
                  len(stored), len(index), time.perf_counter() - t0)
         done.append(lv.z)
+    natives = [r.native_gsd_m for r in rasters if r.native_gsd_m]
+    if natives:
+        manifest["native_gsd_m"] = float(np.median(natives))
     levels[extractor.name] = sorted(set(levels.get(extractor.name, [])) | set(done),
                                     reverse=True)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ def raster_from_geotiff(path: str | Path, z: int, band: int = 1) -> MapRaster:
         if src.crs is None:
             raise VisionError(f"{path} has no coordinate reference system")
         data = src.read(band).astype(np.float32)
+        native = float(abs(src.res[0])) if src.crs.is_projected else None
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
         x0, y0 = lonlat_to_global_px(west, north, z)
         x1, y1 = lonlat_to_global_px(east, south, z)
@@ -50,7 +51,8 @@ def raster_from_geotiff(path: str | Path, z: int, band: int = 1) -> MapRaster:
                   dst_transform=transform, dst_crs="EPSG:3857",
                   resampling=Resampling.bilinear, src_nodata=nodata, dst_nodata=0)
     valid = out > 0
-    return MapRaster(stretch_to_uint8(out, valid), z, float(px_x0), float(px_y0), valid)
+    return MapRaster(stretch_to_uint8(out, valid), z, float(px_x0), float(px_y0), valid,
+                     native)
 
 
 def raster_from_mosaic(mosaic: Any) -> MapRaster:

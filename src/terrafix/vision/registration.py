@@ -73,7 +73,10 @@ class VpsConfig(BaseModel):
     top_k: int = Field(default=10, ge=1, description="Chunks retrieved (N2: K=10).")
     rerank_n: int = Field(default=3, ge=1, description="Chunks kept after re-ranking (N=3).")
     ratio: float = Field(default=0.95, gt=0.0, le=1.0, description="Matcher ratio test.")
-    ransac_threshold_px: float = 3.0
+    ransac_threshold_m: float = Field(default=1.4, gt=0.0, description=(
+        "MAGSAC inlier threshold on the ground (m): converted to pixels of the map level in "
+        "use, so that a finer level does not demand sub-metre agreement between two images "
+        "that disagree by ~1.6 m."))
     min_inliers: int = 15
     sigma_tilt_deg: float = 0.5
     sigma_yaw_deg: float = 3.0
@@ -85,7 +88,10 @@ class VpsConfig(BaseModel):
     map_sigma_m: float = Field(default=1.0, ge=0.0, description=(
         "1-sigma georeferencing uncertainty of the map imagery per axis (a property of the "
         "map source, added to every fix's covariance)."))
-    max_reprojection_px: float = Field(default=2.5, description="N4: reject above (map px).")
+    max_reprojection_px: float = Field(default=2.5, description=(
+        "N4: reject when the RMS distance between matched map points and the frame keypoints "
+        "reprojected through the solved pose exceeds this, in pixels of the map's base "
+        "(coarsest provisioned) zoom."))
     max_attitude_correction_deg: float = 6.0
     max_height_ratio_error: float = 0.25
     ground_alt_m: float = Field(default=0.0, description="Ground altitude AMSL (m).")
@@ -145,7 +151,8 @@ class VisualPositioner:
 
     def __init__(self, cache_root: Path, config: VpsConfig, extractor: FeatureExtractor,
                  levels: Sequence[_Level], camera: NavCameraConfig,
-                 thermal: ThermalMonitor | None = None) -> None:
+                 thermal: ThermalMonitor | None = None,
+                 native_gsd_m: float | None = None) -> None:
         if not levels:
             raise VisionError(f"no map level for extractor {config.extractor} in {cache_root}")
         self.cache_root = Path(cache_root)
@@ -159,8 +166,8 @@ class VisualPositioner:
         self.priors = PosePriors(np.radians(config.sigma_tilt_deg),
                                  np.radians(config.sigma_yaw_deg), config.sigma_height_m,
                                  config.sigma_keypoint_px)
-        self.geometry = GeometryConfig(threshold_px=config.ransac_threshold_px,
-                                       min_inliers=config.min_inliers)
+        self.base_gsd_m = max(lv.features.gsd_m for lv in self.levels)
+        self.native_gsd_m = native_gsd_m
 
     @staticmethod
     def open(cache_root: str | Path, config: VpsConfig | None = None,
@@ -185,7 +192,8 @@ class VisualPositioner:
                     config.inference)
             else:
                 extractor = SiftExtractor()
-        return VisualPositioner(root, config, extractor, levels, camera or NavCameraConfig())
+        return VisualPositioner(root, config, extractor, levels, camera or NavCameraConfig(),
+                                native_gsd_m=info.get("native_gsd_m"))
 
     # --- per frame -----------------------------------------------------------------------
 
@@ -274,6 +282,10 @@ class VisualPositioner:
                 return lv
         return self.levels[-1]
 
+    def _geometry(self, level: _Level) -> GeometryConfig:
+        return GeometryConfig(threshold_px=self.config.ransac_threshold_m / level.features.gsd_m,
+                              min_inliers=self.config.min_inliers)
+
     def _match(self, feats: Features, map_feats: Features) -> tuple[np.ndarray, np.ndarray]:
         m = match_mutual(feats.descriptors, map_feats.descriptors, ratio=self.config.ratio)
         return feats.keypoints[m.idx0].astype(np.float64), map_feats.keypoints[m.idx1]
@@ -284,7 +296,8 @@ class VisualPositioner:
         _, mf = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
-        fit = fit_homography(canvas_px, map_gpx - origin, float(feats_side), self.geometry)
+        fit = fit_homography(canvas_px, map_gpx - origin, float(feats_side),
+                             self._geometry(level))
         return _Verified(chunk, fit, canvas_px, map_gpx, origin)
 
     def _guided(self, level: _Level, first: _Verified, feats: Features,
@@ -301,7 +314,8 @@ class VisualPositioner:
         _, mf = level.features.query(x0, y0, x1, y1, self.config.guided_map_features)
         canvas_px, map_gpx = self._match(feats, mf)
         origin = np.array([x0, y0])
-        fit = fit_homography(canvas_px, map_gpx - origin, float(view.size), self.geometry)
+        fit = fit_homography(canvas_px, map_gpx - origin, float(view.size),
+                             self._geometry(level))
         if fit.ok and fit.n_inliers >= first.fit.n_inliers:
             return _Verified(first.chunk, fit, canvas_px, map_gpx, origin)
         return first
@@ -332,13 +346,13 @@ class VisualPositioner:
             sol = solve_pose(points[keep], pixels[keep], sigma_px[keep], self.intrinsics,
                              R_cam_fc, guess, -height, self.priors)
             err_map = self._map_residuals(sol, pixels, points, gsd)
-            new_keep = err_map < cfg.ransac_threshold_px
+            new_keep = err_map < cfg.ransac_threshold_m / gsd
             if new_keep.sum() < cfg.min_inliers or np.array_equal(new_keep, keep):
                 break
             keep = new_keep
             guess = sol.p_cam_ned
         assert sol is not None
-        err_map = self._map_residuals(sol, pixels, points, gsd)[keep]
+        err_map = self._map_residuals(sol, pixels, points, self.base_gsd_m)[keep]
         n_in = int(keep.sum())
         rmse = float(np.sqrt(np.mean(err_map ** 2))) if n_in else float("inf")
         stats = dict(n_matches=len(best.canvas_px), n_inliers=n_in,
