@@ -217,6 +217,19 @@ class ArduPilotLink:
         self._channel.subscribe("*", self._on_message)
         self._channel.start()
 
+    def wait_for_fc(self, timeout_s: float) -> bool:
+        """Block until the FC's first HEARTBEAT (True) or the timeout (False). The onboard
+        program waits here at start-up, before the signing handshake's own short timeout."""
+        if not self._opened:
+            self.open()
+        return self._heartbeat_seen.wait(timeout=timeout_s)
+
+    def fc_boot_to_companion_ns(self, fc_boot_ns: int) -> int | None:
+        """Companion monotonic time of an FC boot-clock time (e.g. an FC-triggered camera's
+        capture time), by the link's clock alignment; None before the first timed message."""
+        offset = self._decoder.clock_offset_ns
+        return None if offset is None else int(fc_boot_ns) + offset
+
     def establish_signing(self) -> SigningReport:
         """Install a fresh key on the FC and prove it is used both ways, or refuse take-off."""
         if not self._opened:

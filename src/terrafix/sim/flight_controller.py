@@ -107,7 +107,7 @@ class SimulatedFlightController:
         self.wait_for_companion_s = wait_for_companion_s
         self.fc = FcEmulator(connection, key=key, allow_external_listen=False)
         self._stop = threading.Event()
-        self._arrivals_dataset_ns: list[int] = []
+        self._arrivals_dataset_ns: list[int | None] = []
         self._t0_mono_ns: int | None = None
         self._lock = threading.Lock()
         self._companion_seen = threading.Event()
@@ -125,9 +125,9 @@ class SimulatedFlightController:
 
     def _on_gps_input(self, _msg, arrival_ns: int) -> None:
         with self._lock:
-            if self._t0_mono_ns is not None:
-                self._arrivals_dataset_ns.append(int((arrival_ns - self._t0_mono_ns)
-                                                     * self.speed))
+            t0 = self._t0_mono_ns
+            self._arrivals_dataset_ns.append(
+                None if t0 is None else int((arrival_ns - t0) * self.speed))
 
     def stop(self) -> None:
         self._stop.set()
@@ -252,11 +252,13 @@ class SimulatedFlightController:
                 self.fc.send(mavlink.MAVLink_extended_sys_state_message(
                     0, mavlink.MAV_LANDED_STATE_ON_GROUND))
                 time.sleep(0.5)
-            return self._summary(played_s, sent, late, max_late_ns)
+            signing_active = self.fc.signing_active
         finally:
             self.fc.close()
+        return self._summary(played_s, sent, late, max_late_ns, signing_active)
 
-    def _summary(self, played_s: float, sent: int, late: int, max_late_ns: int) -> FcRunSummary:
+    def _summary(self, played_s: float, sent: int, late: int, max_late_ns: int,
+                 signing_active: bool) -> FcRunSummary:
         acc = self.fc.acceptance.summary()
         records = self.fc.acceptance.records
         return FcRunSummary(
@@ -271,14 +273,15 @@ class SimulatedFlightController:
             gps_input_max_gap_ms=float(acc.get("max_gap_ms", math.inf)),
             gps_input_jitter_ms=float(acc.get("jitter_ms", math.inf)),
             gps_input_unhealthy_arrivals=int(acc.get("unhealthy_arrivals", 0)),
-            signing_active=self.fc.signing_active,
+            signing_active=signing_active,
             setup_signing_accepted=self.fc.setup_signing_accepted,
         )
 
     def write_log(self, out_dir: Path, summary: FcRunSummary) -> Path:
         """Write `fc_gps_input.jsonl` (every GPS_INPUT the FC received, with the dataset time
         of its arrival and the error of its position against truth at that instant) and
-        `fc_summary.json`. Returns the folder."""
+        `fc_summary.json`. GPS_INPUTs received before playback started (during the signing
+        handshake) have `t_dataset_ns` None. Returns the folder."""
         out_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             arrivals = list(self._arrivals_dataset_ns)
@@ -289,7 +292,8 @@ class SimulatedFlightController:
             for t_ds, rec in zip(arrivals[:n], records[:n], strict=True):
                 row = asdict(rec)
                 row["t_dataset_ns"] = t_ds
-                if rec.decoded and 0 <= t_ds <= int(self.dataset.truth.t_ns[-1]):
+                if rec.decoded and t_ds is not None \
+                        and 0 <= t_ds <= int(self.dataset.truth.t_ns[-1]):
                     s = self.dataset.truth_at(t_ds)
                     row["error_m"] = float(distance_m(float(s.lat_deg), float(s.lon_deg),
                                                       rec.lat_deg, rec.lon_deg))
@@ -307,3 +311,21 @@ def _json_default(x: object) -> object:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def run_simulated_fc(dataset_dir: str | Path, connection: str, *, speed: float = 1.0,
+                     out_dir: str | Path | None = None, landed_hold_s: float = 5.0,
+                     wait_for_companion_s: float = 30.0) -> FcRunSummary:
+    """Play a dataset folder as a flight controller on `connection`; write the FC's log to
+    `out_dir` (default: the dataset folder's `fc/` subfolder). The `terrafix sim fc` command."""
+    from terrafix.sim.dataset import load_dataset
+
+    ds = load_dataset(dataset_dir)
+    fc = SimulatedFlightController(ds, connection, speed=speed, landed_hold_s=landed_hold_s,
+                                   wait_for_companion_s=wait_for_companion_s)
+    summary = fc.run()
+    fc.write_log(Path(out_dir) if out_dir is not None else Path(dataset_dir) / "fc", summary)
+    log.info("simulated FC: %d GPS_INPUT (%d decoded) at %.2f Hz, max gap %.0f ms",
+             summary.gps_input_count, summary.gps_input_decoded, summary.gps_input_rate_hz,
+             summary.gps_input_max_gap_ms)
+    return summary
