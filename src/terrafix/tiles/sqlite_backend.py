@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -236,8 +237,8 @@ class SqliteBackend:
             (tile.z, tile.x, tile.y)).fetchone()
         return None if row is None else record_from_row(row)
 
-    def query_bbox(self, west: float, south: float, east: float, north: float,
-                   z: int | None) -> list[TileRecord]:
+    def _bbox_rows(self, west: float, south: float, east: float, north: float,
+                   z: int | None) -> list[tuple]:
         # R*Tree coordinates are 32-bit floats rounded outwards: the box test is a superset.
         sql = (f"SELECT {_PREFIXED_COLUMNS} FROM tiles_rtree r JOIN tiles t ON t.id = r.id"
                " WHERE r.max_lon >= ? AND r.min_lon <= ? AND r.max_lat >= ? AND r.min_lat <= ?")
@@ -245,16 +246,23 @@ class SqliteBackend:
         if z is not None:
             sql += " AND t.z = ?"
             args += (z,)
-        return [record_from_row(row) for row in self._conn().execute(sql, args)]
+        return self._conn().execute(sql, args).fetchall()
+
+    def query_bbox(self, west: float, south: float, east: float, north: float,
+                   z: int | None) -> list[TileRecord]:
+        return [record_from_row(row) for row in self._bbox_rows(west, south, east, north, z)]
 
     def query_polygon(self, polygon: BaseGeometry, z: int | None) -> list[TileRecord]:
-        candidates = self.query_bbox(*polygon.bounds, z)
-        if not candidates:
+        rows = self._bbox_rows(*polygon.bounds, z)
+        if not rows:
             return []
-        boxes = shapely.box(*zip(*(r.bounds for r in candidates), strict=True))
+        # Exact test on the raw rows (columns 3-6 are west, south, east, north) before any
+        # record is built: the bounding box of a rotated footprint holds ~2x the answer.
+        b = np.array([r[3:7] for r in rows])
+        boxes = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
         shapely.prepare(polygon)
         keep = shapely.intersects(polygon, boxes) & ~shapely.touches(polygon, boxes)
-        return [r for r, k in zip(candidates, keep, strict=True) if k]
+        return [record_from_row(r) for r, k in zip(rows, keep.tolist(), strict=True) if k]
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]:
         last = -1

@@ -28,6 +28,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from hashlib import sha256
 from pathlib import Path
@@ -84,6 +85,19 @@ MAX_MOSAIC_PIXELS = 16384 * 16384
 _TOUCH_FLUSH_COUNT = 512
 _BBOX_PAD_DEG = 1e-9  # pads mosaic box queries against rounding at tile edges
 _SNAP_PX = 1e-6
+_PARALLEL_MIN_TILES = 8
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads shared by every store's mosaics (created on first use)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                       thread_name_prefix="tile-decode")
+        return _POOL
 
 
 def _now_utc_s() -> float:
@@ -102,6 +116,7 @@ class TileStore:
         self.read_only = backend.read_only
         self.budget_bytes = int(budget_bytes)
         self.tiles_dir = self.root / "tiles"
+        self._tiles_prefix = f"{self.tiles_dir}{os.sep}"
         self.staging_dir = self.tiles_dir / ".staging"
         self.quarantine_dir = self.root / "quarantine"
         self._fsync_files = fsync_files
@@ -148,7 +163,7 @@ class TileStore:
         self._today = value
 
     def tile_path(self, tile: TileId) -> Path:
-        return self.tiles_dir / str(tile.z) / str(tile.x) / f"{tile.y}.jpg"
+        return Path(f"{self._tiles_prefix}{tile.z}/{tile.x}/{tile.y}.jpg")
 
     def close(self) -> None:
         if not self.read_only:
@@ -510,6 +525,8 @@ class TileStore:
         rejected: list[TileId] = []
         corrupt: list[TileId] = []
         today = self.today
+        decisions: dict[tuple[str, date], FreshnessDecision] = {}
+        todo: list[tuple[TileRecord, FreshnessDecision]] = []
         for ty in range(px_y0 // TILE_SIZE_PX, (px_y1 - 1) // TILE_SIZE_PX + 1):
             for tx in range(px_x0 // TILE_SIZE_PX, (px_x1 - 1) // TILE_SIZE_PX + 1):
                 t = TileId(z, tx, ty)
@@ -517,24 +534,40 @@ class TileStore:
                 if rec is None:
                     missing.append(t)
                     continue
-                decision = self.freshness.decide(rec.sector_class, rec.capture_date, today)
+                key = (rec.sector_class, rec.capture_date)
+                decision = decisions.get(key)
+                if decision is None:
+                    decision = decisions[key] = self.freshness.decide(*key, today)
                 if decision.label == FreshnessLabel.REJECTED:
                     rejected.append(t)
                     continue
-                try:
-                    tile_img = self._decode_verified(rec)
-                except CorruptTileError:
-                    corrupt.append(t)
-                    continue
-                gx0, gy0 = tx * TILE_SIZE_PX, ty * TILE_SIZE_PX
-                cx0, cy0 = max(gx0, px_x0), max(gy0, px_y0)
-                cx1, cy1 = min(gx0 + TILE_SIZE_PX, px_x1), min(gy0 + TILE_SIZE_PX, px_y1)
-                image[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = \
-                    tile_img[cy0 - gy0:cy1 - gy0, cx0 - gx0:cx1 - gx0]
-                valid[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = True
-                used.append(MosaicTile(t, rec.capture_date, rec.sector_class, decision.label))
+                todo.append((rec, decision))
+        # Reading, hashing and decoding dominate; OpenCV and hashlib release the GIL, so a few
+        # threads overlap them on a multi-core flight computer.
+        if len(todo) >= _PARALLEL_MIN_TILES:
+            images = list(_decode_pool().map(self._decode_or_none, (r for r, _ in todo)))
+        else:
+            images = [self._decode_or_none(r) for r, _ in todo]
+        for (rec, decision), tile_img in zip(todo, images, strict=True):
+            t = rec.tile
+            if tile_img is None:
+                corrupt.append(t)
+                continue
+            gx0, gy0 = t.x * TILE_SIZE_PX, t.y * TILE_SIZE_PX
+            cx0, cy0 = max(gx0, px_x0), max(gy0, px_y0)
+            cx1, cy1 = min(gx0 + TILE_SIZE_PX, px_x1), min(gy0 + TILE_SIZE_PX, px_y1)
+            image[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = \
+                tile_img[cy0 - gy0:cy1 - gy0, cx0 - gx0:cx1 - gx0]
+            valid[cy0 - px_y0:cy1 - px_y0, cx0 - px_x0:cx1 - px_x0] = True
+            used.append(MosaicTile(t, rec.capture_date, rec.sector_class, decision.label))
         return Mosaic(image, valid, z, px_x0, px_y0, tuple(used), tuple(missing),
                       tuple(rejected), tuple(corrupt))
+
+    def _decode_or_none(self, rec: TileRecord) -> np.ndarray | None:
+        try:
+            return self._decode_verified(rec)
+        except CorruptTileError:
+            return None
 
     # --- sectors -------------------------------------------------------------------------
     def set_sectors(self, policy: FreshnessPolicy) -> int:
