@@ -11,7 +11,7 @@ import logging
 import typer
 
 from terrafix import __version__
-from terrafix.app import replay_cli
+from terrafix.app import fly_cli, replay_cli
 from terrafix.eval import cli as eval_cli
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
@@ -28,10 +28,13 @@ app = typer.Typer(
 
 # --- sub-command groups (one line each; keep sorted) ------------------------------------------
 app.command("eval")(eval_cli.evaluate_command)
+app.command("demo")(fly_cli.demo_command)
 app.add_typer(recorder_cli.app, name="fdr")
+app.command("fly")(fly_cli.fly_command)
 app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
 app.add_typer(sim_cli.app, name="sim")
+app.command("sim-fc")(fly_cli.sim_fc_command)
 app.add_typer(tiles_cli.app, name="tiles")
 app.add_typer(vps_cli.app, name="vps")
 

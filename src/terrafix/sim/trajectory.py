@@ -114,8 +114,9 @@ def _wrap(a: float) -> float:
 
 
 @dataclass(slots=True)
-class _Guidance:
-    """Waypoint sequencing state (mutable; private to the integration loop)."""
+class Guidance:
+    """Waypoint sequencing and cross-track guidance (mutable state of one flight; shared by the
+    kinematic model and the JSBSim autopilot driver)."""
 
     plan: FlightPlan
     cfg: KinematicConfig
@@ -125,6 +126,17 @@ class _Guidance:
     def commands(self, n: float, e: float, agl: float, course: float, vg: float
                  ) -> tuple[float, float]:
         """(bank command, flight-path-angle command) for the current state."""
+        desired, target_agl = self.course_and_altitude(n, e)
+        course_rate = self.cfg.course_gain_per_s * _wrap(desired - course)
+        bank = math.atan(vg * course_rate / GRAVITY_MPS2)
+        bank = max(-self.cfg.max_bank_rad, min(self.cfg.max_bank_rad, bank))
+        gamma = self.cfg.alt_gain_per_s * (target_agl - agl) / max(vg, 1.0)
+        gamma = max(-self.cfg.max_gamma_rad, min(self.cfg.max_gamma_rad, gamma))
+        return bank, gamma
+
+    def course_and_altitude(self, n: float, e: float) -> tuple[float, float]:
+        """(desired ground course, target height above ground) at position (n, e),
+        advancing to the next waypoint when this one is reached or passed."""
         wps = self.plan.waypoints_ne_m
         tn, te = wps[self.target]
         pn, pe = self.prev_ne
@@ -136,17 +148,11 @@ class _Guidance:
         along = (n - pn) * un + (e - pe) * ue
         if math.hypot(tn - n, te - e) < self.cfg.accept_radius_m or along >= leg_len:
             self._advance()
-            return self.commands(n, e, agl, course, vg)
+            return self.course_and_altitude(n, e)
         cross = -(n - pn) * ue + (e - pe) * un  # right of the leg positive
         leg_course = math.atan2(ue, un)
         desired = leg_course - math.atan(self.cfg.cross_track_gain_per_m * cross)
-        course_rate = self.cfg.course_gain_per_s * _wrap(desired - course)
-        bank = math.atan(vg * course_rate / GRAVITY_MPS2)
-        bank = max(-self.cfg.max_bank_rad, min(self.cfg.max_bank_rad, bank))
-        target_agl = float(self.plan.alt_agl_m[self.target])
-        gamma = self.cfg.alt_gain_per_s * (target_agl - agl) / max(vg, 1.0)
-        gamma = max(-self.cfg.max_gamma_rad, min(self.cfg.max_gamma_rad, gamma))
-        return bank, gamma
+        return desired, float(self.plan.alt_agl_m[self.target])
 
     def _advance(self) -> None:
         self.prev_ne = self.plan.waypoints_ne_m[self.target].copy()
@@ -208,7 +214,7 @@ def fly_kinematic(plan: FlightPlan, duration_s: float, frame: LocalFrame,
     t_ns = np.round(np.arange(n_steps) * step_ns).astype(np.int64)
     w = (float(cfg.wind_ned_mps[0]), float(cfg.wind_ned_mps[1]), float(cfg.wind_ned_mps[2]))
     V = cfg.airspeed_mps
-    guid = _Guidance(plan, cfg, 0, np.array(plan.start_ne_m, dtype=np.float64))
+    guid = Guidance(plan, cfg, 0, np.array(plan.start_ne_m, dtype=np.float64))
 
     # Turbulence: exact discretisation of a first-order Gauss-Markov process.
     a = math.exp(-dt / cfg.turbulence_tau_s)
