@@ -12,7 +12,7 @@ from terrafix.inference.cache import ModelCache
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_CACHE = REPO / "build" / "models"
-TEST_SIZES = ((384, 384), (512, 512), (640, 640), (768, 768), (1024, 1024))
+TEST_SIZES = ((384, 384), (512, 512), (640, 640), (1024, 1024))
 
 
 @pytest.fixture(scope="session")

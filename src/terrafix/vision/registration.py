@@ -242,8 +242,7 @@ class VisualPositioner:
                                    cfg.top_k, restrict)
         t["retrieval"] = time.perf_counter()
         strongest = feats.subset(np.arange(min(len(feats), cfg.rerank_keypoints)))
-        verified = [self._verify_chunk(level, int(c), strongest, view.size)
-                    for c in cands.ids]
+        verified = self._rerank(level, cands.ids, strongest, view.size)
         order = sorted(range(len(verified)), key=lambda i: (not verified[i].fit.ok,
                                                             -verified[i].fit.n_inliers))
         top = [verified[i] for i in order[: cfg.rerank_n]]
@@ -290,15 +289,32 @@ class VisualPositioner:
         m = match_mutual(feats.descriptors, map_feats.descriptors, ratio=self.config.ratio)
         return feats.keypoints[m.idx0].astype(np.float64), map_feats.keypoints[m.idx1]
 
-    def _verify_chunk(self, level: _Level, chunk: int, feats: Features,
-                      feats_side: int) -> _Verified:
-        x0, y0, x1, y1 = level.index.chunks[chunk]
-        _, mf = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
-        canvas_px, map_gpx = self._match(feats, mf)
-        origin = np.array([x0, y0])
-        fit = fit_homography(canvas_px, map_gpx - origin, float(feats_side),
-                             self._geometry(level))
-        return _Verified(chunk, fit, canvas_px, map_gpx, origin)
+    def _rerank(self, level: _Level, chunks: np.ndarray, feats: Features,
+                feats_side: int) -> list[_Verified]:
+        """Geometric verification of every candidate chunk. The chunks overlap, so their map
+        features are gathered once (union of the chunks' strongest features), matched once
+        against the frame (mutual NN over the union: stricter than per chunk), and each chunk
+        then fits a homography to the matches that fall inside it."""
+        ids, rects = [], level.index.chunks[chunks]
+        for x0, y0, x1, y1 in rects:
+            idx, _ = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
+            ids.append(idx)
+        union = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        map_kp = np.asarray(level.features.keypoints[union])
+        map_desc = np.asarray(level.features.descriptors[union], dtype=np.float32)
+        m = match_mutual(feats.descriptors, map_desc, ratio=self.config.ratio)
+        canvas_all = feats.keypoints[m.idx0].astype(np.float64)
+        map_all = map_kp[m.idx1]
+        geometry = self._geometry(level)
+        out = []
+        for chunk, (x0, y0, x1, y1) in zip(chunks, rects, strict=True):
+            inside = ((map_all[:, 0] >= x0) & (map_all[:, 0] < x1)
+                      & (map_all[:, 1] >= y0) & (map_all[:, 1] < y1))
+            origin = np.array([x0, y0])
+            fit = fit_homography(canvas_all[inside], map_all[inside] - origin,
+                                 float(feats_side), geometry)
+            out.append(_Verified(int(chunk), fit, canvas_all[inside], map_all[inside], origin))
+        return out
 
     def _guided(self, level: _Level, first: _Verified, feats: Features,
                 view: OrthoView) -> _Verified:

@@ -27,7 +27,7 @@ from terrafix.vision.features import Features, check_image, keep_valid
 
 # Input sizes built by default: square north-up canvases for frames warped to map scale
 # (`terrafix.vision.ortho`), the map windows of provisioning, and the raw processing frame.
-CANVAS_SIZES: tuple[tuple[int, int], ...] = ((384, 384), (512, 512), (640, 640), (768, 768))
+CANVAS_SIZES: tuple[tuple[int, int], ...] = ((384, 384), (512, 512), (640, 640))
 MAP_WINDOW_SIZE: tuple[int, int] = (1024, 1024)
 FRAME_SIZE: tuple[int, int] = (1280, 960)
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = (*CANVAS_SIZES, MAP_WINDOW_SIZE, FRAME_SIZE)
