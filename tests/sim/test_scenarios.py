@@ -101,3 +101,25 @@ def test_with_duration_drops_and_cuts_events():
     assert [(a.kind, a.start_s, sc.attack_end_s(i)) for i, a in enumerate(sc.gnss.attacks)] \
         == [("jamming", 30.0, 70.0), ("jump", 70.0, 75.0)]
     assert sc.camera.blackouts == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["demo", "spoof-pulloff", "jam-then-spoof"])
+def test_shipped_real_imagery_scenarios_keep_every_footprint_on_the_imagery(name):
+    """The generator refuses plans that leave the 1 km² image; the shipped ones must fly with
+    the default seed of `sim run` and of `terrafix demo` (1) and another one (turbulence
+    differs per seed)."""
+    from terrafix.sim.flight import (
+        camera_poses,
+        check_footprints,
+        fly,
+        frame_times_ns,
+        setup_flight,
+    )
+
+    sc = load_scenario(name)
+    for seed in (1, 5):
+        setup = setup_flight(sc, seed)
+        truth = fly(setup)
+        t_ns = frame_times_ns(sc.duration_s, sc.camera.frame_rate_hz)
+        check_footprints(setup, camera_poses(setup, truth, t_ns), t_ns)  # raises if not
