@@ -51,8 +51,12 @@ class OdometryConfig(BaseModel):
     quality_level: float = Field(0.003, gt=0, lt=1)
     min_corner_strength: float = Field(2.0e-4, ge=0)
     """Absolute floor on a corner's minimum eigenvalue (cv2.cornerMinEigenVal, 5x5 block on
-    the lightly blurred frame): rejects the "corners" that sensor noise produces on a
-    featureless cloud or black lens, where the relative quality level would accept them."""
+    the lightly blurred raw frame) for it to count as texture: rejects the "corners" that
+    sensor noise produces on a featureless cloud or black lens, where the relative quality
+    level would accept them."""
+    clahe_clip: float = Field(2.0, ge=0)
+    """Contrast-limited histogram equalisation (clip limit, 8x8 tiles) of the frame before
+    detection and tracking: faint grass and haze keep enough gradient for KLT. 0: off."""
     lk_window_px: int = Field(21, ge=7, le=61)
     lk_levels: int = Field(3, ge=0, le=6)
     fb_max_px: float = Field(0.8, gt=0)
@@ -67,7 +71,9 @@ class OdometryConfig(BaseModel):
     min_overlap: float = Field(0.05, ge=0, lt=1)
     """Predicted footprint overlap below this: tracking is declared lost before trying."""
     blur_ratio: float = Field(0.25, gt=0, lt=1)
-    """A frame whose sharpness falls below this fraction of the recent median is blurred."""
+    """When tracking fails on a frame whose sharpness is below this fraction of the recent
+    median, the reason given is blur (sharpness alone varies too much with the scene to be
+    a gate of its own)."""
     attitude_rel_sigma_rad: float = Field(math.radians(0.1), ge=0)
     """1-sigma error of the FC's roll/pitch *difference* between two frames; it shifts the
     whole ground set by height x angle and is unobservable from the images."""
@@ -106,6 +112,7 @@ class _Keyframe:
     t_ns: int
     image: np.ndarray
     corners: np.ndarray  # (N, 2) float32 pixels at process scale
+    n_strong: int
     R_cam_to_ned: np.ndarray
     R_body_to_ned: np.ndarray
     height_m: float
@@ -189,6 +196,8 @@ class VisualOdometry:
         self._sharpness_hist: deque[float] = deque(maxlen=15)
         self._unusable = False
         self.last_stats: OdometryStats | None = None
+        self._clahe = cv2.createCLAHE(self.config.clahe_clip, (8, 8)) \
+            if self.config.clahe_clip > 0 else None
         self._lk_criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
         corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
         self._corner_rays = self.intrinsics.pixel_to_ray(corners)
@@ -235,24 +244,26 @@ class VisualOdometry:
         return cv2.resize(image, (self.intrinsics.width, self.intrinsics.height),
                           interpolation=cv2.INTER_AREA)
 
-    def _detect(self, img: np.ndarray) -> tuple[np.ndarray, float]:
-        """Corners (N, 2) float32 with an absolute strength floor, and a sharpness measure
-        (mean squared Laplacian of the lightly smoothed frame)."""
+    def _detect(self, raw: np.ndarray, track: np.ndarray) -> tuple[np.ndarray, int, float]:
+        """Corners (N, 2) float32 to track (found on the contrast-equalised frame), how many
+        of them are strong in the raw frame (the texture measure: an absolute floor on the
+        raw minimum eigenvalue, which equalised sensor noise cannot pass), and a sharpness
+        measure (mean squared Laplacian of the lightly smoothed raw frame)."""
         c = self.config
-        smooth = cv2.GaussianBlur(img, (0, 0), 1.0)
+        smooth = cv2.GaussianBlur(raw, (0, 0), 1.0)
         lap = cv2.Laplacian(smooth, cv2.CV_32F, ksize=3)
         sharpness = float(np.mean(lap * lap))
-        pts = cv2.goodFeaturesToTrack(smooth, c.max_corners, c.quality_level,
+        smooth_t = smooth if track is raw else cv2.GaussianBlur(track, (0, 0), 1.0)
+        pts = cv2.goodFeaturesToTrack(smooth_t, c.max_corners, c.quality_level,
                                       c.min_distance_px, blockSize=5)
         if pts is None:
-            return np.zeros((0, 2), np.float32), sharpness
+            return np.zeros((0, 2), np.float32), 0, sharpness
         pts = pts.reshape(-1, 2)
-        if c.min_corner_strength > 0:
-            eig = cv2.cornerMinEigenVal(smooth, 5, ksize=3)
-            xi = np.clip(np.round(pts[:, 0]).astype(int), 0, img.shape[1] - 1)
-            yi = np.clip(np.round(pts[:, 1]).astype(int), 0, img.shape[0] - 1)
-            pts = pts[eig[yi, xi] >= c.min_corner_strength]
-        return pts.astype(np.float32), sharpness
+        eig = cv2.cornerMinEigenVal(smooth, 5, ksize=3)
+        xi = np.clip(np.round(pts[:, 0]).astype(int), 0, raw.shape[1] - 1)
+        yi = np.clip(np.round(pts[:, 1]).astype(int), 0, raw.shape[0] - 1)
+        n_strong = int(np.sum(eig[yi, xi] >= c.min_corner_strength))
+        return pts.astype(np.float32), n_strong, sharpness
 
     # ------------------------------------------------------------------ main entry
     def process(self, frame: CameraFrame, R_body_to_ned: np.ndarray, height_agl_m: float,
@@ -271,9 +282,10 @@ class VisualOdometry:
         img = self._prepare(frame.image)
         R_b = np.asarray(R_body_to_ned, dtype=np.float64)
         R_c = R_b @ self.extrinsics.R_cam_to_body
-        corners, sharp = self._detect(img)
+        track = self._clahe.apply(img) if self._clahe is not None else img
+        corners, n_strong, sharp = self._detect(img, track)
         h_var = max(float(height_var_m2), self.config.height_sigma_floor_m ** 2)
-        cur = _Keyframe(frame.t_ns, img, corners, R_c, R_b,
+        cur = _Keyframe(frame.t_ns, track, corners, n_strong, R_c, R_b,
                         float(height_agl_m), h_var, sharp)
         prev, self._prev = self._prev, cur
         if prev is None:
@@ -285,8 +297,8 @@ class VisualOdometry:
         delta = self._delta(prev, cur, v_ned_prior_mps)
         if delta.tracking:
             self._remember_sharpness(sharp)
-        elif (len(corners) < self.config.min_features or self._unusable) and \
-                len(prev.corners) >= self.config.min_features and \
+        elif (n_strong < self.config.min_features or self._unusable) and \
+                prev.n_strong >= self.config.min_features and \
                 (cur.t_ns - prev.t_ns) * 1e-9 <= self.config.max_reference_age_s:
             self._prev = prev  # keep the good reference across a bad frame
         self._last_delta = delta
@@ -299,6 +311,14 @@ class VisualOdometry:
               ) -> OdometryDelta:
         return OdometryDelta(prev.t_ns, cur.t_ns, np.full(2, np.nan), np.full((2, 2), np.nan),
                              False, n_tracks, reason)
+
+    def _blur_or(self, cur: _Keyframe, ref_sharp: float, reason: str) -> str:
+        """Tracking failed: call it blur when the frame is much less sharp than the recent
+        ones (sharpness alone varies too much with the scene to be a gate of its own)."""
+        if cur.sharpness < self.config.blur_ratio * ref_sharp:
+            return (f"blur: sharpness {cur.sharpness:.1f} < {self.config.blur_ratio:.2f} x "
+                    f"recent {ref_sharp:.1f} ({reason})")
+        return reason
 
     def _predicted_delta(self, prev: _Keyframe, cur: _Keyframe,
                          v_prior: np.ndarray | None) -> np.ndarray:
@@ -321,18 +341,15 @@ class VisualOdometry:
         self._unusable = True
         self.last_stats = OdometryStats(len(prev.corners), 0, 0, math.nan, math.nan, overlap,
                                         cur.sharpness)
-        if len(cur.corners) < c.min_features:
+        if cur.n_strong < c.min_features:
             return self._lost(prev, cur, f"no texture (blackout, cloud or heavy blur): "
-                                         f"{len(cur.corners)} corners < {c.min_features}, "
+                                         f"{cur.n_strong} corners < {c.min_features}, "
                                          f"sharpness {cur.sharpness:.1f} vs recent "
                                          f"{ref_sharp:.1f}")
-        if cur.sharpness < c.blur_ratio * ref_sharp:
-            return self._lost(prev, cur, f"blur: sharpness {cur.sharpness:.1f} < "
-                                         f"{c.blur_ratio:.2f} x recent {ref_sharp:.1f}")
         self._unusable = False
-        if len(prev.corners) < c.min_features:
+        if prev.n_strong < c.min_features:
             return self._lost(prev, cur, f"no texture in the previous frame: "
-                                         f"{len(prev.corners)} corners < {c.min_features}")
+                                         f"{prev.n_strong} corners < {c.min_features}")
         # 2. Predicted overlap of the two footprints (both attitudes + expected motion).
         pred = self._predicted_delta(prev, cur, v_prior)
         fp1 = self._footprint(prev.R_cam_to_ned, prev.height_m)
@@ -370,8 +387,8 @@ class VisualOdometry:
         self.last_stats = OdometryStats(len(prev.corners), n_tracks, 0, math.nan, math.nan,
                                         overlap, cur.sharpness)
         if n_tracks < c.min_tracks:
-            return self._lost(prev, cur, f"{n_tracks} consistent tracks < {c.min_tracks}",
-                              n_tracks)
+            return self._lost(prev, cur, self._blur_or(
+                cur, ref_sharp, f"{n_tracks} consistent tracks < {c.min_tracks}"), n_tracks)
         # 4. Ground points in both frames and the robust rigid fit g2 = Rot(θ) g1 + t.
         g1, okg1 = self._ground(u0.astype(np.float64), prev.R_cam_to_ned, prev.height_m)
         g2, okg2 = self._ground(u1.astype(np.float64), cur.R_cam_to_ned, cur.height_m)
@@ -385,8 +402,9 @@ class VisualOdometry:
         if n_in < c.min_tracks or ratio < c.min_inlier_ratio:
             self.last_stats = OdometryStats(len(prev.corners), n_tracks, n_in, math.nan,
                                             math.nan, overlap, cur.sharpness)
-            return self._lost(prev, cur, f"inconsistent tracks: {n_in} inliers of {len(g1)} "
-                                         f"({100 * ratio:.0f}%)", n_tracks)
+            return self._lost(prev, cur, self._blur_or(
+                cur, ref_sharp, f"inconsistent tracks: {n_in} inliers of {len(g1)} "
+                                f"({100 * ratio:.0f}%)"), n_tracks)
         a, b = g1[inl], g2[inl]
         theta, t = fit_rigid_2d(a, b)
         res = b - (a @ _rot2(theta).T + t)
