@@ -117,3 +117,15 @@ def test_out_folder_with_foreign_files_is_not_overwritten(tmp_path):
     with pytest.raises(SimError, match="refusing to overwrite"):
         simulate_flight(sc, 1, out)
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_flight_without_frames_loads_with_an_empty_frame_stream(tmp_path):
+    data = _short_attack_scenario()
+    data["camera"]["render_frames"] = False
+    data["camera"]["blackouts"] = []
+    ds = load_dataset(simulate_flight(parse_scenario(data), 2, tmp_path / "nf"))
+    assert len(ds.frames.t_ns) == 0 and ds.frames.t_ns.dtype == np.int64
+    assert list(ds.iter_frames()) == []
+    assert len(ds.imu.t_ns) == 2001
+    kinds = {type(s).__name__ for s in ds.iter_all()}
+    assert kinds == {"ImuSample", "AttitudeSample", "BaroSample", "GnssSample"}
