@@ -48,7 +48,9 @@ class RandomPattern(_Model):
 
 class TrajectorySpec(_Model):
     """How the aircraft flies. Waypoints are [north_m, east_m, alt_agl_m] from the take-off
-    point; alternatively `random` generates them."""
+    point; alternatively `random` generates them. model "jsbsim" (c172x, 20-30 m/s) uses the
+    airspeed, wind and waypoints; its bank limit is the c172x autopilot's own (30 deg) and its
+    turbulence is JSBSim's Dryden model."""
 
     model: Literal["kinematic", "jsbsim"] = "kinematic"
     rate_hz: float = Field(200.0, ge=200.0, le=1000.0)
