@@ -28,7 +28,7 @@ def provision(
     cache_root: Annotated[Path, typer.Argument(
         help="Tile cache root (features/ and retrieval/ are written under it).")],
     geotiff: Annotated[Path | None, typer.Option(
-        help="Map imagery as a GeoTIFF/COG (instead of the tile store's mosaic).")] = None,
+        help="Map imagery as a GeoTIFF/COG instead of the cache's tiles.")] = None,
     extractor: Annotated[list[str] | None, typer.Option(
         help="Feature type to build (repeatable): xfeat, sift; default both.")] = None,
     level: Annotated[list[str] | None, typer.Option(
@@ -36,16 +36,13 @@ def provision(
         "45%.")] = None,
     models: Annotated[Path, typer.Option(help="Model cache (XFeat).")] = Path("build/models"),
 ) -> None:
-    """Compute map features and the chunk retrieval index for a tile cache (before flight)."""
+    """Compute map features and the chunk retrieval index for a tile cache (before flight),
+    from the cache's own tiles (default) or from a GeoTIFF."""
     from terrafix.vision import provision as step
     from terrafix.vision.features import SiftExtractor
-    from terrafix.vision.rasters import raster_from_geotiff
+    from terrafix.vision.rasters import raster_from_geotiff, rasters_from_store
     from terrafix.vision.xfeat import MAP_WINDOW_SIZE, XFeatExtractor
 
-    if geotiff is None:
-        typer.echo("error: give --geotiff (tile-store mosaics: use "
-                   "terrafix.vision.provision.main with the store's mosaic)", err=True)
-        raise typer.Exit(2)
     cfg = step.ProvisionConfig(levels=tuple(_parse_level(t) for t in level)) if level \
         else step.ProvisionConfig()
     for name in extractor or ["xfeat", "sift"]:
@@ -56,7 +53,18 @@ def provision(
         else:
             raise typer.BadParameter(f"extractor {name!r} must be xfeat or sift")
         try:
-            path = step.main(cfg, cache_root, lambda z: [raster_from_geotiff(geotiff, z)], ext)
+            if geotiff is not None:
+                path = step.main(cfg, cache_root, lambda z: [raster_from_geotiff(geotiff, z)],
+                                 ext)
+            else:
+                from terrafix.tiles.config import open_store
+
+                store = open_store(cache_root, read_only=True)
+                try:
+                    path = step.main(cfg, cache_root, lambda z, s=store: rasters_from_store(s, z),
+                                     ext, merge_areas=True)
+                finally:
+                    store.close()
         except VisionError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc

@@ -58,9 +58,12 @@ class ProvisionConfig(BaseModel):
 
 def main(config: ProvisionConfig, cache_root: str | Path,
          rasters_for_zoom: Callable[[int], list[MapRaster]],
-         extractor: FeatureExtractor) -> Path:
-    """Build features + index for every level over every raster (disjoint cached areas);
-    returns the manifest path."""
+         extractor: FeatureExtractor, merge_areas: bool = False) -> Path:
+    """Build features + index for every level over every raster; returns the manifest path.
+
+    Chunks are laid over each raster's valid extent (disjoint cached areas), or over the
+    union of all rasters when `merge_areas` (the rasters are windows of one area, e.g. mosaic
+    windows of a tile store)."""
     root = Path(cache_root)
     manifest_path = root / "features" / "vps.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -80,7 +83,16 @@ def main(config: ProvisionConfig, cache_root: str | Path,
         MapFeatures.write(root, extractor.name, lv.z, feats, lat_c)
         stored = MapFeatures.open(root, extractor.name, lv.z)
         chunk_sets = []
-        for r in rasters:
+        if merge_areas:
+            boxes = []
+            for r in rasters:
+                ys, xs = np.nonzero(r.valid)
+                boxes.append((r.px_x0 + xs.min(), r.px_y0 + ys.min(), r.px_x0 + xs.max() + 1,
+                              r.px_y0 + ys.max() + 1))
+            b = np.array(boxes)
+            chunk_sets.append(make_chunks(b[:, 0].min(), b[:, 1].min(), b[:, 2].max(),
+                                          b[:, 3].max(), lv.z, lat_c, lv.chunk_m, lv.overlap))
+        for r in ([] if merge_areas else rasters):
             ys, xs = np.nonzero(r.valid)
             chunk_sets.append(make_chunks(r.px_x0 + xs.min(), r.px_y0 + ys.min(),
                                           r.px_x0 + xs.max() + 1, r.px_y0 + ys.max() + 1,

@@ -65,3 +65,49 @@ def raster_from_mosaic(mosaic: Any) -> MapRaster:
     valid = getattr(mosaic, "valid", None)
     valid = np.asarray(valid, bool) if valid is not None else image > 2
     return MapRaster(image, int(mosaic.z), float(mosaic.px_x0), float(mosaic.px_y0), valid)
+
+
+def rasters_from_store(store: Any, z: int, window_px: int = 4096) -> list[MapRaster]:
+    """The cached area of a `terrafix.tiles.TileStore` at zoom z as mosaic windows of at most
+    `window_px` pixels (bounded memory for a 400 km² cache), with the store's valid masks.
+
+    When the store holds no tile at zoom z, the nearest coarser cached zoom is upsampled
+    (bilinear) — a z19 level over 0.5 m imagery cached at z18 is exactly that. Windows do not
+    overlap: keypoints within 8 px of a window edge are lost (a 16-px seam every `window_px`
+    px, < 1% of the features). Windows without any cached tile are skipped.
+    """
+    import cv2
+
+    from terrafix.geo.tiles import global_px_to_lonlat
+
+    summary = store.summary()
+    if summary.bounds is None:
+        raise VisionError(f"tile cache {store.root} is empty")
+    cached = sorted(zz for zz, n in summary.zooms.items() if n > 0)
+    coarser = [zz for zz in cached if zz <= z]
+    zs = coarser[-1] if coarser else cached[0]
+    if zs > z:
+        raise VisionError(f"tile cache holds zooms {cached}, none at or below {z}")
+    up = 1 << (z - zs)
+    west, south, east, north = summary.bounds
+    x0, y0 = (int(np.floor(v)) for v in lonlat_to_global_px(west, north, zs))
+    x1, y1 = (int(np.ceil(v)) for v in lonlat_to_global_px(east, south, zs))
+    step = max(window_px // up, 256)
+    out = []
+    for wy in range(y0, y1, step):
+        for wx in range(x0, x1, step):
+            ex, ey = min(wx + step, x1), min(wy + step, y1)
+            w_lon, n_lat = global_px_to_lonlat(wx + 0.5, wy + 0.5, zs)
+            e_lon, s_lat = global_px_to_lonlat(ex - 0.5, ey - 0.5, zs)
+            mosaic = store.mosaic(float(w_lon), float(s_lat), float(e_lon), float(n_lat), zs)
+            if not np.asarray(mosaic.valid).any():
+                continue
+            r = raster_from_mosaic(mosaic)
+            if up > 1:
+                h, w = r.image.shape
+                image = cv2.resize(r.image, (w * up, h * up), interpolation=cv2.INTER_LINEAR)
+                valid = cv2.resize(r.valid.astype(np.uint8), (w * up, h * up),
+                                   interpolation=cv2.INTER_NEAREST) > 0
+                r = MapRaster(image, z, r.px_x0 * up, r.px_y0 * up, valid)
+            out.append(r)
+    return out
