@@ -171,9 +171,12 @@ class Eskf:
 
     # ------------------------------------------------------------------ the gated update
     def _report(self, t_ns: int, kind: str, accepted: bool, nis: float, gate: float,
-                y: np.ndarray, reason: str = "") -> UpdateReport:
+                y: np.ndarray, reason: str = "", S: np.ndarray | None = None) -> UpdateReport:
+        y = np.asarray(y, dtype=np.float64).copy()
+        m = y.shape[0]
+        S = np.full((m, m), math.nan) if S is None else np.asarray(S, dtype=np.float64).copy()
         return UpdateReport(t_ns=t_ns, kind=kind, accepted=accepted, nis=nis, gate=gate,
-                            innovation=np.asarray(y, dtype=np.float64).copy(), reason=reason)
+                            innovation=y, innovation_cov=S, reason=reason)
 
     def _nis(self, inn: Innovation) -> tuple[float, tuple | None]:
         try:
@@ -193,7 +196,7 @@ class Eskf:
             return self._report(t_ns, kind, False, nis, gate, inn.y, "lost")
         if nis > gate:
             return self._report(t_ns, kind, False, nis, gate, inn.y,
-                                f"gated: NIS {nis:.1f} > {gate:.1f}")
+                                f"gated: NIS {nis:.1f} > {gate:.1f}", inn.S)
         st = self.state
         PHt = st.cov @ inn.H.T
         K = cho_solve(cf, PHt.T).T
@@ -207,8 +210,8 @@ class Eskf:
         if not is_positive_definite(st.cov):
             self._declare_lost(f"covariance not positive definite after {kind} update")
             return self._report(t_ns, kind, True, nis, gate, inn.y,
-                                "fused, then covariance lost positive definiteness")
-        return self._report(t_ns, kind, True, nis, gate, inn.y)
+                                "fused, then covariance lost positive definiteness", inn.S)
+        return self._report(t_ns, kind, True, nis, gate, inn.y, "", inn.S)
 
     def _locate(self, t_ns: int) -> tuple[int | None, float, str]:
         """(clone index or None, dt_back_s, reason-if-stale) for a measurement time."""
@@ -333,10 +336,10 @@ class Eskf:
         passes = nis_h <= gate2
         reason = "" if passes else f"gated: NIS {nis_h:.1f} > {gate2:.1f}"
         if not fuse or not passes:
-            return self._report(gnss.t_ns, kind, passes, nis_h, gate2, inn_h.y, reason)
+            return self._report(gnss.t_ns, kind, passes, nis_h, gate2, inn_h.y, reason, inn_h.S)
         if gnss.spoofing:
             return self._report(gnss.t_ns, kind, False, nis_h, gate2, inn_h.y,
-                                "spoofing flag: never fused")
+                                "spoofing flag: never fused", inn_h.S)
         _, dt_back, _ = self._locate(gnss.t_ns)
         st = self.state
         z = np.asarray(self.frame.lla_to_ned(gnss.lat_deg, gnss.lon_deg, gnss.alt_m))
@@ -347,14 +350,18 @@ class Eskf:
         iv = gnss_velocity_model(st, gnss.v_ned_mps,
                                  np.eye(3) * self.config.gnss_velocity_sigma_mps**2,
                                  self._last_gyro, np.zeros(3))
-        H = np.vstack([ip.H, iv.H])
-        Rm = np.zeros((6, 6))
+        # GPS_RAW_INT carries no vertical velocity (NaN): fuse only the measured components
+        keep = np.isfinite(iv.y)
+        H = np.vstack([ip.H, iv.H[keep]])
+        m = 3 + int(keep.sum())
+        Rm = np.zeros((m, m))
         Rm[:3, :3] = ip.R
-        Rm[3:, 3:] = iv.R
+        Rm[3:, 3:] = iv.R[np.ix_(keep, keep)]
         S = H @ st.cov @ H.T + Rm
-        inn = Innovation(y=np.concatenate([ip.y, iv.y]), H=H, R=Rm, S=0.5 * (S + S.T))
+        inn = Innovation(y=np.concatenate([ip.y, iv.y[keep]]), H=H, R=Rm, S=0.5 * (S + S.T))
         rep = self._apply(gnss.t_ns, kind, inn, self.config.gates.gnss)
-        return self._report(gnss.t_ns, kind, rep.accepted, nis_h, gate2, inn_h.y, rep.reason)
+        return self._report(gnss.t_ns, kind, rep.accepted, nis_h, gate2, inn_h.y, rep.reason,
+                            inn_h.S)
 
     def update_heading(self, attitude: AttitudeSample) -> UpdateReport:
         """FC yaw as aiding, at most every `heading_min_interval_s` (see config)."""
@@ -414,6 +421,7 @@ class Eskf:
             q_body_to_ned=st.q_body_to_ned.copy(),
             cov_p_ned_m2=st.cov[P, P].copy(),
             cov_v_ned_m2s2=st.cov[V, V].copy(),
+            cov_pv_ned=st.cov[P, V].copy(),
             lost=self.lost,
             lost_reason=self.lost_reason,
         )

@@ -27,7 +27,8 @@ class MeasurementKind:
 class UpdateReport:
     """Outcome of one measurement update.
 
-    innovation: (m,) measurement minus prediction, SI units of the measurement.
+    innovation: (m,) measurement minus prediction, SI units of the measurement;
+    innovation_cov: (m, m) its covariance S (NaN when never computed).
     nis: yᵀ S⁻¹ y (NaN when the measurement never reached the gate, e.g. stale).
     gate: the chi-square threshold nis was compared with (dof = len(innovation)).
     accepted: True when the measurement was fused (or, for a test-only call, would have
@@ -41,6 +42,7 @@ class UpdateReport:
     nis: float
     gate: float
     innovation: np.ndarray
+    innovation_cov: np.ndarray
     reason: str = ""
 
     @property
@@ -53,7 +55,9 @@ class NavEstimate:
     """A backend's real-time estimate at its current time (filtered, never smoothed).
 
     p_ned_m: (3,); v_ned_mps: (3,); q_body_to_ned: (4,) Hamilton [w, x, y, z];
-    cov_p_ned_m2 / cov_v_ned_m2s2: (3, 3) 1-sigma² covariances; lost: the covariance stopped
+    cov_p_ned_m2 / cov_v_ned_m2s2: (3, 3) 1-sigma² covariances; cov_pv_ned: (3, 3)
+    position-velocity cross-covariance (m²/s), to move the estimate along in time honestly;
+    lost: the covariance stopped
     being positive definite (or the smoother failed) and the numbers must not be used.
     """
 
@@ -63,6 +67,7 @@ class NavEstimate:
     q_body_to_ned: np.ndarray
     cov_p_ned_m2: np.ndarray
     cov_v_ned_m2s2: np.ndarray
+    cov_pv_ned: np.ndarray
     lost: bool
     lost_reason: str = ""
 

@@ -12,7 +12,7 @@ Continuous error dynamics (body-frame attitude error, Solà 2017 §5.3):
     δḃ_a = n_ba,  δḃ_g = n_bg,  δḃ_baro = n_bb
 with a = accel - b_a, ω = gyro - b_g. Discretised to first order (δθ block exactly as
 Exp(-ω dt)), noise integrated as Q = diag(σ² dt) per block (the isotropic accelerometer noise
-is unchanged by R).
+is unchanged by R), plus the gyro scale-factor term of `ImuNoise.gyro_scale_sigma`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ImuPropagator:
     backend uses one for its real-time output between keyframes).
     """
 
-    __slots__ = ("_F", "_diag", "_g", "_q_var")
+    __slots__ = ("_F", "_diag", "_g", "_q_var", "_scale_q")
 
     def __init__(self, config: EstimatorConfig) -> None:
         imu = config.imu
@@ -93,6 +93,7 @@ class ImuPropagator:
         q[BB] = config.baro_bias_rw_m_rts**2
         self._q_var = q
         self._diag = np.arange(CORE_DIM)
+        self._scale_q = imu.gyro_scale_sigma**2 * imu.gyro_scale_correlation_s
 
     def propagate(self, state: EskfState, accel_body_mps2: np.ndarray,
                   gyro_body_radps: np.ndarray, t_ns: int) -> None:
@@ -135,6 +136,11 @@ class ImuPropagator:
         cov[:n, :] = F @ cov[:n, :]
         cov[:, :n] = cov[:, :n] @ F.T
         cov[self._diag, self._diag] += self._q_var * dt
+        if self._scale_q > 0.0:
+            k = self._scale_q / dt  # (σ_s ω)² τ dt with ω = w / dt
+            cov[6, 6] += k * wx * wx
+            cov[7, 7] += k * wy * wy
+            cov[8, 8] += k * wz * wz
         state.q_body_to_ned = q1
         state.R_body_to_ned = R1
         state.t_ns = t_ns

@@ -66,15 +66,20 @@ def attitude_prior(attitude: AttitudeSample, sigma_roll_pitch_rad: float,
 
 
 def from_takeoff_origin(t_ns: int, attitude: AttitudeSample, *, sigma_h_m: float = 5.0,
-                        sigma_v_m: float = 10.0, sigma_vel_mps: float = 0.5,
+                        sigma_v_m: float = 10.0, height_above_origin_m: float = 0.0,
+                        v_ned_mps: np.ndarray | None = None, sigma_vel_mps: float = 0.5,
                         sigma_roll_pitch_rad: float = math.radians(2.0),
                         sigma_yaw_rad: float = math.radians(10.0)) -> InitialState:
-    """Prior at the take-off point (the LocalFrame origin), aircraft on the ground."""
+    """Prior at the take-off point (the LocalFrame origin), σ 5 m horizontal / 10 m vertical
+    (REQUIREMENTS N10). On the ground by default; height_above_origin_m and v_ned_mps let a
+    start over the origin already airborne (hand launch, or a simulator that begins in the
+    air) say so, with the velocity from the FC."""
     q, cov_att = attitude_prior(attitude, sigma_roll_pitch_rad, sigma_yaw_rad)
+    v = np.zeros(3) if v_ned_mps is None else np.asarray(v_ned_mps, dtype=np.float64).copy()
     return InitialState(
         t_ns=t_ns,
-        p_ned_m=np.zeros(3),
-        v_ned_mps=np.zeros(3),
+        p_ned_m=np.array([0.0, 0.0, -float(height_above_origin_m)]),
+        v_ned_mps=v,
         q_body_to_ned=q,
         cov_p_ned_m2=np.diag([sigma_h_m**2, sigma_h_m**2, sigma_v_m**2]),
         cov_v_ned_m2s2=np.eye(3) * sigma_vel_mps**2,

@@ -1,0 +1,427 @@
+"""Navigation integrity: what the estimate may claim, and what happens when it may not.
+
+Sits on top of either backend (`backend.py`) and turns its estimate into the `NavSolution`
+the autopilot, ground station and recorder get (REQUIREMENTS N6, N8–N10):
+
+- source label: `satellite_anchored` while the last accepted fix is recent;
+  `visual_propagated` while frames with texture arrive and odometry is accepted;
+  `dead_reckoned` otherwise — in particular at once when a frame reports a total visual
+  blackout, or when no frame has been captured for 400 ms; `no_fix` in failsafe.
+- anchor age: time since the capture of the last accepted fix.
+- GNSS trust gate (`gnss_gate.py`). Trusted GNSS is fused only while no satellite anchor is
+  recent (`gnss_fuse_after_anchor_age_s`): while anchors flow, GNSS is only *tested*, so the
+  innovation test compares it with an estimate it did not shape, and a creeping spoofer cannot
+  drag the estimate along before the test sees it. Spoofed GNSS is never fused.
+- failsafes: a visual blackout of 30 s without trusted GNSS latches an explicit no-fix until
+  the next accepted fix; a 95% horizontal radius beyond 500 m or a LOST backend is a no-fix
+  while it lasts. Entering it emits `VISUAL_BLACKOUT_FAILSAFE`.
+- operator hint: requested after ≥ 3 frames and ≥ 2 s without an accepted fix (repeated every
+  30 s); a hint (lat, lon, radius) is fused as a position prior, or replaces the horizontal
+  position when the filter disagrees with it or is LOST.
+- re-acquisition: a run of consecutive gated fixes that agree with each other means the
+  filter, not the fixes, is wrong: the horizontal position is re-initialised on them.
+- no estimate for 3 s: said once (`NoEstimate`), and `EstimateResumed` when it comes back.
+
+Events are collected and handed out by `drain_events()`; the onboard program forwards all of
+them to the recorder and the ground station (see `events.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import chi2
+
+from terrafix.estimation.backend import NavigationBackend
+from terrafix.estimation.config import IntegrityConfig
+from terrafix.estimation.errors import EstimationError
+from terrafix.estimation.events import (
+    EstimateResumed,
+    FailsafeCleared,
+    FilterLost,
+    FilterReset,
+    HintApplied,
+    HintRequested,
+    LabelChanged,
+    NavEvent,
+    NoEstimate,
+    VisualBlackoutFailsafe,
+)
+from terrafix.estimation.gnss_gate import GnssObservation, GnssTrustGate
+from terrafix.estimation.outputs import NavEstimate, UpdateReport
+from terrafix.estimation.warm_start import InitialState
+from terrafix.geo.frames import LocalFrame
+from terrafix.geo.rotation import quat_to_R
+from terrafix.measurements import (
+    AbsoluteFix,
+    AttitudeSample,
+    BaroSample,
+    GnssSample,
+    ImuSample,
+    NavSolution,
+    OdometryDelta,
+    SourceLabel,
+)
+
+CHI2_2_95 = float(chi2.ppf(0.95, 2))
+"""Scale from the largest horizontal variance to the squared 95% radius (2 dof)."""
+
+
+def radius95_m(cov_ne_m2: np.ndarray) -> float:
+    """Radius (m) of the circle that holds the 95% ellipse of a (2, 2) NE covariance."""
+    lam = float(np.linalg.eigvalsh(0.5 * (cov_ne_m2 + cov_ne_m2.T))[-1])
+    return math.sqrt(CHI2_2_95 * max(lam, 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPrior:
+    """Where registration should look: a circle around the estimate (lat, lon, 95% radius).
+    confident is False when the estimate is in failsafe or LOST: search the whole cache."""
+
+    lat_deg: float
+    lon_deg: float
+    radius95_m: float
+    confident: bool
+
+
+class Navigator:
+    """The integrity layer. Feed it the sensor stream in time order (see each `on_*`), ask
+    `solution(t)` at output rate, call `watchdog(t)` from the output scheduler, forward
+    `drain_events()`.
+    """
+
+    def __init__(self, backend: NavigationBackend, config: IntegrityConfig | None = None,
+                 *, gnss_trusted: bool | None = None) -> None:
+        self.backend = backend
+        self.frame: LocalFrame = backend.frame
+        self.config = config or IntegrityConfig()
+        trusted = self.config.gnss_trusted_at_start if gnss_trusted is None else gnss_trusted
+        self.gnss_gate = GnssTrustGate(self.config, trusted)
+        self._events: list[NavEvent] = []
+        t0 = backend.t_ns
+        self._t_start_ns = t0
+        self._t_last_fix_ns: int | None = None
+        self._t_last_odometry_ns: int | None = None
+        self._t_last_captured_ns: int | None = None
+        self._blackout_frame = False
+        self._blackout_since_ns: int | None = t0
+        self._frames_without_fix = 0
+        self._t_hint_requested_ns: int | None = None
+        self._label = SourceLabel.DEAD_RECKONED
+        self._failsafe = False
+        self._blackout_latched = False
+        self._t_last_valid_ns = t0
+        self._no_estimate_said = False
+        self._lost_said = False
+        self._rejected_fixes: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._last_gnss_report: UpdateReport | None = None
+
+    # ------------------------------------------------------------------ events
+    def drain_events(self) -> list[NavEvent]:
+        """Events since the last call, in the order they happened."""
+        out, self._events = self._events, []
+        return out
+
+    def _emit(self, events: list[NavEvent] | NavEvent) -> None:
+        if isinstance(events, list):
+            self._events.extend(events)
+        else:
+            self._events.append(events)
+
+    # ------------------------------------------------------------------ sensor inputs
+    def feed(self, sample: object) -> UpdateReport | None:
+        """Dispatch one time-ordered sample of the shared types (IMU, attitude, baro, GNSS,
+        fix, odometry) to its `on_*` input; frames are told with on_frame_captured/on_frame."""
+        if isinstance(sample, ImuSample):
+            self.on_imu(sample)
+            return None
+        if isinstance(sample, AttitudeSample):
+            return self.on_attitude(sample)
+        if isinstance(sample, BaroSample):
+            return self.on_baro(sample)
+        if isinstance(sample, GnssSample):
+            return self.on_gnss(sample)
+        if isinstance(sample, AbsoluteFix):
+            return self.on_fix(sample)
+        if isinstance(sample, OdometryDelta):
+            return self.on_odometry(sample)
+        raise TypeError(f"Navigator.feed: unsupported sample type {type(sample).__name__}")
+
+    def on_imu(self, imu: ImuSample) -> None:
+        self.backend.propagate(imu)
+
+    def on_attitude(self, attitude: AttitudeSample) -> UpdateReport:
+        return self.backend.update_heading(attitude)
+
+    def on_baro(self, baro: BaroSample) -> UpdateReport:
+        return self.backend.update_baro(baro)
+
+    def on_frame_captured(self, t_ns: int) -> None:
+        """A camera frame was captured at t_ns (call before its processing results)."""
+        self.backend.mark_frame(t_ns)
+        self._t_last_captured_ns = t_ns
+
+    def on_odometry(self, delta: OdometryDelta) -> UpdateReport:
+        rep = self.backend.update_odometry(delta)
+        if rep.accepted:
+            self._t_last_odometry_ns = delta.t_ns
+        return rep
+
+    def on_fix(self, fix: AbsoluteFix) -> UpdateReport:
+        """An absolute fix from registration (for a frame told with on_frame_captured)."""
+        rep = self.backend.update_fix(fix)
+        if rep.accepted:
+            self._t_last_fix_ns = max(fix.t_ns, self._t_last_fix_ns or fix.t_ns)
+            self._frames_without_fix = 0
+            self._t_hint_requested_ns = None
+            self._rejected_fixes.clear()
+            if self._blackout_latched:
+                self._blackout_latched = False
+            p_fix = np.asarray(self.frame.lla_to_ned(fix.lat_deg, fix.lon_deg, fix.alt_m))[:2]
+            self._emit(self.gnss_gate.on_anchor(fix.t_ns, p_fix,
+                                                np.asarray(fix.cov_ne_m2, dtype=np.float64)))
+        elif rep.reason.startswith("gated"):
+            self._rejected_fixes.append((fix.t_ns, rep.innovation[:2].copy(),
+                                         np.asarray(fix.cov_ne_m2, dtype=np.float64)))
+            self._maybe_reacquire(fix.t_ns)
+        return rep
+
+    def on_frame(self, t_ns: int, *, blackout: bool) -> None:
+        """A frame's processing is complete (after its on_odometry/on_fix calls).
+
+        blackout: the frame showed no usable ground texture or tracking was lost (the vision
+        pipeline's verdict). The label turns dead_reckoned with this very frame.
+        """
+        if self._t_last_captured_ns is None or t_ns > self._t_last_captured_ns:
+            self._t_last_captured_ns = t_ns
+        if blackout:
+            if not self._blackout_frame:
+                self._blackout_since_ns = t_ns
+            self._blackout_frame = True
+        else:
+            self._blackout_frame = False
+            self._blackout_since_ns = None
+        if self._t_last_fix_ns is None or t_ns > self._t_last_fix_ns:
+            self._frames_without_fix += 1
+        self._update_status(t_ns, self.backend.estimate())
+
+    def on_gnss(self, gnss: GnssSample) -> UpdateReport | None:
+        """One GNSS solution: tested always, fused only while trusted and no anchor is recent.
+
+        Returns the backend's report (None when the sample was flagged or had no fix and was
+        not even tested).
+        """
+        usable = (gnss.fix_type >= 3 and math.isfinite(gnss.lat_deg)
+                  and math.isfinite(gnss.lon_deg) and math.isfinite(gnss.alt_m))
+        rep = None
+        if usable:
+            rep = self.backend.update_gnss(gnss, fuse=False)
+            if not math.isfinite(rep.nis):
+                usable = False
+        p_ne = v_ne = None
+        var = math.nan
+        if usable:
+            p_ne = np.asarray(self.frame.lla_to_ned(gnss.lat_deg, gnss.lon_deg, gnss.alt_m))[:2]
+            v_ne = np.asarray(gnss.v_ned_mps, dtype=np.float64)[:2]
+            s = max(gnss.h_acc_m if math.isfinite(gnss.h_acc_m) else math.inf,
+                    self.backend.config.gnss_min_sigma_m)
+            var = s * s
+        obs = GnssObservation(
+            t_ns=gnss.t_ns, spoofing=gnss.spoofing, jamming=gnss.jamming, usable=usable,
+            nis=rep.nis if rep is not None else math.nan,
+            innovation_ne_m=rep.innovation[:2].copy() if rep is not None and usable else None,
+            innovation_cov=rep.innovation_cov[:2, :2].copy() if rep is not None and usable
+            else None,
+            p_ne_m=p_ne, v_ne_mps=v_ne, var_m2=var)
+        self._emit(self.gnss_gate.observe(obs))
+        if (usable and self.gnss_gate.trusted and not gnss.spoofing and not gnss.jamming
+                and self._anchor_age_s(gnss.t_ns) > self.config.gnss_fuse_after_anchor_age_s):
+            rep = self.backend.update_gnss(gnss, fuse=True)
+        self._last_gnss_report = rep
+        return rep
+
+    def on_hint(self, t_ns: int, lat_deg: float, lon_deg: float,
+                radius_m: float) -> HintApplied:
+        """Operator re-localisation hint (RELOC:lat,lon,radius): radius read as 95%."""
+        if not (radius_m > 0 and math.isfinite(radius_m)):
+            raise EstimationError(f"hint radius must be a finite positive number of metres, "
+                                  f"got {radius_m!r}")
+        est = self.backend.estimate()
+        alt = self.frame.alt0_m - float(est.p_ned_m[2])
+        p_ne = np.asarray(self.frame.lla_to_ned(lat_deg, lon_deg, alt))[:2]
+        cov = np.eye(2) * (radius_m * radius_m / CHI2_2_95)
+        nis = math.nan
+        if not est.lost:
+            rep = self.backend.apply_position_prior(t_ns, p_ne, cov)
+            nis = rep.nis
+            if rep.accepted:
+                applied = HintApplied(t_ns, "fused", nis, radius_m)
+                self._emit(applied)
+                return applied
+        shift = float(np.hypot(*(p_ne - est.p_ned_m[:2])))
+        self.backend.reset_horizontal_position(p_ne, cov)
+        self._rejected_fixes.clear()
+        self._emit(FilterReset(t_ns, "operator hint", shift))
+        applied = HintApplied(t_ns, "reset", nis, radius_m)
+        self._emit(applied)
+        return applied
+
+    def restart(self, init: InitialState, reason: str) -> None:
+        """Re-initialise the backend (warm start from the FC state after a companion
+        restart, or after LOST)."""
+        before = self.backend.estimate()
+        self.backend.reinitialise(init)
+        self._rejected_fixes.clear()
+        self._lost_said = False
+        shift = float(np.hypot(*(init.p_ned_m[:2] - before.p_ned_m[:2])))
+        self._emit(FilterReset(init.t_ns, reason, shift))
+
+    # ------------------------------------------------------------------ re-acquisition
+    def _maybe_reacquire(self, t_ns: int) -> None:
+        n = self.config.reacquire_after_rejected_fixes
+        run = self._rejected_fixes[-n:]
+        if len(run) < n:
+            return
+        ys = np.array([y for _, y, _ in run])
+        spread = float(np.max(np.linalg.norm(ys - ys.mean(axis=0), axis=1)))
+        if spread > self.config.reacquire_agreement_m:
+            return
+        est = self.backend.estimate()
+        shift = ys.mean(axis=0)
+        cov = run[-1][2] + np.cov(ys.T) + np.eye(2) * 1e-6
+        self.backend.reset_horizontal_position(est.p_ned_m[:2] + shift, cov)
+        self._rejected_fixes.clear()
+        self._emit(FilterReset(t_ns, f"{n} consistent fixes rejected", float(np.hypot(*shift))))
+        if self.gnss_gate.trusted and self._last_gnss_report is not None \
+                and self._last_gnss_report.accepted:
+            self._emit(self.gnss_gate.close(t_ns, "anchors contradict GNSS-aided estimate"))
+
+    # ------------------------------------------------------------------ status
+    def _anchor_age_s(self, t_ns: int) -> float:
+        if self._t_last_fix_ns is None:
+            return math.inf
+        return max(0.0, (t_ns - self._t_last_fix_ns) * 1e-9)
+
+    def _visual_blackout_since(self, t_ns: int) -> int | None:
+        """Start of the current visual blackout, or None if frames with texture arrive."""
+        if self._blackout_frame:
+            return self._blackout_since_ns
+        last = self._t_last_captured_ns
+        if last is None:
+            return self._t_start_ns
+        if (t_ns - last) * 1e-9 > self.config.blackout_label_after_s:
+            return last
+        return None
+
+    def _update_status(self, t_ns: int, est: NavEstimate) -> tuple[str, bool, float]:
+        """Recompute label and failsafe at t_ns; emit events on changes."""
+        cfg = self.config
+        r95 = radius95_m(est.cov_p_ned_m2[:2, :2]) if not est.lost else math.inf
+        since = self._visual_blackout_since(t_ns)
+        blackout_s = (t_ns - since) * 1e-9 if since is not None else 0.0
+        if est.lost and not self._lost_said:
+            self._lost_said = True
+            self._emit(FilterLost(t_ns, est.lost_reason))
+        if (not self._blackout_latched and blackout_s >= cfg.blackout_failsafe_s
+                and not self.gnss_gate.trusted):
+            self._blackout_latched = True
+        reason = ""
+        if est.lost:
+            reason = "filter lost"
+        elif r95 > cfg.failsafe_radius95_m:
+            reason = f"r95 {r95:.0f}m>{cfg.failsafe_radius95_m:.0f}m"
+        elif self._blackout_latched:
+            reason = f"blackout {blackout_s:.0f}s"
+        failsafe = bool(reason)
+        if failsafe and not self._failsafe:
+            self._emit(VisualBlackoutFailsafe(t_ns, reason, blackout_s, r95))
+        elif not failsafe and self._failsafe:
+            self._emit(FailsafeCleared(t_ns, "anchor" if self._anchor_age_s(t_ns) < 1.0
+                                       else "estimate usable"))
+        self._failsafe = failsafe
+
+        if failsafe:
+            label = SourceLabel.NO_FIX
+        elif since is not None and since <= t_ns:
+            label = SourceLabel.DEAD_RECKONED  # a blackout overrides a still-young anchor
+        elif self._anchor_age_s(t_ns) <= cfg.anchored_max_age_s:
+            label = SourceLabel.SATELLITE_ANCHORED
+        elif self._t_last_odometry_ns is not None \
+                and (t_ns - self._t_last_odometry_ns) * 1e-9 <= cfg.anchored_max_age_s:
+            label = SourceLabel.VISUAL_PROPAGATED
+        else:
+            label = SourceLabel.DEAD_RECKONED
+        if label != self._label:
+            self._emit(LabelChanged(t_ns, self._label, label))
+            self._label = label
+
+        t_nofix = self._t_last_fix_ns if self._t_last_fix_ns is not None else self._t_start_ns
+        s_nofix = (t_ns - t_nofix) * 1e-9
+        if (self._frames_without_fix >= cfg.hint_after_frames and s_nofix >= cfg.hint_after_s
+                and (self._t_hint_requested_ns is None
+                     or (t_ns - self._t_hint_requested_ns) * 1e-9 >= cfg.hint_repeat_s)):
+            self._t_hint_requested_ns = t_ns
+            lat, lon, _ = self.frame.ned_to_lla(est.p_ned_m)
+            self._emit(HintRequested(t_ns, self._frames_without_fix, s_nofix, float(lat),
+                                     float(lon), r95))
+        self._watch(t_ns, not failsafe, reason)
+        return label, failsafe, r95
+
+    def _watch(self, t_ns: int, valid: bool, reason: str) -> None:
+        if valid:
+            self._t_last_valid_ns = t_ns
+            if self._no_estimate_said:
+                self._no_estimate_said = False
+                self._emit(EstimateResumed(t_ns))
+            return
+        silent_s = (t_ns - self._t_last_valid_ns) * 1e-9
+        if silent_s >= self.config.no_estimate_after_s and not self._no_estimate_said:
+            self._no_estimate_said = True
+            self._emit(NoEstimate(t_ns, silent_s, reason or "no output"))
+
+    def watchdog(self, t_now_ns: int) -> None:
+        """Call from the output scheduler: notices when no usable estimate has been
+        produced for `no_estimate_after_s`, even if nothing else calls in."""
+        self._watch(t_now_ns, False, "no solution computed")
+
+    # ------------------------------------------------------------------ output
+    def solution(self, t_ns: int) -> NavSolution:
+        """The real-time solution at t_ns (≥ the backend time: moved along the velocity, its
+        covariance grown accordingly; more than 1 s ahead it is a no-fix)."""
+        est = self.backend.estimate()
+        label, failsafe, _ = self._update_status(t_ns, est)
+        dt = (t_ns - est.t_ns) * 1e-9
+        p, P = est.p_ned_m, est.cov_p_ned_m2
+        if 0.0 < dt <= 1.0:
+            p = p + est.v_ned_mps * dt
+            C = est.cov_pv_ned
+            P = P + dt * (C + C.T) + est.cov_v_ned_m2s2 * dt * dt
+        elif dt > 1.0 and not failsafe:
+            failsafe, label = True, SourceLabel.NO_FIX
+            self._watch(t_ns, False, f"no IMU for {dt:.1f} s")
+        lat, lon, alt = self.frame.ned_to_lla(p)
+        R = quat_to_R(est.q_body_to_ned)
+        return NavSolution(
+            t_ns=t_ns, lat_deg=float(lat), lon_deg=float(lon), alt_m=float(alt),
+            v_ned_mps=est.v_ned_mps.copy(), cov_p_ned_m2=P.copy(),
+            cov_v_ned_m2s2=est.cov_v_ned_m2s2.copy(), yaw_rad=float(math.atan2(R[1, 0], R[0, 0])),
+            label=label, anchor_age_s=self._anchor_age_s(t_ns),
+            gnss_trusted=self.gnss_gate.trusted, failsafe=failsafe)
+
+    def search_prior(self) -> SearchPrior:
+        """Where registration should search for the next frame (see SearchPrior)."""
+        est = self.backend.estimate()
+        lat, lon, _ = self.frame.ned_to_lla(est.p_ned_m)
+        r95 = radius95_m(est.cov_p_ned_m2[:2, :2]) if not est.lost else math.inf
+        return SearchPrior(float(lat), float(lon), r95, not (est.lost or self._failsafe))
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def failsafe(self) -> bool:
+        return self._failsafe
+
