@@ -53,3 +53,27 @@ def test_circle_polygon_contains_the_geodesic_circle() -> None:
     ring = np.asarray(poly.exterior.coords)
     d = distance_m(np.full(len(ring), lat), np.full(len(ring), lon), ring[:, 1], ring[:, 0])
     assert d.min() >= r and d.max() < r * 1.01
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_convex_fast_path_agrees_with_geos(seed: int) -> None:
+    from terrafix.tiles.geometry import _convex_ring, interiors_overlap
+
+    rng = np.random.default_rng(seed)
+    xs, ys = np.meshgrid(np.arange(-3.0, 3.0, 0.5), np.arange(-3.0, 3.0, 0.5))
+    bounds = np.column_stack([xs.ravel(), ys.ravel(), xs.ravel() + 0.5, ys.ravel() + 0.5])
+    if seed % 4 == 0:  # an axis-aligned box on the grid lines: touching neighbours excluded
+        poly = shapely.box(-1.0, -0.5, 0.5, 1.0)
+    else:
+        poly = shapely.MultiPoint(rng.normal(size=(4 + seed % 3, 2))).convex_hull
+    assert _convex_ring(poly) is not None
+    boxes = shapely.box(*bounds.T)
+    expected = shapely.intersects(poly, boxes) & ~shapely.touches(poly, boxes)
+    np.testing.assert_array_equal(interiors_overlap(poly, bounds), expected)
+    # a non-convex polygon takes the GEOS path and agrees too
+    notch = poly.difference(shapely.box(*poly.centroid.buffer(0.2).bounds))
+    if notch.geom_type == "Polygon" and not notch.interiors:
+        assert _convex_ring(notch) is None
+        np.testing.assert_array_equal(
+            interiors_overlap(notch, bounds),
+            shapely.intersects(notch, boxes) & ~shapely.touches(notch, boxes))

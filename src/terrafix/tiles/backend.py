@@ -12,8 +12,6 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import Protocol
 
-from shapely.geometry.base import BaseGeometry
-
 from terrafix.geo.tiles import TileId
 from terrafix.tiles.records import (
     FreshnessLabel,
@@ -111,13 +109,10 @@ class MetadataBackend(Protocol):
 
     def get(self, tile: TileId) -> TileRecord | None: ...
 
-    def query_bbox(self, west: float, south: float, east: float, north: float,
-                   z: int | None) -> list[TileRecord]:
-        """Rows whose bounds overlap the box (a superset of the exact answer is allowed)."""
-        ...
-
-    def query_polygon(self, polygon: BaseGeometry, z: int | None) -> list[TileRecord]:
-        """Rows whose tile interior intersects the polygon's interior (exact)."""
+    def bbox_rows(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[Sequence]:
+        """Raw rows (RECORD_COLUMNS order) whose bounds overlap the box, from the spatial
+        index; a superset of the exact answer is allowed (the store filters exactly)."""
         ...
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]: ...

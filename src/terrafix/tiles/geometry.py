@@ -57,6 +57,52 @@ def tiles_covering(polygon: BaseGeometry, z: int) -> list[TileId]:
     return out
 
 
+def interiors_overlap(polygon: BaseGeometry, bounds: np.ndarray) -> np.ndarray:
+    """(N,) bool: which boxes (N, 4 west, south, east, north) overlap the polygon's interior.
+
+    Camera footprints are convex quadrilaterals, and for two convex shapes the interiors
+    overlap exactly when no axis among their edge normals separates them (separating-axis
+    theorem; touching intervals count as separated). That test is a few numpy operations per
+    axis, several times cheaper than GEOS predicates on ~150 boxes, and it is what keeps a
+    footprint query well under a millisecond of CPU. Other polygons go through shapely
+    (intersects and not touches), which gives the same answer.
+    """
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    if len(b) == 0:
+        return np.zeros(0, bool)
+    ring = _convex_ring(polygon)
+    if ring is None:
+        boxes = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+        shapely.prepare(polygon)
+        return shapely.intersects(polygon, boxes) & ~shapely.touches(polygon, boxes)
+    edges = np.roll(ring, -1, axis=0) - ring
+    axes = np.vstack([[1.0, 0.0], [0.0, 1.0], np.column_stack([-edges[:, 1], edges[:, 0]])])
+    proj = ring @ axes.T  # (k, A): polygon vertices projected on every axis
+    p_min, p_max = proj.min(axis=0)[:, None], proj.max(axis=0)[:, None]
+    ax, ay = axes[:, :1], axes[:, 1:]  # (A, 1)
+    wx, ex = ax * b[:, 0], ax * b[:, 2]  # (A, N)
+    sy, ny = ay * b[:, 1], ay * b[:, 3]
+    b_min = np.minimum(wx, ex) + np.minimum(sy, ny)
+    b_max = np.maximum(wx, ex) + np.maximum(sy, ny)
+    return ((b_max > p_min) & (p_max > b_min)).all(axis=0)
+
+
+def _convex_ring(polygon: BaseGeometry) -> np.ndarray | None:
+    """(k, 2) vertices of a convex polygon without holes, else None."""
+    if polygon.geom_type != "Polygon" or len(polygon.interiors) or polygon.area == 0.0:
+        return None
+    ring = np.asarray(polygon.exterior.coords)[:-1]
+    if len(ring) < 3:
+        return None
+    e = np.roll(ring, -1, axis=0) - ring
+    cross = e[:, 0] * np.roll(e, -1, axis=0)[:, 1] - e[:, 1] * np.roll(e, -1, axis=0)[:, 0]
+    scale = np.abs(cross).max()
+    signs = np.sign(np.where(np.abs(cross) <= 1e-12 * scale, 0.0, cross))
+    if (signs > 0).any() and (signs < 0).any():
+        return None
+    return ring
+
+
 def circle_polygon(lat_deg: float, lon_deg: float, radius_m: float,
                    n_vertices: int = 64) -> BaseGeometry:
     """A polygon that contains the geodesic circle (vertices pushed out by 1/cos(pi/n)), so

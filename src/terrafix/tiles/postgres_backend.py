@@ -2,8 +2,8 @@
 
 Used where several processes share a large cache (ground segment, provisioning servers). The
 tile footprint is a PostGIS polygon generated from the bounds and GiST-indexed, so spatial
-queries are exact SQL (`ST_Intersects AND NOT ST_Touches`, the same semantics the SQLite
-backend computes with shapely). A store lives in one PostgreSQL schema, so a server can hold
+queries use its `&&` index test and the store applies the exact interior test, the same code
+for both backends. A store lives in one PostgreSQL schema, so a server can hold
 several stores (the tests use one schema per test). Writers of one store serialise on a
 transaction-scoped advisory lock, which gives the same one-writer semantics as SQLite and makes
 "check the existing row, then write" race-free. Read-only stores set
@@ -18,11 +18,9 @@ from contextlib import contextmanager
 from datetime import date
 
 import psycopg
-import shapely
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
-from shapely.geometry.base import BaseGeometry
 
 from terrafix.geo.tiles import TileId
 from terrafix.tiles.backend import RECORD_COLUMNS, record_from_row
@@ -251,8 +249,10 @@ class PostgresBackend:
                 (tile.z, tile.x, tile.y)).fetchone()
         return None if row is None else record_from_row(row)
 
-    def query_bbox(self, west: float, south: float, east: float, north: float,
-                   z: int | None) -> list[TileRecord]:
+    def bbox_rows(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[tuple]:
+        # `&&` is the GiST bounding-box test; the exact interior test runs in the store, the
+        # same code for both backends (and cheaper than ST_Intersects per row on the server).
         q = (f"SELECT {RECORD_COLUMNS} FROM tiles"
              " WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)")
         args: tuple = (west, south, east, north)
@@ -260,19 +260,7 @@ class PostgresBackend:
             q += " AND z = %s"
             args += (z,)
         with self._pool.connection() as conn:
-            rows = conn.execute(q, args).fetchall()
-        return [record_from_row(r) for r in rows]
-
-    def query_polygon(self, polygon: BaseGeometry, z: int | None) -> list[TileRecord]:
-        q = (f"SELECT {RECORD_COLUMNS} FROM tiles, (SELECT ST_GeomFromWKB(%s, 4326) AS g) AS q"
-             " WHERE ST_Intersects(tiles.geom, q.g) AND NOT ST_Touches(tiles.geom, q.g)")
-        args: tuple = (shapely.to_wkb(polygon),)
-        if z is not None:
-            q += " AND z = %s"
-            args += (z,)
-        with self._pool.connection() as conn:
-            rows = conn.execute(q, args).fetchall()
-        return [record_from_row(r) for r in rows]
+            return conn.execute(q, args).fetchall()
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]:
         last = -1

@@ -47,7 +47,7 @@ from terrafix.geo.tiles import (
     lonlat_to_global_px,
     tile_bounds,
 )
-from terrafix.tiles.backend import MetadataBackend, MetadataTransaction
+from terrafix.tiles.backend import MetadataBackend, MetadataTransaction, record_from_row
 from terrafix.tiles.budget import DEFAULT_BUDGET_BYTES, plan_eviction
 from terrafix.tiles.errors import (
     BudgetExceededError,
@@ -60,7 +60,7 @@ from terrafix.tiles.errors import (
     TileNotFoundError,
 )
 from terrafix.tiles.freshness import FreshnessDecision, FreshnessPolicy
-from terrafix.tiles.geometry import circle_polygon
+from terrafix.tiles.geometry import circle_polygon, interiors_overlap
 from terrafix.tiles.journal import Intent, WriteBatch, recover
 from terrafix.tiles.jpeg import check_tile_jpeg
 from terrafix.tiles.reconcile import ReconcileReport, scan_tile_files
@@ -479,7 +479,16 @@ class TileStore:
             check_zoom(z)
         if polygon_wgs84.is_empty:
             return []
-        return self.backend.query_polygon(polygon_wgs84, z)
+        rows = self.backend.bbox_rows(*polygon_wgs84.bounds, z)
+        if not rows:
+            return []
+        keep = interiors_overlap(polygon_wgs84, np.array([r[3:7] for r in rows]))
+        return [record_from_row(r) for r, k in zip(rows, keep.tolist(), strict=True) if k]
+
+    def records_in_box(self, west: float, south: float, east: float, north: float,
+                       z: int | None = None) -> list[TileRecord]:
+        """Tiles whose bounds overlap a box (edges included: a superset for exact tests)."""
+        return [record_from_row(r) for r in self.backend.bbox_rows(west, south, east, north, z)]
 
     def tiles_within(self, lat_deg: float, lon_deg: float, radius_m: float,
                      z: int | None = None) -> list[TileRecord]:
@@ -517,7 +526,7 @@ class TileStore:
                                  f"{MAX_MOSAIC_PIXELS} px; use a smaller box or a lower zoom")
         image = np.zeros((height, width), np.uint8)
         valid = np.zeros((height, width), bool)
-        records = {r.tile: r for r in self.backend.query_bbox(
+        records = {r.tile: r for r in self.records_in_box(
             west - _BBOX_PAD_DEG, south - _BBOX_PAD_DEG, east + _BBOX_PAD_DEG,
             north + _BBOX_PAD_DEG, z)}
         used: list[MosaicTile] = []

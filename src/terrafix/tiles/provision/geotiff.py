@@ -326,5 +326,5 @@ def _present(store: TileStore, tiles: list[TileId]) -> set[TileId]:
     e, s = mercator_to_lonlat(-ORIGIN_SHIFT_M + (max(xs) + 1) * size - eps,
                               ORIGIN_SHIFT_M - (max(ys) + 1) * size + eps)
     wanted = set(tiles)
-    return {r.tile for r in store.backend.query_bbox(float(w), float(s), float(e), float(n), z)
+    return {r.tile for r in store.records_in_box(float(w), float(s), float(e), float(n), z)
             if r.tile in wanted}
