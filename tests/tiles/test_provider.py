@@ -207,3 +207,22 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25.0 < _retry_after_s(when) <= 30.0
     assert _retry_after_s("soon") is None and _retry_after_s(None) is None
+
+
+def test_the_cli_provisions_from_the_provider(provider_root, pki: TlsFiles,
+                                              tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from terrafix.app.cli import app as root_app
+
+    root, tiles = provider_root
+    w, s, e, n = _area(tiles[:4]).bounds
+    with _server(root, pki) as (url, _store):
+        result = CliRunner().invoke(root_app, [
+            "tiles", "provision", "provider", url, "--root", str(tmp_path / "cli"),
+            "--bbox", f"{w},{s},{e},{n}", "--zoom", "18", "--ca-file", str(pki.ca_cert)],
+            env={"TERRAFIX_PROVIDER_API_KEY": KEY})
+    assert result.exit_code == 0, result.output
+    assert "4 tiles written" in result.output
+    with open_store(tmp_path / "cli", read_only=True) as store:
+        assert {r.tile for r in store.backend.iter_records()} == set(tiles[:4])
