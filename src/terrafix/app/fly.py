@@ -1,0 +1,475 @@
+"""The onboard program: `terrafix fly --config FILE`.
+
+The composition root of the live system. It wires a frame source, the flight-controller link,
+the ground station, the navigation core (`Navigator`: odometry, registration, estimator,
+integrity) and the flight data recorder, and runs until the frames end, the FC reports the
+flight over, or it is interrupted.
+
+Lifecycle (REQUIREMENTS A5, T5, T6, A2, N10):
+1. Every config value in force is logged and recorded (and hashed into the recorder header).
+2. Take-off load, timed: the tile cache is opened read-only and its signed manifest verified,
+   the visual positioner opens its map features and warms its models, the FC link is opened
+   and the MAVLink signing handshake done. Any failure refuses take-off (exit code 2).
+3. Flight: link callbacks and the camera thread put samples into one inbox; the navigation
+   thread releases them in time order after a short hold (frames reach us after their capture
+   time, by the camera's readout delay) and feeds the `Navigator`. Its latest solution goes to
+   the GPS_INPUT sender (which keeps its own fixed rate and extrapolates between solutions) and
+   the ground-station status; integrity events go to the recorder and the ground station
+   (spoof rejections through the channel that cannot be silenced); GNSS trust changes switch
+   the FC's EKF source set; operator hints (RELOC) go into the navigator as priors.
+4. After the flight, the recorder footer is written (a clean footer gates the upload) and a
+   summary (GPS_INPUT output statistics, capture→output latency, frame drops) is written.
+
+No network listener is opened: the FC link is a client (`udpout:`/`tcp:`/serial) and nothing
+else talks to the network. Restart in flight: when the FC reports itself armed and in the air
+at start-up, the navigator is initialised from the FC's own position (GLOBAL_POSITION_INT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import math
+import queue
+import threading
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from terrafix.app.frame_sources import (
+    DatasetFrameSource,
+    FrameSource,
+    SimulatedCameraSource,
+    VideoCaptureSource,
+)
+from terrafix.app.navigator import (
+    FlightContext,
+    Navigator,
+    NavigatorConfig,
+    OperatorHint,
+    event_record,
+)
+from terrafix.app.preflight import PreflightError, verify_flight_cache
+from terrafix.autopilot import (
+    ArduPilotLink,
+    ArduPilotLinkConfig,
+    AutopilotError,
+    FcCallbacks,
+    GroundStation,
+    GroundStationConfig,
+)
+from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
+from terrafix.eval.records import JsonlWriter, solution_record
+from terrafix.geo import LocalFrame
+from terrafix.measurements import CameraFrame, NavSolution
+from terrafix.recorder import FlightRecorder
+
+log = logging.getLogger(__name__)
+
+
+class FlyError(RuntimeError):
+    """The onboard program cannot start (bad config) or must refuse take-off."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CameraSection(_Cfg):
+    source: Literal["simulator", "device", "folder"] = "simulator"
+    """simulator: the simulated FC-triggered camera over `dataset`; device: OpenCV
+    VideoCapture (`device`: index, path or GStreamer pipeline); folder: recorded frames."""
+    device: str = "0"
+    dataset: Path | None = None
+    """Simulator dataset or recorded-flight folder (frames.csv + images + meta.json)."""
+    readout_s: float = Field(0.06, ge=0.0, le=1.0)
+    hold_s: float = Field(0.25, ge=0.0, le=2.0)
+    """Samples are released to the navigator this long after their time, so a frame (which
+    arrives after its capture time) is fused in order."""
+
+
+class TakeoffSection(_Cfg):
+    """The operator's take-off origin and the flat-ground altitude (ignored in simulator mode,
+    where the dataset's pre-flight data provide them)."""
+
+    lat_deg: float | None = Field(None, ge=-90, le=90)
+    lon_deg: float | None = Field(None, ge=-180, le=180)
+    alt_m: float | None = None
+    ground_alt_m: float | None = None
+
+
+class MapSection(_Cfg):
+    cache: Path = Path("build/cache-demo")
+    manifest: Path | None = None
+    public_key: Path | None = None
+    require_manifest: bool = True
+
+
+class RecorderSection(_Cfg):
+    folder: Path = Path("flights")
+
+
+class FlyConfig(_Cfg):
+    flight_id: str = ""
+    output: Path = Path("out/fly")
+    camera: CameraSection = CameraSection()
+    takeoff: TakeoffSection = TakeoffSection()
+    map: MapSection = MapSection()
+    autopilot: ArduPilotLinkConfig = ArduPilotLinkConfig(connection="udpout:127.0.0.1:14551")
+    wait_for_fc_s: float = Field(30.0, gt=0.0)
+    set_baro_reference: bool = False
+    """Set the barometer's sea-level reference from the take-off altitude at start-up (only
+    on the ground at the take-off point, after the FC's first SCALED_PRESSURE); otherwise the
+    link's configured QNH stands."""
+    ground_station: GroundStationConfig = GroundStationConfig()
+    navigation: NavigatorConfig = NavigatorConfig()
+    recorder: RecorderSection = RecorderSection()
+
+    @staticmethod
+    def load(path: str | Path) -> FlyConfig:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise FlyError(f"cannot read config {p}: {exc}") from None
+        return FlyConfig.from_dict(data, str(p))
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], source: str = "<dict>") -> FlyConfig:
+        try:
+            return FlyConfig.model_validate(data)
+        except ValidationError as exc:
+            lines = [f"invalid config {source}:"]
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+                lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            raise FlyError("\n".join(lines)) from None
+
+
+def log_config(cfg: FlyConfig) -> str:
+    """Log every value in force, one line per key; returns the config hash (sha256 of the
+    canonical JSON) that goes into the recorder header."""
+    flat = _flatten(json.loads(cfg.model_dump_json()))
+    for key, value in flat:
+        log.info("config %s = %s", key, value)
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, d)]
+
+
+@dataclass(frozen=True, slots=True)
+class FlightSummary:
+    """What the run produced (written to `summary.json`)."""
+
+    flight_id: str
+    takeoff_load_s: float
+    frames_seen: int
+    frames_processed: int
+    frames_dropped: int
+    frame_drop_rate: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_max_ms: float
+    gps_input_sent: int
+    solutions: int
+    events: int
+    recorder_clean: bool
+    fc_clock_offset_ns: int | None
+
+
+class _Inbox:
+    """Samples from every thread, released in time order after `hold_ns`."""
+
+    def __init__(self, hold_ns: int) -> None:
+        self._q: queue.Queue[tuple[int, int, object]] = queue.Queue()
+        self._heap: list[tuple[int, int, object]] = []
+        self._seq = itertools.count()
+        self._hold_ns = hold_ns
+
+    def put(self, t_ns: int, item: object) -> None:
+        self._q.put((t_ns, next(self._seq), item))
+
+    def release(self, now_ns: int, wait_s: float, flush: bool = False) -> list[object]:
+        try:
+            self._push(self._q.get(timeout=wait_s))
+            while True:
+                self._push(self._q.get_nowait())
+        except queue.Empty:
+            pass
+        out = []
+        while self._heap and (flush or self._heap[0][0] <= now_ns - self._hold_ns):
+            out.append(heapq.heappop(self._heap)[2])
+        return out
+
+    def _push(self, entry: tuple[int, int, object]) -> None:
+        heapq.heappush(self._heap, entry)
+
+
+def _sim_context(dataset: Path) -> tuple[FlightContext, NavCameraConfig, dict[str, Any]]:
+    from terrafix.app.replay import flight_context, nav_camera
+    from terrafix.sim.dataset import load_dataset
+
+    ds = load_dataset(dataset)
+    return flight_context(ds), nav_camera(ds), ds.meta
+
+
+def _config_context(cfg: FlyConfig) -> tuple[FlightContext, NavCameraConfig]:
+    t = cfg.takeoff
+    if None in (t.lat_deg, t.lon_deg, t.alt_m, t.ground_alt_m):
+        raise FlyError("takeoff.lat_deg, lon_deg, alt_m and ground_alt_m are required unless "
+                       "camera.source = 'simulator'")
+    cam = NavCameraConfig()
+    K: Intrinsics = cam.processing_intrinsics()
+    ext: Extrinsics = cam.extrinsics
+    return FlightContext(LocalFrame(t.lat_deg, t.lon_deg, t.alt_m), float(t.ground_alt_m),
+                         K, ext), cam
+
+
+class OnboardProgram:
+    """One flight of the onboard program (see the module docstring)."""
+
+    def __init__(self, cfg: FlyConfig) -> None:
+        self.cfg = cfg
+        self.flight_id = cfg.flight_id or time.strftime("flight-%Y%m%dT%H%M%SZ", time.gmtime())
+        self.out = Path(cfg.output)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.inbox = _Inbox(int(cfg.camera.hold_s * 1e9))
+        self._stop = threading.Event()
+        self._frames_seen = 0
+        self._landed = False
+        self._fc_position = None
+
+    # --- take-off --------------------------------------------------------------------------
+    def takeoff(self) -> float:
+        """Everything before the first sample; returns the take-off load time (s)."""
+        cfg = self.cfg
+        config_hash = log_config(cfg)
+        t0 = time.perf_counter()
+        if cfg.camera.source == "simulator":
+            if cfg.camera.dataset is None:
+                raise FlyError("camera.dataset is required with camera.source = 'simulator'")
+            self.context, self.nav_camera, _meta = _sim_context(cfg.camera.dataset)
+        else:
+            self.context, self.nav_camera = _config_context(cfg)
+        self.recorder = FlightRecorder(
+            Path(cfg.recorder.folder) / self.flight_id, flight_id=self.flight_id,
+            config_hash=config_hash,
+            on_disk_full=lambda msg: self._gcs_text("CRITICAL", f"FDR DISK FULL {msg}"[:50]))
+        self._rec_solution = self.recorder.producer("nav/solution", {"type": "object"})
+        self._rec_event = self.recorder.producer("nav/event", {"type": "object"})
+        self._rec_frame = self.recorder.producer("nav/frame", {"type": "object"})
+        self._rec_config = self.recorder.producer("config", {"type": "object"})
+        self._rec_config.record(time.monotonic_ns(), json.loads(cfg.model_dump_json()))
+        logging.getLogger().addHandler(self.recorder.log_handler())
+        # map: read-only, verified
+        store = None
+        if cfg.map.require_manifest:
+            try:
+                store = verify_flight_cache(cfg.map.cache, cfg.map.manifest, cfg.map.public_key)
+            except PreflightError as exc:
+                raise FlyError(str(exc)) from None
+        self._store = store
+        positioner = None
+        if cfg.navigation.registration.enabled:
+            from terrafix.vision.registration import VisualPositioner
+
+            vps = cfg.navigation.vps.model_copy(update={"ground_alt_m":
+                                                        self.context.ground_alt_m})
+            positioner = VisualPositioner.open(cfg.map.cache, vps, self.nav_camera)
+        self.navigator = Navigator(cfg.navigation, self.context, positioner)
+        # FC link with signing
+        cb = FcCallbacks(
+            on_imu=lambda s: self.inbox.put(s.t_ns, s),
+            on_attitude=lambda s: self.inbox.put(s.t_ns, s),
+            on_baro=lambda s: self.inbox.put(s.t_ns, s),
+            on_gnss=self._on_gnss,
+            on_fc_position=self._on_fc_position,
+            on_landed_state=self._on_landed)
+        self.link = ArduPilotLink(cfg.autopilot, cb)
+        self.link.open()
+        if not self.link.wait_for_fc(cfg.wait_for_fc_s):
+            raise FlyError(f"take-off refused: no flight controller on "
+                           f"{cfg.autopilot.connection} within {cfg.wait_for_fc_s} s")
+        try:
+            self.link.establish_signing()
+        except AutopilotError as exc:
+            raise FlyError(f"take-off refused: {exc}") from None
+        if cfg.set_baro_reference:
+            # on the ground at the take-off point: make the barometer read its known altitude
+            self.link.set_baro_reference(self.context.frame.alt0_m)
+        self.gcs = GroundStation(self.link.channel, cfg.ground_station,
+                                 on_reloc_hint=self._on_hint)
+        self.gcs.start()
+        self.link.start_output()
+        load_s = time.perf_counter() - t0
+        log.info("take-off load %.2f s (cache verified, models warm, signing done)", load_s)
+        return load_s
+
+    # --- callbacks (reader threads: quick) -------------------------------------------------
+    def _on_gnss(self, sample) -> None:
+        self.inbox.put(sample.t_ns, sample)
+        self.gcs_fc_gnss = sample
+
+    def _on_fc_position(self, pos) -> None:
+        self._fc_position = pos
+
+    def _on_landed(self, state) -> None:
+        self._landed = bool(getattr(state, "on_ground", False))
+
+    def _on_hint(self, hint) -> None:
+        now = time.monotonic_ns()
+        self.inbox.put(now, OperatorHint(now, hint.lat_deg, hint.lon_deg, hint.radius_m))
+
+    def _gcs_text(self, severity: str, text: str) -> None:
+        gcs = getattr(self, "gcs", None)
+        if gcs is not None:
+            from terrafix.autopilot import constants as C
+
+            gcs.send_text(getattr(C, f"SEVERITY_{severity}", 2), text)
+
+    # --- flight ----------------------------------------------------------------------------
+    def _camera_thread(self, source: FrameSource) -> None:
+        try:
+            for frame in source:
+                if self._stop.is_set():
+                    break
+                self._frames_seen += 1
+                self.inbox.put(frame.t_ns, frame)
+        except Exception:
+            log.exception("camera source failed")
+        finally:
+            self._camera_done.set()
+
+    def _frame_source(self) -> FrameSource:
+        cam = self.cfg.camera
+        size = (self.context.intrinsics.width, self.context.intrinsics.height)
+        if cam.source == "simulator":
+            from terrafix.sim.flight_controller import fc_boot_ns
+
+            return SimulatedCameraSource(cam.dataset, fc_boot_ns,
+                                         self.link.fc_boot_to_companion_ns,
+                                         readout_s=cam.readout_s)
+        if cam.source == "folder":
+            if cam.dataset is None:
+                raise FlyError("camera.dataset (a frames folder) is required with source folder")
+            return DatasetFrameSource(cam.dataset)
+        return VideoCaptureSource(int(cam.device) if cam.device.isdigit() else cam.device,
+                                  size, latency_s=cam.readout_s)
+
+    def fly(self) -> FlightSummary:
+        load_s = self.takeoff()
+        source = self._frame_source()
+        self._camera_done = threading.Event()
+        cam_thread = threading.Thread(target=self._camera_thread, args=(source,),
+                                      name="camera", daemon=True)
+        cam_thread.start()
+        latencies_ms: list[float] = []
+        pending_capture: dict[int, int] = {}
+        n_solutions = n_events = processed = late_frames = 0
+        last_fed_ns = -(1 << 62)
+        results = JsonlWriter(self.out / "results.jsonl")
+        events = JsonlWriter(self.out / "events.jsonl")
+        try:
+            while not self._stop.is_set():
+                done = self._camera_done.is_set()
+                items = self.inbox.release(time.monotonic_ns(), 0.02, flush=done)
+                for item in items:
+                    t_item = getattr(item, "t_ns", last_fed_ns)
+                    if t_item < last_fed_ns:
+                        # arrived after later samples were fused (the camera thread starved):
+                        # a frame is dropped and counted; a late sensor sample is dropped
+                        if isinstance(item, CameraFrame):
+                            late_frames += 1
+                        continue
+                    if isinstance(item, CameraFrame):
+                        pending_capture[item.index] = item.t_ns
+                    self.navigator.feed(item)
+                    last_fed_ns = t_item
+                sols = self.navigator.drain_solutions()
+                for s in sols:
+                    results.write(solution_record(s))
+                    self._rec_solution.record(s.t_ns, solution_record(s))
+                if sols:
+                    latest: NavSolution = sols[-1]
+                    self.link.publish(latest)
+                    self.gcs.update(latest)
+                    n_solutions += len(sols)
+                now = time.monotonic_ns()
+                for rep in self.navigator.drain_frame_reports():
+                    processed += 1
+                    cap = pending_capture.pop(rep.index, None)
+                    if cap is not None:
+                        latencies_ms.append((now - cap) / 1e6)
+                    self._rec_frame.record(rep.t_ns, rep.record())
+                for ev in self.navigator.drain_events():
+                    n_events += 1
+                    rec = event_record(ev)
+                    events.write(rec)
+                    self._rec_event.record(ev.t_ns, rec)
+                    self._forward_event(ev)
+                if done and not items and self.inbox.release(now, 0.0, flush=True) == []:
+                    break
+        except KeyboardInterrupt:
+            log.warning("interrupted: closing the flight")
+        finally:
+            self._stop.set()
+            source.close()
+            results.close()
+            events.close()
+        if late_frames:
+            log.warning("%d frames arrived after later samples were fused and were dropped",
+                        late_frames)
+        return self._land(load_s, processed, latencies_ms, n_solutions, n_events,
+                          getattr(source, "dropped", 0))
+
+    def _forward_event(self, ev) -> None:
+        kind = type(ev).__name__
+        if kind == "SpoofRejected":
+            self.gcs.report_spoof_rejection(ev.statustext())
+        elif kind == "GnssTrustChanged":
+            self.link.set_gnss_trusted(bool(ev.trusted))
+            self._gcs_text("WARNING", ev.statustext())
+        else:
+            self._gcs_text(str(ev.severity), ev.statustext())
+
+    def _land(self, load_s: float, processed: int, latencies_ms: list[float],
+              n_solutions: int, n_events: int, dropped_by_source: int) -> FlightSummary:
+        out_stats = self.link.output_stats()
+        offset_ns = self.link.stats().clock_offset_ns
+        self.gcs.close()
+        self.link.close()
+        if self._store is not None:
+            self._store.close()
+        footer = self.recorder.close()
+        seen = self._frames_seen + dropped_by_source
+        dropped = seen - processed
+        lat = np.asarray(latencies_ms) if latencies_ms else np.array([math.nan])
+        summary = FlightSummary(
+            flight_id=self.flight_id, takeoff_load_s=load_s, frames_seen=seen,
+            frames_processed=processed, frames_dropped=dropped,
+            frame_drop_rate=dropped / seen if seen else math.nan,
+            latency_p50_ms=float(np.percentile(lat, 50)),
+            latency_p95_ms=float(np.percentile(lat, 95)),
+            latency_max_ms=float(np.max(lat)),
+            gps_input_sent=out_stats.sent,
+            solutions=n_solutions, events=n_events,
+            recorder_clean=bool(footer.clean_shutdown), fc_clock_offset_ns=offset_ns)
+        (self.out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        log.info("flight %s closed: %s", self.flight_id, summary)
+        return summary
+
