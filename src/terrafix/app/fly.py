@@ -94,6 +94,9 @@ class CameraSection(_Cfg):
     hold_s: float = Field(0.25, ge=0.0, le=2.0)
     """Samples are released to the navigator this long after their time, so a frame (which
     arrives after its capture time) is fused in order."""
+    max_frame_lag_s: float = Field(0.6, gt=0.0, le=10.0)
+    """A frame older than this when the navigator reaches it is dropped (counted): when the
+    vision work cannot keep up, the newest frames matter, not a growing backlog."""
 
 
 class TakeoffSection(_Cfg):
@@ -380,7 +383,8 @@ class OnboardProgram:
         cam_thread.start()
         latencies_ms: list[float] = []
         pending_capture: dict[int, int] = {}
-        n_solutions = n_events = processed = late_frames = 0
+        n_solutions = n_events = processed = late_frames = stale_frames = 0
+        max_lag_ns = int(self.cfg.camera.max_frame_lag_s * 1e9)
         last_fed_ns = -(1 << 62)
         results = JsonlWriter(self.out / "results.jsonl")
         events = JsonlWriter(self.out / "events.jsonl")
@@ -397,6 +401,11 @@ class OnboardProgram:
                             late_frames += 1
                         continue
                     if isinstance(item, CameraFrame):
+                        if time.monotonic_ns() - item.t_ns > max_lag_ns:
+                            # the navigator is behind real time: a stale frame would only
+                            # delay the output further; drop it (counted) and keep up
+                            stale_frames += 1
+                            continue
                         pending_capture[item.index] = item.t_ns
                     self.navigator.feed(item)
                     last_fed_ns = t_item
@@ -431,9 +440,10 @@ class OnboardProgram:
             source.close()
             results.close()
             events.close()
-        if late_frames:
-            log.warning("%d frames arrived after later samples were fused and were dropped",
-                        late_frames)
+        if late_frames or stale_frames:
+            log.warning("frames dropped: %d arrived after later samples were fused, %d were "
+                        "older than %.2f s when their turn came", late_frames, stale_frames,
+                        self.cfg.camera.max_frame_lag_s)
         return self._land(load_s, processed, latencies_ms, n_solutions, n_events,
                           getattr(source, "dropped", 0))
 
