@@ -76,6 +76,9 @@ def fly_jsbsim(plan: FlightPlan, duration_s: float, frame: LocalFrame,
         fdm = jsbsim.FGFDMExec(None)
         fdm.set_debug_level(0)
         loaded = fdm.load_model(AIRCRAFT)
+        # the bundled c172x declares a CSV output (JSBout172B.csv in the working directory):
+        # a simulator run must not drop files where it is started
+        fdm.set_output_filename(0, os.devnull)
     if not loaded:
         raise SimError(f"JSBSim could not load aircraft {AIRCRAFT!r}")
     dt = 1.0 / rate_hz
