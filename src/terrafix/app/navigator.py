@@ -49,7 +49,13 @@ from terrafix.estimation.integrity import Navigator as IntegrityLayer
 from terrafix.estimation.outputs import SmoothedState, UpdateReport
 from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
-from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_to_R
+from terrafix.geo.rotation import (
+    R_to_quat,
+    euler_to_R_body_to_ned,
+    quat_multiply,
+    quat_to_R,
+    rotvec_to_quat,
+)
 from terrafix.measurements import (
     AttitudeSample,
     BaroSample,
@@ -77,7 +83,7 @@ class RegistrationPolicy(_Cfg):
     """Which frames are registered against the map (the expensive step)."""
 
     enabled: bool = True
-    anchor_interval_s: float = Field(3.0, ge=0.0)
+    anchor_interval_s: float = Field(1.5, ge=0.0)
     """While confident, register a frame only when the last accepted fix is at least this
     old (0: every frame)."""
     confident_radius95_m: float = Field(30.0, gt=0)
@@ -290,6 +296,7 @@ class Navigator:
         self._period_ns = round(1e9 / config.output_rate_hz)
         self._next_tick_ns: int | None = None
         self._attitude: deque[tuple[int, np.ndarray, AttitudeSample]] = deque()
+        self._gyro: deque[tuple[int, np.ndarray]] = deque()
         self._last_baro: BaroSample | None = None
         self._last_gnss: GnssSample | None = None
         self._pending: deque[CameraFrame] = deque()
@@ -375,6 +382,10 @@ class Navigator:
             self._next_tick_ns += self._period_ns
 
     def _on_imu(self, imu: ImuSample) -> None:
+        self._gyro.append((imu.t_ns, np.asarray(imu.gyro_body_radps, dtype=np.float64)))
+        horizon = imu.t_ns - round(self.config.attitude_history_s * 1e9)
+        while len(self._gyro) > 2 and self._gyro[0][0] < horizon:
+            self._gyro.popleft()
         if self.integrity is None:
             self._try_initialise(imu.t_ns)
             if self.integrity is None:
@@ -425,9 +436,13 @@ class Navigator:
             p = np.asarray(frame.lla_to_ned(g.lat_deg, g.lon_deg, g.alt_m), dtype=np.float64)
             sh = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
             sv = max(g.v_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
-            v = np.asarray(g.v_ned_mps, dtype=np.float64)
+            v = np.asarray(g.v_ned_mps, dtype=np.float64).copy()
             cov_p = np.diag([sh * sh, sh * sh, sv * sv])
             cov_v = np.eye(3) * self.config.estimation.estimator.gnss_velocity_sigma_mps ** 2
+            if not math.isfinite(v[2]):
+                # GPS_RAW_INT carries no climb rate: level flight assumed, with a loose sigma
+                v[2] = 0.0
+                cov_v[2, 2] = max(cov_v[2, 2], 3.0 ** 2)
             how = "first GNSS solution"
         else:
             height = self._last_baro.alt_m - frame.alt0_m
@@ -465,6 +480,35 @@ class Navigator:
         a = (t_ns - prev[0]) / max(nxt[0] - prev[0], 1)
         return _slerp_R(prev[1], nxt[1], a)
 
+    def _gyro_rotation(self, t0_ns: int, t1_ns: int) -> np.ndarray | None:
+        """Body rotation (3, 3) from t0 to t1 (R(t1) = R(t0) · ΔR) integrated from the buffered
+        gyro samples (each held over the interval that ends at its time); None when the buffer
+        does not reach back to t0.
+
+        The raw gyro is used, deliberately not corrected with the estimator's bias: the
+        odometry then never depends on the state it updates (a wrong bias estimate would
+        otherwise bend the odometry, which would confirm the bias). A calibrated MEMS gyro's
+        residual bias (~0.05 deg/s) costs ~0.02 deg over a frame interval, inside
+        `gyro_rel_sigma_rad`."""
+        buf = self._gyro
+        if not buf or buf[0][0] > t0_ns or t1_ns <= t0_ns:
+            return None
+        q = np.array([1.0, 0.0, 0.0, 0.0])
+        t_prev = None
+        for t, w in buf:
+            if t_prev is not None:
+                a, b = max(t_prev, t0_ns), min(t, t1_ns)
+                if b > a:
+                    q = quat_multiply(q, rotvec_to_quat(w * ((b - a) * 1e-9)))
+            t_prev = t
+            if t >= t1_ns:
+                break
+        if t_prev is not None and t_prev < t1_ns:  # not yet covered: hold the last rate
+            w = buf[-1][1]
+            a = max(t_prev, t0_ns)
+            q = quat_multiply(q, rotvec_to_quat(w * ((t1_ns - a) * 1e-9)))
+        return quat_to_R(q)
+
     def _height(self) -> tuple[float, float, float]:
         """(altitude AMSL, height above ground, its variance) of the current estimate."""
         assert self.integrity is not None
@@ -496,7 +540,9 @@ class Navigator:
         vo_rep: UpdateReport | None = None
         t0 = time.perf_counter()
         if self.vo is not None and height > 1.0:
-            delta = self.vo.process(frame, R_fc, height, var_h, est.v_ned_mps)
+            ref = self.vo.reference_t_ns
+            R_rel = self._gyro_rotation(ref, frame.t_ns) if ref is not None else None
+            delta = self.vo.process(frame, R_fc, height, var_h, est.v_ned_mps, R_rel)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
                 if delta.tracking:
