@@ -104,6 +104,16 @@ def _now_utc_s() -> float:
     return time.time()
 
 
+def _check_item(item: NewTile) -> None:
+    t = item.tile
+    check_tile_jpeg(item.jpeg, f"tile {t.z}/{t.x}/{t.y}")
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """The shared worker threads for JPEG work (provisioning uses them to encode)."""
+    return _decode_pool()
+
+
 class TileStore:
     """Tiles of one cache root and their metadata (see module docstring)."""
 
@@ -206,12 +216,16 @@ class TileStore:
         seen: set[TileId] = set()
         now = _now_utc_s()
         prepared: list[tuple[NewTile, TileRecord]] = []
+        if len(items) >= _PARALLEL_MIN_TILES:  # JPEG checks release the GIL
+            list(_decode_pool().map(_check_item, items))
+        else:
+            for item in items:
+                _check_item(item)
         for item in items:
             t = item.tile
             if t in seen:
                 raise InvalidTileError(f"tile {t.z}/{t.x}/{t.y} appears twice in one batch")
             seen.add(t)
-            check_tile_jpeg(item.jpeg, f"tile {t.z}/{t.x}/{t.y}")
             if not item.source:
                 raise InvalidTileError(f"tile {t.z}/{t.x}/{t.y}: source must not be empty")
             bounds = tile_bounds(t)

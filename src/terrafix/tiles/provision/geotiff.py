@@ -48,7 +48,7 @@ from terrafix.geo.tiles import (
 from terrafix.tiles.errors import ProvisioningError
 from terrafix.tiles.jpeg import encode_gray
 from terrafix.tiles.records import NewTile, VotingStatus
-from terrafix.tiles.store import TileStore
+from terrafix.tiles.store import TileStore, decode_pool
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _Zoo
             todo = [t for t in tiles if t not in present]
             if todo:
                 img = warper.block(plan.x0 + bx, plan.y0 + by, bw, bh)
-                batch = []
+                crops = []
                 for t in todo:
                     c0 = (t.x - plan.x0 - bx) * TILE_SIZE_PX
                     r0 = (t.y - plan.y0 - by) * TILE_SIZE_PX
@@ -228,8 +228,11 @@ def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _Zoo
                     if not tile_img.any():
                         counts["empty"] += 1
                         continue
-                    batch.append(NewTile(t, encode_gray(np.ascontiguousarray(tile_img), quality),
-                                         cap, src_name, VotingStatus.TRUSTED))
+                    crops.append((t, np.ascontiguousarray(tile_img)))
+                # JPEG encoding releases the GIL: spread it over the store's worker threads.
+                jpegs = decode_pool().map(lambda c: encode_gray(c[1], quality), crops)
+                batch = [NewTile(t, data, cap, src_name, VotingStatus.TRUSTED)
+                         for (t, _img), data in zip(crops, jpegs, strict=True)]
                 if batch:
                     report = store.put_many(batch, on_conflict="replace" if replace else "skip")
                     counts["written"] += len(report.inserted) + len(report.replaced)
