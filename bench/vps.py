@@ -1,12 +1,14 @@
 """Visual-positioning benchmark on the real cross-date pair (REQUIREMENTS N2–N4, issue bars).
 
-Map: WorldView-2 PAN (2014-06) reprojected to the Web-Mercator tile grid at z19 and z18 and
-provisioned (map features + retrieval chunks), plus distractor areas from other imagery: a
-procedural farmland world of the simulator placed 30 km away and the 2 m WorldView-2 "bayou"
-chip (Louisiana). Camera: frames rendered by the simulator (`terrafix.sim.world`) from the
-WorldView-3 PAN (2014-10) with its default photometric effects, at ≥ 300 random poses:
-100–400 m above ground, any heading, roll/pitch up to ±20°, the autopilot attitude off by the
-simulator's FC error model (σ 0.5° roll/pitch, 2.5° yaw), barometric height off by σ 1.5 m.
+Map: WorldView-2 PAN (2014-06) provisioned into a real tile cache (`terrafix.tiles`, JPEG
+tiles at z18) together with distractor areas from other imagery — the simulator's procedural
+farmland placed 30 km away and the 2 m WorldView-2 "bayou" chip (Louisiana) — then map
+features and retrieval chunks built from the cache's own mosaics at z19 (z18 tiles
+upsampled) and z18 (`terrafix.vision.provision`). Camera: frames rendered by the simulator
+(`terrafix.sim.world`) from the WorldView-3 PAN (2014-10) with its default photometric
+effects, at ≥ 300 random poses: 100–400 m above ground, any heading, roll/pitch up to ±20°,
+the autopilot attitude off by the simulator's FC error model (σ 0.5° roll/pitch, 2.5° yaw),
+barometric height off by σ 1.5 m.
 Each pose is located twice: with a prior 0–350 m off (radius 400 m) and with no prior.
 Retrieval recall (no prior) counts a chunk as right when it contains the true frame centre.
 
@@ -74,27 +76,75 @@ def _synthetic_raster(z: int, anchor: LocalFrame, half_m: float):
     return MapRaster(img, z, float(px_x0), float(px_y0), img > 0)
 
 
-def _rasters(z: int) -> list:
-    from terrafix.sim.world import DGSAMPLES, dgsamples_root
-    from terrafix.vision.rasters import raster_from_geotiff
+def _write_geotiff(raster, path: Path) -> None:
+    """A MapRaster as a single-band Web-Mercator GeoTIFF (input of the tile provisioning)."""
+    import rasterio
 
+    from terrafix.geo.tiles import ORIGIN_SHIFT_M, TILE_SIZE_PX
+
+    res = 2.0 * ORIGIN_SHIFT_M / (TILE_SIZE_PX * (1 << raster.z))
+    transform = rasterio.transform.from_origin(-ORIGIN_SHIFT_M + raster.px_x0 * res,
+                                               ORIGIN_SHIFT_M - raster.px_y0 * res, res, res)
+    h, w = raster.image.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
+                       crs="EPSG:3857", transform=transform, nodata=0) as dst:
+        dst.write(np.where(raster.valid, np.maximum(raster.image, 1), 0).astype(np.uint8), 1)
+
+
+def fill_tile_cache(cache: Path) -> None:
+    """The map into a real tile cache (JPEG tiles at z18): WorldView-2 of Longmont, plus the
+    distractor areas (the simulator's procedural farmland 30 km away, the bayou chip)."""
+    from datetime import date
+
+    import rasterio
+
+    from terrafix.sim.world import DGSAMPLES, dgsamples_root
+    from terrafix.tiles.config import open_store
+    from terrafix.tiles.provision.geotiff import provision_geotiff
+
+    work = cache.parent / "vps-inputs"
+    work.mkdir(parents=True, exist_ok=True)
+    synthetic = work / "synthetic-z18.tif"
+    if not synthetic.is_file():
+        _write_geotiff(_synthetic_raster(18, LocalFrame(40.40, -104.75, 1480.0), 900.0),
+                       synthetic)
+    bayou = work / "bayou-band5.tif"
+    if not bayou.is_file():
+        with rasterio.open(dgsamples_root() / "bayou_chip" / "extract_test.tif") as src:
+            profile = src.profile | {"count": 1}
+            with rasterio.open(bayou, "w", **profile) as dst:
+                dst.write(src.read(5), 1)
     wv2 = sorted(dgsamples_root().glob(DGSAMPLES["wv2"][0]))[0]
-    bayou = dgsamples_root() / "bayou_chip" / "extract_test.tif"
-    far = LocalFrame(40.40, -104.75, 1480.0)  # 30 km east of Longmont: distractor farmland
-    return [raster_from_geotiff(wv2, z), _synthetic_raster(z, far, 900.0),
-            raster_from_geotiff(bayou, z, band=5)]
+    store = open_store(cache)
+    try:
+        provision_geotiff(store, wv2, zooms=[18])
+        provision_geotiff(store, synthetic, zooms=[18], capture_date=date(2014, 6, 1),
+                          source="synthetic farmland (distractor)")
+        provision_geotiff(store, bayou, zooms=[18], capture_date=date(2014, 6, 1),
+                          source="dgsamples bayou chip (distractor)")
+    finally:
+        store.close()
 
 
 def provision(cache: Path, extractor_name: str, models: Path) -> None:
+    """Map features and retrieval index from the tile cache's own mosaics."""
+    from terrafix.tiles.config import open_store
     from terrafix.vision import provision as step
     from terrafix.vision.features import SiftExtractor
+    from terrafix.vision.rasters import rasters_from_store
     from terrafix.vision.xfeat import MAP_WINDOW_SIZE, XFeatExtractor
 
+    if not (cache / "tiles").is_dir():
+        fill_tile_cache(cache)
     ext = XFeatExtractor.open(models, [MAP_WINDOW_SIZE]) if extractor_name == "xfeat" \
         else SiftExtractor()
     cfg = step.ProvisionConfig(levels=tuple(step.LevelConfig(z=z, chunk_m=c, overlap=o)
                                             for z, c, o in LEVELS))
-    step.main(cfg, cache, _rasters, ext)
+    store = open_store(cache, read_only=True)
+    try:
+        step.main(cfg, cache, lambda z: rasters_from_store(store, z), ext, merge_areas=True)
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------- poses
@@ -262,7 +312,7 @@ def main() -> int:
     ap.add_argument("--poses", type=int, default=300)
     ap.add_argument("--dev", action="store_true", help="development seeds (for tuning)")
     ap.add_argument("--extractors", nargs="+", default=["xfeat", "sift"])
-    ap.add_argument("--cache", type=Path, default=REPO / "build" / "bench" / "vps-cache")
+    ap.add_argument("--cache", type=Path, default=REPO / "build" / "bench" / "vps-store")
     ap.add_argument("--models", type=Path, default=REPO / "build" / "models")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="VpsConfig overrides (development only)")

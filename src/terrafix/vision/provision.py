@@ -61,9 +61,9 @@ def main(config: ProvisionConfig, cache_root: str | Path,
          extractor: FeatureExtractor, merge_areas: bool = False) -> Path:
     """Build features + index for every level over every raster; returns the manifest path.
 
-    Chunks are laid over each raster's valid extent (disjoint cached areas), or over the
-    union of all rasters when `merge_areas` (the rasters are windows of one area, e.g. mosaic
-    windows of a tile store)."""
+    Chunks are laid over each raster's valid extent (disjoint cached areas), or, with
+    `merge_areas` (the rasters are windows of a tile store's mosaic), over the extent of each
+    group of touching windows (one group per disjoint cached area)."""
     root = Path(cache_root)
     manifest_path = root / "features" / "vps.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -84,14 +84,9 @@ def main(config: ProvisionConfig, cache_root: str | Path,
         stored = MapFeatures.open(root, extractor.name, lv.z)
         chunk_sets = []
         if merge_areas:
-            boxes = []
-            for r in rasters:
-                ys, xs = np.nonzero(r.valid)
-                boxes.append((r.px_x0 + xs.min(), r.px_y0 + ys.min(), r.px_x0 + xs.max() + 1,
-                              r.px_y0 + ys.max() + 1))
-            b = np.array(boxes)
-            chunk_sets.append(make_chunks(b[:, 0].min(), b[:, 1].min(), b[:, 2].max(),
-                                          b[:, 3].max(), lv.z, lat_c, lv.chunk_m, lv.overlap))
+            for x0, y0, x1, y1 in _connected_extents(rasters):
+                chunk_sets.append(make_chunks(x0, y0, x1, y1, lv.z, lat_c, lv.chunk_m,
+                                              lv.overlap))
         for r in ([] if merge_areas else rasters):
             ys, xs = np.nonzero(r.valid)
             chunk_sets.append(make_chunks(r.px_x0 + xs.min(), r.px_y0 + ys.min(),
@@ -110,3 +105,31 @@ def main(config: ProvisionConfig, cache_root: str | Path,
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest_path
+
+
+def _connected_extents(rasters: list[MapRaster]) -> list[tuple[float, float, float, float]]:
+    """Valid-pixel extents (x0, y0, x1, y1) in global px of the groups of rasters whose
+    extents touch (union–find over bounding boxes)."""
+    boxes = []
+    for r in rasters:
+        ys, xs = np.nonzero(r.valid)
+        boxes.append((r.px_x0 + xs.min(), r.px_y0 + ys.min(), r.px_x0 + xs.max() + 1,
+                      r.px_y0 + ys.max() + 1))
+    parent = list(range(len(boxes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if a[0] <= b[2] + 1 and b[0] <= a[2] + 1 and a[1] <= b[3] + 1 and b[1] <= a[3] + 1:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[tuple[float, float, float, float]]] = {}
+    for i, b in enumerate(boxes):
+        groups.setdefault(find(i), []).append(b)
+    return [(min(b[0] for b in g), min(b[1] for b in g), max(b[2] for b in g),
+             max(b[3] for b in g)) for g in groups.values()]

@@ -77,6 +77,7 @@ def rasters_from_store(store: Any, z: int, window_px: int = 4096) -> list[MapRas
     px, < 1% of the features). Windows without any cached tile are skipped.
     """
     import cv2
+    from shapely.geometry import box
 
     from terrafix.geo.tiles import global_px_to_lonlat
 
@@ -89,25 +90,27 @@ def rasters_from_store(store: Any, z: int, window_px: int = 4096) -> list[MapRas
     if zs > z:
         raise VisionError(f"tile cache holds zooms {cached}, none at or below {z}")
     up = 1 << (z - zs)
-    west, south, east, north = summary.bounds
-    x0, y0 = (int(np.floor(v)) for v in lonlat_to_global_px(west, north, zs))
-    x1, y1 = (int(np.ceil(v)) for v in lonlat_to_global_px(east, south, zs))
-    step = max(window_px // up, 256)
+    # Only windows that hold cached tiles (the cached areas may be far apart: one bounding
+    # box over all of them would be mostly empty).
+    tiles_per_window = max(window_px // (up * TILE_SIZE_PX), 1)
+    windows = sorted({(r.tile.x // tiles_per_window, r.tile.y // tiles_per_window)
+                      for r in store.tiles_intersecting(box(*summary.bounds), zs)})
+    step = tiles_per_window * TILE_SIZE_PX
     out = []
-    for wy in range(y0, y1, step):
-        for wx in range(x0, x1, step):
-            ex, ey = min(wx + step, x1), min(wy + step, y1)
-            w_lon, n_lat = global_px_to_lonlat(wx + 0.5, wy + 0.5, zs)
-            e_lon, s_lat = global_px_to_lonlat(ex - 0.5, ey - 0.5, zs)
-            mosaic = store.mosaic(float(w_lon), float(s_lat), float(e_lon), float(n_lat), zs)
-            if not np.asarray(mosaic.valid).any():
-                continue
-            r = raster_from_mosaic(mosaic)
-            if up > 1:
-                h, w = r.image.shape
-                image = cv2.resize(r.image, (w * up, h * up), interpolation=cv2.INTER_LINEAR)
-                valid = cv2.resize(r.valid.astype(np.uint8), (w * up, h * up),
-                                   interpolation=cv2.INTER_NEAREST) > 0
-                r = MapRaster(image, z, r.px_x0 * up, r.px_y0 * up, valid)
-            out.append(r)
+    for wx_i, wy_i in windows:
+        wx, wy = wx_i * step, wy_i * step
+        ex, ey = wx + step, wy + step
+        w_lon, n_lat = global_px_to_lonlat(wx + 0.5, wy + 0.5, zs)
+        e_lon, s_lat = global_px_to_lonlat(ex - 0.5, ey - 0.5, zs)
+        mosaic = store.mosaic(float(w_lon), float(s_lat), float(e_lon), float(n_lat), zs)
+        if not np.asarray(mosaic.valid).any():
+            continue
+        r = raster_from_mosaic(mosaic)
+        if up > 1:
+            h, w = r.image.shape
+            image = cv2.resize(r.image, (w * up, h * up), interpolation=cv2.INTER_LINEAR)
+            valid = cv2.resize(r.valid.astype(np.uint8), (w * up, h * up),
+                               interpolation=cv2.INTER_NEAREST) > 0
+            r = MapRaster(image, z, r.px_x0 * up, r.px_y0 * up, valid)
+        out.append(r)
     return out
