@@ -196,7 +196,7 @@ def test_baro_first_sample_sets_offset_then_updates_altitude() -> None:
     assert math.sqrt(f.state.cov[2, 2]) > 5.0
 
 
-def run_consistency(seed: int, truth: TurnTruth, duration_s: float = 60.0,
+def run_consistency(seed: int, truth: TurnTruth, duration_s: float = 45.0,
                     outlier_rate: float = 0.03) -> dict[str, np.ndarray]:
     """One noisy run: IMU noise and biases from the filter's own model, fixes at 3 Hz with
     2-5 m noise and occasional 350 m outliers, baro at 10 Hz. Returns per-frame errors,

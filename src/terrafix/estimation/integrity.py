@@ -12,9 +12,9 @@ the autopilot, ground station and recorder get (REQUIREMENTS N6, N8–N10):
   recent (`gnss_fuse_after_anchor_age_s`): while anchors flow, GNSS is only *tested*, so the
   innovation test compares it with an estimate it did not shape, and a creeping spoofer cannot
   drag the estimate along before the test sees it. Spoofed GNSS is never fused.
-- failsafes: a visual blackout of 30 s without trusted GNSS latches an explicit no-fix until
-  the next accepted fix; a 95% horizontal radius beyond 500 m or a LOST backend is a no-fix
-  while it lasts. Entering it emits `VISUAL_BLACKOUT_FAILSAFE`.
+- failsafes: a visual blackout of 30 s without trusted GNSS being fused latches an explicit
+  no-fix until the next accepted fix; a 95% horizontal radius beyond 500 m or a LOST backend
+  is a no-fix while it lasts. Entering it emits `VISUAL_BLACKOUT_FAILSAFE`.
 - operator hint: requested after ≥ 3 frames and ≥ 2 s without an accepted fix (repeated every
   30 s); a hint (lat, lon, radius) is fused as a position prior, or replaces the horizontal
   position when the filter disagrees with it or is LOST.
@@ -113,6 +113,7 @@ class Navigator:
         self._failsafe = False
         self._blackout_latched = False
         self._t_last_valid_ns = t0
+        self._t_last_gnss_fused_ns: int | None = None
         self._no_estimate_said = False
         self._lost_said = False
         self._rejected_fixes: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -239,6 +240,8 @@ class Navigator:
         if (usable and self.gnss_gate.trusted and not gnss.spoofing and not gnss.jamming
                 and self._anchor_age_s(gnss.t_ns) > self.config.gnss_fuse_after_anchor_age_s):
             rep = self.backend.update_gnss(gnss, fuse=True)
+            if rep.accepted:
+                self._t_last_gnss_fused_ns = gnss.t_ns
         self._last_gnss_report = rep
         return rep
 
@@ -304,6 +307,11 @@ class Navigator:
             return math.inf
         return max(0.0, (t_ns - self._t_last_fix_ns) * 1e-9)
 
+    def _gnss_in_use(self, t_ns: int) -> bool:
+        """Trusted GNSS fused within the last 2 s (what keeps a blackout from being blind)."""
+        return (self.gnss_gate.trusted and self._t_last_gnss_fused_ns is not None
+                and (t_ns - self._t_last_gnss_fused_ns) * 1e-9 <= 2.0)
+
     def _visual_blackout_since(self, t_ns: int) -> int | None:
         """Start of the current visual blackout, or None if frames with texture arrive."""
         if self._blackout_frame:
@@ -325,7 +333,7 @@ class Navigator:
             self._lost_said = True
             self._emit(FilterLost(t_ns, est.lost_reason))
         if (not self._blackout_latched and blackout_s >= cfg.blackout_failsafe_s
-                and not self.gnss_gate.trusted):
+                and not self._gnss_in_use(t_ns)):
             self._blackout_latched = True
         reason = ""
         if est.lost:
@@ -398,6 +406,8 @@ class Navigator:
             p = p + est.v_ned_mps * dt
             C = est.cov_pv_ned
             P = P + dt * (C + C.T) + est.cov_v_ned_m2s2 * dt * dt
+        elif -1.0 <= dt < 0.0:
+            p = p + est.v_ned_mps * dt  # asked slightly in the past: keep the (larger) P
         elif dt > 1.0 and not failsafe:
             failsafe, label = True, SourceLabel.NO_FIX
             self._watch(t_ns, False, f"no IMU for {dt:.1f} s")
