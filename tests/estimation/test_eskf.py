@@ -269,3 +269,22 @@ def test_nees_and_nis_within_chi_square_bounds_over_seeds_and_trajectories() -> 
     share = np.concatenate(inside).mean()
     assert 0.90 <= share <= 0.99, share
     assert n_out > 5 and n_rej == n_out
+
+
+@pytest.mark.parametrize("yaw_rate", [0.0, 0.35])
+def test_covariance_applied_every_4_samples_matches_every_sample(yaw_rate: float) -> None:
+    """The decimated covariance propagation (one second-order transition per 4 IMU samples)
+    gives the same covariance as per-sample propagation, including the p-θ couplings."""
+    truth = TurnTruth(yaw_rate_radps=yaw_rate, pitch_rad=math.radians(5))
+    covs = []
+    for n in (1, 4):
+        f = make_filter(truth, sigma_p=1.0, sigma_v=0.2, sigma_att=math.radians(1),
+                        config=EstimatorConfig(covariance_every_n_imu=n))
+        for s in imu_stream(truth, 0.0, 20.0):
+            f.propagate(s)
+        covs.append(f.state.cov.copy())
+    c1, c4 = covs
+    d = np.sqrt(np.diag(c1))
+    corr_diff = (c4 - c1) / np.outer(d, d)
+    assert np.abs(corr_diff).max() < 5e-3  # correlation coefficients
+    assert np.abs(np.diag(c4) / np.diag(c1) - 1).max() < 1e-3

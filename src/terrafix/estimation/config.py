@@ -83,6 +83,10 @@ class EstimatorConfig(_Frozen):
     heading_min_interval_s: float = Field(1.0, ge=0)
     """Yaw aiding at most this often: the FC's yaw errors are slow, fusing them at 50 Hz
     would count one error many times."""
+    covariance_every_n_imu: int = Field(4, ge=1, le=20)
+    """The ESKF integrates the nominal state at IMU rate and the covariance over this many
+    IMU samples at a time (it is only read at updates and outputs; see propagation.py):
+    4 at 200 Hz is a 50 Hz covariance, within 0.1% of per-sample propagation, ~40% cheaper."""
     max_clones: int = Field(5, ge=2, le=20)
     """Positions cloned at frame capture times kept in the state (3 fps -> ~1.7 s), which
     bounds how late a fix or odometry delta may arrive and still be fused exactly."""

@@ -35,7 +35,7 @@ from terrafix.estimation.models import (
     time_shift,
 )
 from terrafix.estimation.outputs import MeasurementKind, NavEstimate, SmoothedState, UpdateReport
-from terrafix.estimation.propagation import ImuPropagator
+from terrafix.estimation.propagation import ImuPropagator, PendingCovariance
 from terrafix.estimation.state import (
     BA,
     BB,
@@ -115,7 +115,8 @@ class Eskf:
         self.frame = frame
         self._propagator = ImuPropagator(config)
         self._gates = GateTable()
-        self.state = initial_eskf_state(init, config)
+        self._state = initial_eskf_state(init, config)
+        self._pending = PendingCovariance()
         self._prev_imu: ImuSample | None = None
         self._baro_initialised = False
         self._last_heading_t_ns: int | None = None
@@ -126,11 +127,19 @@ class Eskf:
     # ------------------------------------------------------------------ life cycle
     @property
     def t_ns(self) -> int:
-        return self.state.t_ns
+        return self._state.t_ns
+
+    @property
+    def state(self) -> EskfState:
+        """The filter state, its covariance brought up to the state time."""
+        if self._pending.n:
+            self._propagator.flush(self._state, self._pending)
+        return self._state
 
     def reinitialise(self, init: InitialState) -> None:
         """Start again from a new prior (after LOST, or a warm start from the FC)."""
-        self.state = initial_eskf_state(init, self.config)
+        self._state = initial_eskf_state(init, self.config)
+        self._pending.reset()
         self._prev_imu = None
         self._baro_initialised = False
         self._last_heading_t_ns = None
@@ -152,14 +161,16 @@ class Eskf:
         prev = self._prev_imu
         self._prev_imu = imu
         self._last_gyro = imu.gyro_body_radps
-        if imu.t_ns <= self.state.t_ns:
+        if imu.t_ns <= self._state.t_ns:
             return
         if prev is None:
             accel, gyro = imu.accel_body_mps2, imu.gyro_body_radps
         else:
             accel = 0.5 * (prev.accel_body_mps2 + imu.accel_body_mps2)
             gyro = 0.5 * (prev.gyro_body_radps + imu.gyro_body_radps)
-        self._propagator.propagate(self.state, accel, gyro, imu.t_ns)
+        self._propagator.propagate(self._state, accel, gyro, imu.t_ns, self._pending)
+        if self._pending.n >= self.config.covariance_every_n_imu:
+            self._propagator.flush(self._state, self._pending)
 
     def mark_frame(self, t_ns: int) -> None:
         """Clone the position at a frame's capture time (call when the frame is captured)."""

@@ -42,7 +42,7 @@ from terrafix.estimation.isam2_factors import (
 )
 from terrafix.estimation.models import gnss_position_model, heading_model, time_shift
 from terrafix.estimation.outputs import MeasurementKind, NavEstimate, SmoothedState, UpdateReport
-from terrafix.estimation.propagation import ImuPropagator
+from terrafix.estimation.propagation import ImuPropagator, PendingCovariance
 from terrafix.estimation.state import BB, CORE_DIM, EskfState, P, V, is_positive_definite
 from terrafix.estimation.warm_start import InitialState
 from terrafix.geo.frames import LocalFrame
@@ -96,6 +96,7 @@ class Isam2Smoother:
         self.config = config
         self.frame = frame
         self._propagator = ImuPropagator(config)
+        self._cov_pending = PendingCovariance()
         self._gates = GateTable()
         self._smoothed: list[SmoothedState] = []
         self._prev_imu: ImuSample | None = None
@@ -128,6 +129,7 @@ class Isam2Smoother:
         self._kfs: list[_Keyframe] = []
         self._baro_started = baro_started
         self._rt_state = st
+        self._cov_pending.reset()
         self._dirty = False
         self._pending = gtsam.NonlinearFactorGraph()
         self.lost = False
@@ -200,7 +202,10 @@ class Isam2Smoother:
         else:
             a = 0.5 * (prev.accel_body_mps2 + imu.accel_body_mps2)
             w = 0.5 * (prev.gyro_body_radps + imu.gyro_body_radps)
-        self._propagator.propagate(self._rt, a, w, imu.t_ns)
+        st = self._rt  # refreshed first if the smoother changed
+        self._propagator.propagate(st, a, w, imu.t_ns, self._cov_pending)
+        if self._cov_pending.n >= self.config.covariance_every_n_imu:
+            self._propagator.flush(st, self._cov_pending)
 
     def _pieces(self, ta: int, tb: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(accel, gyro, dt) pieces covering [ta, tb] from the IMU buffer (interval means,
@@ -335,6 +340,8 @@ class Isam2Smoother:
         if self._dirty:
             self._dirty = False
             self._refresh_rt()
+        if self._cov_pending.n:
+            self._propagator.flush(self._rt_state, self._cov_pending)
         return self._rt_state
 
     def _refresh_rt(self) -> None:
@@ -342,6 +349,7 @@ class Isam2Smoother:
         IMU time with the ESKF propagation over the buffered samples."""
         if self.lost:
             return
+        self._cov_pending.reset()  # belonged to the state being replaced
         kf = self._kfs[-1]
         k = kf.index
         keys = [X(k), Vk(k), B(k)] + ([Z(k)] if self._baro_started else [])
@@ -373,8 +381,12 @@ class Isam2Smoother:
             gyro_bias_radps=np.asarray(bias.gyroscope(), dtype=np.float64).copy(),
             baro_bias_m=self._est.atDouble(Z(k)) if self._baro_started else 0.0,
             cov=0.5 * (cov + cov.T))
+        acc = PendingCovariance()
         for a, w, dt in self._pieces(kf.t_ns, self._prev_imu.t_ns if self._prev_imu else 0):
-            self._propagator.propagate(st, a, w, st.t_ns + round(dt * 1e9))
+            self._propagator.propagate(st, a, w, st.t_ns + round(dt * 1e9), acc)
+            if acc.n >= self.config.covariance_every_n_imu:
+                self._propagator.flush(st, acc)
+        self._propagator.flush(st, acc)
         self._rt_state = st
         if not is_positive_definite(st.cov):
             self._declare_lost("covariance not positive definite")
