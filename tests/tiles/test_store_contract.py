@@ -112,7 +112,7 @@ def test_replace_swaps_content_and_skip_keeps_it(stores: StoreFactory) -> None:
     assert store.backend.totals() == (1, len(jpeg(3)))
 
 
-@pytest.mark.parametrize("bad", [b"", b"not a jpeg", "truncated", "png"])
+@pytest.mark.parametrize("bad", [b"", b"not a jpeg", "truncated", "png", "250px"])
 def test_invalid_tile_bytes_are_refused_before_anything_is_written(
         stores: StoreFactory, bad: bytes | str) -> None:
     import cv2
@@ -122,6 +122,8 @@ def test_invalid_tile_bytes_are_refused_before_anything_is_written(
         bad = jpeg(1)[:-500]
     elif bad == "png":
         bad = cv2.imencode(".png", texture(1))[1].tobytes()
+    elif bad == "250px":  # decodes, and even to 32x32 at 1/8 scale, but is not a tile
+        bad = cv2.imencode(".jpg", texture(1)[:250, :250])[1].tobytes()
     t = block_of_tiles(1, 1)[0]
     with pytest.raises(InvalidTileError, match=f"{t.z}/{t.x}/{t.y}"):
         store.put(t, bad, capture_date=date(2024, 1, 1), source="x")
