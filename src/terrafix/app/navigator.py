@@ -41,6 +41,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from terrafix.app.attitude import ComplementaryAttitude
+from terrafix.app.heading_calibration import (
+    HeadingCalibrationConfig,
+    OdometryHeadingCalibration,
+)
 from terrafix.camera import Extrinsics, Intrinsics
 from terrafix.estimation.backend import make_backend
 from terrafix.estimation.config import EstimationConfig
@@ -49,13 +54,7 @@ from terrafix.estimation.integrity import Navigator as IntegrityLayer
 from terrafix.estimation.outputs import SmoothedState, UpdateReport
 from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
-from terrafix.geo.rotation import (
-    R_to_quat,
-    euler_to_R_body_to_ned,
-    quat_multiply,
-    quat_to_R,
-    rotvec_to_quat,
-)
+from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_to_R
 from terrafix.measurements import (
     AttitudeSample,
     BaroSample,
@@ -115,6 +114,7 @@ class NavigatorConfig(_Cfg):
     estimation: EstimationConfig = EstimationConfig()
     odometry_enabled: bool = True
     odometry: OdometryConfig = OdometryConfig()
+    heading_calibration: HeadingCalibrationConfig = HeadingCalibrationConfig()
     registration: RegistrationPolicy = RegistrationPolicy()
     vps: VpsConfig = VpsConfig()
     start: StartConfig = StartConfig()
@@ -122,6 +122,9 @@ class NavigatorConfig(_Cfg):
     """A frame waits at most this long for an attitude sample after its capture time before
     it is processed with the latest attitude."""
     attitude_history_s: float = Field(3.0, gt=0)
+    attitude_filter_tau_s: float = Field(3.0, gt=0)
+    """Time constant of the gyro/FC complementary attitude the odometry uses (app.attitude):
+    shorter follows the FC's noise, longer lets the gyro bias tilt it."""
 
     @property
     def backend(self) -> str:
@@ -296,7 +299,11 @@ class Navigator:
         self._period_ns = round(1e9 / config.output_rate_hz)
         self._next_tick_ns: int | None = None
         self._attitude: deque[tuple[int, np.ndarray, AttitudeSample]] = deque()
-        self._gyro: deque[tuple[int, np.ndarray]] = deque()
+        self._heading = OdometryHeadingCalibration(config.heading_calibration)
+        self._gnss_refs: deque[tuple[int, np.ndarray, float]] = deque()
+        self._t_last_gnss_ref_ns = -(10**18)
+        self._cf = ComplementaryAttitude(config.attitude_filter_tau_s,
+                                         config.attitude_history_s)
         self._last_baro: BaroSample | None = None
         self._last_gnss: GnssSample | None = None
         self._pending: deque[CameraFrame] = deque()
@@ -336,7 +343,13 @@ class Navigator:
     def feed(self, sample: object) -> None:
         """One input, in time order: ImuSample, AttitudeSample, BaroSample, GnssSample,
         CameraFrame or OperatorHint (anything with t_ns, lat_deg, lon_deg, radius_m)."""
-        t = int(getattr(sample, "t_ns", -1))
+        known = (ImuSample, AttitudeSample, BaroSample, GnssSample, CameraFrame)
+        if not isinstance(sample, known) and not all(
+                hasattr(sample, a) for a in ("t_ns", "lat_deg", "lon_deg", "radius_m")):
+            raise NavigatorError(f"unsupported input {type(sample).__name__}; expected "
+                                 f"ImuSample, AttitudeSample, BaroSample, GnssSample, "
+                                 f"CameraFrame or an operator hint")
+        t = int(sample.t_ns)  # type: ignore[attr-defined]
         if t < self._t_ns:
             raise NavigatorError(f"inputs must come in time order: {type(sample).__name__} at "
                                  f"t_ns {t} after {self._t_ns}")
@@ -354,17 +367,13 @@ class Navigator:
             self._last_gnss = sample
             if self.integrity is not None:
                 self.integrity.on_gnss(sample)
+                self._maybe_gnss_reference(sample)
         elif isinstance(sample, CameraFrame):
             self._on_frame_captured(sample)
-        elif all(hasattr(sample, a) for a in ("lat_deg", "lon_deg", "radius_m")):
-            if self.integrity is not None:
-                self.integrity.on_hint(t, float(sample.lat_deg),  # type: ignore[attr-defined]
-                                       float(sample.lon_deg),  # type: ignore[attr-defined]
-                                       float(sample.radius_m))  # type: ignore[attr-defined]
-        else:
-            raise NavigatorError(f"unsupported input {type(sample).__name__}; expected "
-                                 f"ImuSample, AttitudeSample, BaroSample, GnssSample, "
-                                 f"CameraFrame or an operator hint")
+        elif self.integrity is not None:  # an operator hint
+            self.integrity.on_hint(t, float(sample.lat_deg),  # type: ignore[attr-defined]
+                                   float(sample.lon_deg),  # type: ignore[attr-defined]
+                                   float(sample.radius_m))  # type: ignore[attr-defined]
         self._process_ready_frames(t)
 
     def flush(self) -> None:
@@ -381,11 +390,22 @@ class Navigator:
             self.stats.solutions += 1
             self._next_tick_ns += self._period_ns
 
+    def _maybe_gnss_reference(self, g: GnssSample) -> None:
+        """Trusted GNSS (gate open, not flagged, 3D fix), once a second, as a heading
+        reference for the odometry (queued until the odometry track reaches its time)."""
+        assert self.integrity is not None
+        if (not self.integrity.gnss_gate.trusted or g.spoofing or g.jamming or g.fix_type < 3
+                or not math.isfinite(g.lat_deg)
+                or g.t_ns - self._t_last_gnss_ref_ns < 1_000_000_000):
+            return
+        self._heading.anchored()  # trusted GNSS is fused: the position is held
+        self._t_last_gnss_ref_ns = g.t_ns
+        p = np.asarray(self.context.frame.lla_to_ned(g.lat_deg, g.lon_deg, g.alt_m))[:2]
+        s = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
+        self._gnss_refs.append((g.t_ns, p, s * s))
+
     def _on_imu(self, imu: ImuSample) -> None:
-        self._gyro.append((imu.t_ns, np.asarray(imu.gyro_body_radps, dtype=np.float64)))
-        horizon = imu.t_ns - round(self.config.attitude_history_s * 1e9)
-        while len(self._gyro) > 2 and self._gyro[0][0] < horizon:
-            self._gyro.popleft()
+        self._cf.on_gyro(imu.t_ns, imu.gyro_body_radps)
         if self.integrity is None:
             self._try_initialise(imu.t_ns)
             if self.integrity is None:
@@ -395,6 +415,7 @@ class Navigator:
     def _on_attitude(self, att: AttitudeSample) -> None:
         R = euler_to_R_body_to_ned(att.roll_rad, att.pitch_rad, att.yaw_rad)
         self._attitude.append((att.t_ns, R, att))
+        self._cf.on_fc(att.t_ns, R)
         horizon = att.t_ns - round(self.config.attitude_history_s * 1e9)
         while len(self._attitude) > 2 and self._attitude[0][0] < horizon:
             self._attitude.popleft()
@@ -480,35 +501,6 @@ class Navigator:
         a = (t_ns - prev[0]) / max(nxt[0] - prev[0], 1)
         return _slerp_R(prev[1], nxt[1], a)
 
-    def _gyro_rotation(self, t0_ns: int, t1_ns: int) -> np.ndarray | None:
-        """Body rotation (3, 3) from t0 to t1 (R(t1) = R(t0) · ΔR) integrated from the buffered
-        gyro samples (each held over the interval that ends at its time); None when the buffer
-        does not reach back to t0.
-
-        The raw gyro is used, deliberately not corrected with the estimator's bias: the
-        odometry then never depends on the state it updates (a wrong bias estimate would
-        otherwise bend the odometry, which would confirm the bias). A calibrated MEMS gyro's
-        residual bias (~0.05 deg/s) costs ~0.02 deg over a frame interval, inside
-        `gyro_rel_sigma_rad`."""
-        buf = self._gyro
-        if not buf or buf[0][0] > t0_ns or t1_ns <= t0_ns:
-            return None
-        q = np.array([1.0, 0.0, 0.0, 0.0])
-        t_prev = None
-        for t, w in buf:
-            if t_prev is not None:
-                a, b = max(t_prev, t0_ns), min(t, t1_ns)
-                if b > a:
-                    q = quat_multiply(q, rotvec_to_quat(w * ((b - a) * 1e-9)))
-            t_prev = t
-            if t >= t1_ns:
-                break
-        if t_prev is not None and t_prev < t1_ns:  # not yet covered: hold the last rate
-            w = buf[-1][1]
-            a = max(t_prev, t0_ns)
-            q = quat_multiply(q, rotvec_to_quat(w * ((t1_ns - a) * 1e-9)))
-        return quat_to_R(q)
-
     def _height(self) -> tuple[float, float, float]:
         """(altitude AMSL, height above ground, its variance) of the current estimate."""
         assert self.integrity is not None
@@ -541,12 +533,18 @@ class Navigator:
         t0 = time.perf_counter()
         if self.vo is not None and height > 1.0:
             ref = self.vo.reference_t_ns
-            R_rel = self._gyro_rotation(ref, frame.t_ns) if ref is not None else None
-            delta = self.vo.process(frame, R_fc, height, var_h, est.v_ned_mps, R_rel)
+            R_vo = self._cf.at(frame.t_ns)
+            R_ref = self._cf.at(ref) if ref is not None else None
+            R_rel = None if R_vo is None or R_ref is None else R_ref.T @ R_vo
+            delta = self.vo.process(frame, R_fc if R_vo is None else R_vo, height, var_h,
+                                    est.v_ned_mps, R_rel)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
+                self._heading.add_delta(delta)
+                while self._gnss_refs and self._gnss_refs[0][0] <= frame.t_ns:
+                    self._heading.add_reference(*self._gnss_refs.popleft())
                 if delta.tracking:
-                    vo_rep = integ.on_odometry(delta)
+                    vo_rep = integ.on_odometry(self._heading.correct(delta))
                     self.stats.vo_accepted += int(vo_rep.accepted)
         t1 = time.perf_counter()
         registered = False
@@ -565,6 +563,12 @@ class Navigator:
                 if fix_rep.accepted:
                     self.stats.fixes_fused += 1
                     self._t_last_fix_ns = frame.t_ns
+                    f = result.fix
+                    p_fix = np.asarray(self.context.frame.lla_to_ned(
+                        f.lat_deg, f.lon_deg, f.alt_m))[:2]
+                    self._heading.add_reference(
+                        f.t_ns, p_fix, float(np.linalg.eigvalsh(f.cov_ne_m2)[-1]))
+                    self._heading.anchored()
             else:
                 key = result.reason.split(":")[0][:40]
                 self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1

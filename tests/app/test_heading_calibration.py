@@ -1,0 +1,87 @@
+"""Odometry heading calibration against absolute references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from terrafix.app.heading_calibration import (
+    HeadingCalibrationConfig,
+    OdometryHeadingCalibration,
+)
+from terrafix.measurements import OdometryDelta
+
+S = 1_000_000_000
+
+
+def rot(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+
+def track(n: int, seed: int) -> np.ndarray:
+    """(n, 2) true per-frame displacements at 18 m/s, 3 Hz, with gentle turns."""
+    heading = np.cumsum(np.full(n, 0.01) * np.sin(np.arange(n) / 40.0)) + seed
+    return 6.0 * np.column_stack((np.cos(heading), np.sin(heading)))
+
+
+@pytest.mark.parametrize(("seed", "bias_deg"), [(1, 2.5), (2, -1.5)])
+def test_fixes_calibrate_the_heading_and_corrected_odometry_follows_the_truth(seed, bias_deg):
+    rng = np.random.default_rng(seed)
+    true = track(900, seed)  # 5 minutes
+    raw = true @ rot(-bias_deg).T + rng.standard_normal(true.shape) * 0.05
+    cal = OdometryHeadingCalibration()
+    p = np.zeros(2)
+    corrected = []
+    for k, d in enumerate(raw):
+        delta = OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.eye(2) * 0.01, True, 200)
+        cal.add_delta(delta)
+        corrected.append(cal.correct(delta).delta_ne_m)
+        p = p + true[k]
+        if k % 5 == 4:  # a fix every 1.7 s, sigma 2.5 m
+            cal.add_reference((k + 1) * S // 3, p + rng.standard_normal(2) * 2.5, 2.5**2)
+            cal.anchored()
+    # consistent with its own uncertainty, which is well below the FC's 2.5 deg
+    assert abs(math.degrees(cal.theta_rad - math.radians(bias_deg))) < 3 * math.degrees(
+        cal.sigma_rad)
+    assert math.degrees(cal.sigma_rad) < 0.7
+    tail = np.array(corrected[300:])  # once calibrated
+    drift = np.linalg.norm(tail.sum(axis=0) - true[300:].sum(axis=0))
+    uncorrected = np.linalg.norm(raw[300:].sum(axis=0) - true[300:].sum(axis=0))
+    assert drift < 0.5 * uncorrected
+
+
+def test_uncalibrated_heading_uncertainty_grows_with_distance_since_anchor():
+    cal = OdometryHeadingCalibration(HeadingCalibrationConfig(drift_frac=0.0))
+    d = np.array([6.0, 0.0])
+    total = np.zeros((2, 2))
+    for k in range(50):  # 300 m straight north, no reference
+        delta = OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.zeros((2, 2)), True, 200)
+        cal.add_delta(delta)
+        total += cal.correct(delta).cov_ne_m2
+    sigma_theta = math.radians(cal.config.prior_sigma_deg)
+    # the sum of the per-delta variances equals (sigma_theta x 300 m)^2 across the track
+    assert math.sqrt(total[1, 1]) == pytest.approx(sigma_theta * 300.0, rel=0.02)
+    assert total[0, 0] == pytest.approx(0.0, abs=1e-9)
+    cal.anchored()
+    delta = OdometryDelta(50 * S // 3, 51 * S // 3, d, np.zeros((2, 2)), True, 200)
+    assert math.sqrt(cal.correct(delta).cov_ne_m2[1, 1]) == pytest.approx(sigma_theta * 6.0,
+                                                                          rel=0.05)
+
+
+def test_references_across_a_tracking_loss_are_not_compared():
+    cal = OdometryHeadingCalibration()
+    d = np.array([6.0, 0.0])
+    p = np.zeros(2)
+    for k in range(40):
+        cal.add_delta(OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.eye(2), True, 200))
+        p = p + d
+    assert not cal.add_reference(40 * S // 3, p, 4.0)  # first reference: nothing to compare
+    cal.add_delta(OdometryDelta(40 * S // 3, 41 * S // 3, np.full(2, np.nan),
+                                np.full((2, 2), np.nan), False, 0, "overlap 2% < 5%"))
+    for k in range(41, 90):
+        cal.add_delta(OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.eye(2), True, 200))
+    assert not cal.add_reference(90 * S // 3, p + 49 * d, 4.0)  # other segment: no baseline
+    assert cal.n_updates == 0
