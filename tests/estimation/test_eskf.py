@@ -248,10 +248,10 @@ TRAJECTORIES = [
 @pytest.mark.slow
 def test_nees_and_nis_within_chi_square_bounds_over_seeds_and_trajectories() -> None:
     """ov_eval-style consistency: horizontal-position NEES averaged over 3 trajectories x
-    3 seeds, fix NIS, share of errors inside the 95% ellipse, outliers all rejected."""
+    2 seeds, fix NIS, share of errors inside the 95% ellipse, outliers all rejected."""
     nees_all, nis_all, inside, n_out, n_rej = [], [], [], 0, 0
     for traj in TRAJECTORIES:
-        for seed in (11, 12, 13):
+        for seed in (11, 12):
             r = run_consistency(seed, traj)
             e, c = r["err"][15:, :2], r["cov"][15:, :2, :2]  # after the first 5 s
             nees = np.einsum("ni,nij,nj->n", e, np.linalg.inv(c), e)

@@ -46,12 +46,14 @@ def first(events: list, cls: type, after_s: float = -1.0):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nees_within_chi_square_bounds_gnss_denied(backend: str) -> None:
-    """Horizontal NEES over 4 seeds (different routes), fixes + odometry + outliers, GNSS
+    """Horizontal NEES over 3-4 seeds (different routes), fixes + odometry + outliers, GNSS
     jammed: time-and-run averaged NEES near 2, 95% ellipse holds 90–99% of the errors,
     no outlier fused, and the flights were really tilted beyond 20°."""
     nees_all, tilt = [], 0.0
-    for seed in (1, 2, 3, 4):
-        fl = make_flight(seed, 75.0, JAMMED)
+    # the smoother is ~4x slower to replay: 3 shorter flights keep the suite affordable
+    seeds, duration = ((1, 2, 3, 4), 75.0) if backend == "eskf" else ((1, 2, 3), 55.0)
+    for seed in seeds:
+        fl = make_flight(seed, duration, JAMMED)
         tilt = max(tilt, float(np.degrees(np.abs(fl.truth.euler_rad[:, 0]).max())))
         log = replay(fl, VisionPlan(), seed=seed, backend=backend)
         t, err, cov = log.arrays()
