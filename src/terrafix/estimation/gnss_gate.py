@@ -183,7 +183,7 @@ class GnssTrustGate:
         d = p_g - np.asarray(p_fix_ne_m, dtype=np.float64)
         S = np.asarray(cov_fix_ne_m2, dtype=np.float64) + np.eye(2) * g.var_m2
         nis = float(d @ np.linalg.solve(S, d))
-        if nis > self._thr_anchor:
+        if not math.isfinite(nis) or nis > self._thr_anchor:
             self._stable_since_ns = None
             self._awaiting_anchor = False
             return []

@@ -180,7 +180,10 @@ class Navigator:
             self._rejected_fixes.clear()
             if self._blackout_latched:
                 self._blackout_latched = False
-            p_fix = np.asarray(self.frame.lla_to_ned(fix.lat_deg, fix.lon_deg, fix.alt_m))[:2]
+            alt = fix.alt_m
+            if not (math.isfinite(fix.alt_var_m2) and math.isfinite(alt)):
+                alt = self.frame.alt0_m - float(self.backend.estimate().p_ned_m[2])
+            p_fix = np.asarray(self.frame.lla_to_ned(fix.lat_deg, fix.lon_deg, alt))[:2]
             self._emit(self.gnss_gate.on_anchor(fix.t_ns, p_fix,
                                                 np.asarray(fix.cov_ne_m2, dtype=np.float64)))
         elif rep.reason.startswith("gated"):
