@@ -11,10 +11,13 @@ numpy but trivial in the graph:
 - ``reliability``  (1, 1, H/8, W/8) float32, the sigmoid reliability map.
 Keypoint selection (NMS, top-k) and descriptor sampling stay in numpy (`terrafix.vision.xfeat`).
 
-The LighterGlue matcher shipped in the wheel is not exported: its kornia LightGlue graph prunes
-points and stops early with data-dependent control flow, and under torch on 2 CPU cores it costs
-~1.8 s per pair (DATA.md), six times the whole per-frame budget. Matching uses mutual nearest
-neighbours with a ratio test instead (`terrafix.vision.matching`).
+The LighterGlue matcher shipped in the wheel is not exported. Tried here: kornia 0.9's
+`LightGlue` built with the wheel's LighterGlue configuration (6 layers, 96-d, pruning and early
+stop disabled) and the wheel's key renaming leaves 122 weight tensors unmatched (the renaming
+targets another LightGlue layout), and the TorchScript ONNX exporter fails on the graph
+(IndexError) even with fixed point counts. Under torch on 2 CPU cores it also costs ~1.8 s per
+pair (DATA.md), six times the whole per-frame budget. Matching therefore uses mutual nearest
+neighbours with a ratio test (`terrafix.vision.matching`).
 """
 
 from __future__ import annotations

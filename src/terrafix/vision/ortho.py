@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from terrafix.camera import CameraError, CameraPose, Intrinsics, pixels_to_ground_ned
+from terrafix.camera import CameraPose, Intrinsics, pixels_to_ground_ned
 from terrafix.vision.errors import VisionError
 
 
@@ -112,5 +112,3 @@ def make_ortho_view(image: np.ndarray, intrinsics: Intrinsics, R_cam_to_ned: np.
     return OrthoView(canvas, valid, float(gsd_m), centre.copy(), H_canvas_to_frame,
                      need > side)
 
-
-__all__ = ["CameraError", "OrthoView", "make_ortho_view"]

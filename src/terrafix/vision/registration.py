@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from terrafix.camera import CameraPose as _CameraPose
 from terrafix.camera import Intrinsics, NavCameraConfig, pixels_to_ground_ned
 from terrafix.geo import LocalFrame
-from terrafix.geo.tiles import global_px_to_lonlat, ground_resolution_m_per_px, lonlat_to_global_px
+from terrafix.geo.tiles import global_px_to_lonlat, ground_resolution_m_per_px
 from terrafix.inference import DegradePolicy, InferenceConfig, ThermalMonitor, ThermalState
 from terrafix.measurements import AbsoluteFix, CameraFrame
 from terrafix.vision.errors import VisionError
@@ -42,7 +42,7 @@ from terrafix.vision.geometry import GeometryConfig, HomographyFit, fit_homograp
 from terrafix.vision.mapfeatures import MapFeatures
 from terrafix.vision.matching import match_mutual
 from terrafix.vision.ortho import OrthoView, make_ortho_view
-from terrafix.vision.pose import PosePriors, solve_pose
+from terrafix.vision.pose import PosePriors, PoseSolution, solve_pose
 from terrafix.vision.retrieval import RetrievalIndex, vlad
 from terrafix.vision.xfeat import CANVAS_SIZES, XFeatExtractor
 
@@ -412,7 +412,7 @@ class VisualPositioner:
         p[:, 2] = 0.0  # flat ground at the frame's origin altitude
         return p
 
-    def _map_residuals(self, sol, pixels: np.ndarray, points: np.ndarray,
+    def _map_residuals(self, sol: PoseSolution, pixels: np.ndarray, points: np.ndarray,
                        gsd: float) -> np.ndarray:
         """Distance (map px) between each matched map point and where the solved pose puts
         its frame keypoint on the ground."""
@@ -442,4 +442,4 @@ def _ms(t: dict[str, float]) -> dict[str, float]:
     return out
 
 
-__all__ = ["RegistrationResult", "VisualPositioner", "VpsConfig", "lonlat_to_global_px"]
+__all__ = ["RegistrationResult", "VisualPositioner", "VpsConfig"]
