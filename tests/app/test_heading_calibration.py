@@ -28,10 +28,11 @@ def track(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("seed", "bias_deg"), [(1, 2.5), (2, -1.5)])
-def test_fixes_calibrate_the_heading_and_corrected_odometry_follows_the_truth(seed, bias_deg):
+def test_fixes_calibrate_heading_and_scale_and_corrected_odometry_follows_the_truth(seed, bias_deg):
     rng = np.random.default_rng(seed)
     true = track(900, seed)  # 5 minutes
-    raw = true @ rot(-bias_deg).T + rng.standard_normal(true.shape) * 0.05
+    scale = 0.98  # the odometry's height above ground is 2% low
+    raw = scale * true @ rot(-bias_deg).T + rng.standard_normal(true.shape) * 0.05
     cal = OdometryHeadingCalibration()
     p = np.zeros(2)
     corrected = []
@@ -42,33 +43,37 @@ def test_fixes_calibrate_the_heading_and_corrected_odometry_follows_the_truth(se
         p = p + true[k]
         if k % 5 == 4:  # a fix every 1.7 s, sigma 2.5 m
             cal.add_reference((k + 1) * S // 3, p + rng.standard_normal(2) * 2.5, 2.5**2)
-            cal.anchored()
     # consistent with its own uncertainty, which is well below the FC's 2.5 deg
     assert abs(math.degrees(cal.theta_rad - math.radians(bias_deg))) < 3 * math.degrees(
         cal.sigma_rad)
     assert math.degrees(cal.sigma_rad) < 0.7
+    assert abs(cal.log_scale + math.log(scale)) < 3 * math.sqrt(cal.var_log_scale)
+    assert math.sqrt(cal.var_log_scale) < 0.01
     tail = np.array(corrected[300:])  # once calibrated
     drift = np.linalg.norm(tail.sum(axis=0) - true[300:].sum(axis=0))
     uncorrected = np.linalg.norm(raw[300:].sum(axis=0) - true[300:].sum(axis=0))
     assert drift < 0.5 * uncorrected
 
 
-def test_uncalibrated_heading_uncertainty_grows_with_distance_since_anchor():
-    cal = OdometryHeadingCalibration(HeadingCalibrationConfig(drift_frac=0.0))
-    d = np.array([6.0, 0.0])
+def test_correlated_errors_are_budgeted_to_match_a_bias_at_the_matching_distance():
+    """Summed over the deltas of one matching distance (200 m), the added variance equals
+    (sigma x 200 m)^2: across the track from the heading, along it from the scale, in both
+    axes from drift_frac."""
+    cfg = HeadingCalibrationConfig(drift_frac=0.01, drift_match_m=200.0)
+    cal = OdometryHeadingCalibration(cfg)
+    d = np.array([5.0, 0.0])
     total = np.zeros((2, 2))
-    for k in range(50):  # 300 m straight north, no reference
+    for k in range(40):  # 200 m straight north, no reference
         delta = OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.zeros((2, 2)), True, 200)
         cal.add_delta(delta)
         total += cal.correct(delta).cov_ne_m2
-    sigma_theta = math.radians(cal.config.prior_sigma_deg)
-    # the sum of the per-delta variances equals (sigma_theta x 300 m)^2 across the track
-    assert math.sqrt(total[1, 1]) == pytest.approx(sigma_theta * 300.0, rel=0.02)
-    assert total[0, 0] == pytest.approx(0.0, abs=1e-9)
-    cal.anchored()
-    delta = OdometryDelta(50 * S // 3, 51 * S // 3, d, np.zeros((2, 2)), True, 200)
-    assert math.sqrt(cal.correct(delta).cov_ne_m2[1, 1]) == pytest.approx(sigma_theta * 6.0,
-                                                                          rel=0.05)
+    sigma_theta = math.radians(cfg.prior_sigma_deg)
+    assert math.sqrt(total[0, 0]) == pytest.approx(
+        math.hypot(cfg.scale_prior_sigma, 0.01) * 200.0, rel=0.01)
+    assert math.sqrt(total[1, 1]) == pytest.approx(
+        math.hypot(sigma_theta, 0.01) * 200.0, rel=0.02)
+    lost = OdometryDelta(0, 1, np.full(2, np.nan), np.full((2, 2), np.nan), False, 0, "x")
+    assert cal.correct(lost) is lost
 
 
 def test_references_across_a_tracking_loss_are_not_compared():

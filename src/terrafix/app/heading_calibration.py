@@ -1,4 +1,4 @@
-"""Heading calibration of the visual odometry against absolute positions.
+"""Heading and scale calibration of the visual odometry against absolute positions.
 
 Why: odometry deltas are expressed in NED with the flight controller's heading, and a
 magnetometer-based heading is off by a few degrees for minutes at a time (a slowly varying
@@ -31,10 +31,15 @@ class HeadingCalibrationConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
+    scale_prior_sigma: float = Field(0.03, gt=0)
+    """Initial uncertainty of the odometry's scale (height above ground error / height: a
+    few metres at 200 m)."""
+    scale_random_walk_per_rts: float = Field(0.0005, ge=0)
     prior_sigma_deg: float = Field(3.0, gt=0)
     """Initial uncertainty of the odometry's heading (the FC heading's error)."""
-    random_walk_deg_per_rts: float = Field(0.15, ge=0)
-    """How fast the heading error may wander (2.5° over ~300 s ≈ 0.15°/√s)."""
+    random_walk_deg_per_rts: float = Field(0.25, ge=0)
+    """How fast the heading error may wander (a Gauss-Markov error of 2.5° with a 300 s
+    correlation time moves by 2.5° x sqrt(2/300) ≈ 0.2°/√s; a margin on top)."""
     min_baseline_m: float = Field(150.0, gt=0)
     max_baseline_age_s: float = Field(120.0, gt=0)
     odometry_drift_frac: float = Field(0.005, ge=0)
@@ -42,10 +47,12 @@ class HeadingCalibrationConfig(BaseModel):
     as a fraction of its length, added to each angle measurement."""
     max_angle_deg: float = Field(10.0, gt=0)
     """A measured angle beyond this is not a heading error (wrong fix, lost track): ignored."""
-    drift_frac: float = Field(0.015, ge=0)
-    """1-sigma along-track odometry error that is *not* independent from delta to delta
-    (height/scale error, slow tilt wander), as a fraction of the distance since the last
-    anchor; budgeted like the heading term (see `correct`)."""
+    drift_frac: float = Field(0.01, ge=0)
+    """1-sigma odometry error that is *not* independent from delta to delta (height/scale
+    error, slow tilt wander), as a fraction of the distance flown (see `correct`)."""
+    drift_match_m: float = Field(200.0, gt=0)
+    """The correlated errors (drift_frac, residual heading) are budgeted as a random walk
+    whose spread equals the bias's at this distance."""
     apply_min_sigma_ratio: float = Field(0.7, gt=0, le=1)
     """Deltas are corrected once the estimate's sigma is below this fraction of the prior."""
 
@@ -67,20 +74,23 @@ def _rot(theta: float) -> np.ndarray:
 class OdometryHeadingCalibration:
     """Feed raw deltas (`add_delta`), absolute references (`add_reference`); `correct` a delta
     before it goes to the estimator. `theta_rad` is the rotation from the odometry's heading to
-    the true one; `sigma_rad` its uncertainty."""
+    the true one, `sigma_rad` its uncertainty; `log_scale` the log of the true-to-odometry
+    length ratio (a height-above-ground error scales every delta), `var_log_scale` its
+    variance."""
 
     def __init__(self, config: HeadingCalibrationConfig | None = None) -> None:
         self.config = config or HeadingCalibrationConfig()
         c = self.config
         self.theta_rad = 0.0
         self.var_rad2 = math.radians(c.prior_sigma_deg) ** 2
+        self.log_scale = 0.0
+        self.var_log_scale = c.scale_prior_sigma ** 2
         self._t_ns: int | None = None
         self._segment = 0
         self._p_vo = np.zeros(2)
         self._track: deque[tuple[int, np.ndarray]] = deque()
         self._refs: deque[_Ref] = deque()
         self.n_updates = 0
-        self._since_anchor = np.zeros(2)
 
     @property
     def sigma_rad(self) -> float:
@@ -89,8 +99,12 @@ class OdometryHeadingCalibration:
     def _predict(self, t_ns: int) -> None:
         if self._t_ns is not None and t_ns > self._t_ns:
             q = math.radians(self.config.random_walk_deg_per_rts) ** 2
-            self.var_rad2 = min(self.var_rad2 + q * (t_ns - self._t_ns) * 1e-9,
+            dt = (t_ns - self._t_ns) * 1e-9
+            self.var_rad2 = min(self.var_rad2 + q * dt,
                                 math.radians(self.config.prior_sigma_deg) ** 2)
+            self.var_log_scale = min(
+                self.var_log_scale + self.config.scale_random_walk_per_rts ** 2 * dt,
+                self.config.scale_prior_sigma ** 2)
         if self._t_ns is None or t_ns > self._t_ns:
             self._t_ns = t_ns
 
@@ -154,45 +168,52 @@ class OdometryHeadingCalibration:
         k = self.var_rad2 / (self.var_rad2 + r)
         self.theta_rad += k * (angle - self.theta_rad)
         self.var_rad2 *= 1.0 - k
+        # the same baseline gives the scale: log of the length ratio, same noise
+        log_ratio = math.log(length / max(float(np.linalg.norm(v_vo)), 1e-9))
+        if abs(log_ratio) < 0.2:
+            k = self.var_log_scale / (self.var_log_scale + r)
+            self.log_scale += k * (log_ratio - self.log_scale)
+            self.var_log_scale *= 1.0 - k
         self.n_updates += 1
         # consume the baseline: the next angle must use new information
         while self._refs and self._refs[0].t_ns <= base.t_ns:
             self._refs.popleft()
         return True
 
-    def anchored(self) -> None:
-        """The estimator's position was just fixed by an absolute measurement: the heading
-        error's effect starts accumulating again from zero."""
-        self._since_anchor = np.zeros(2)
-
     def correct(self, delta: OdometryDelta) -> OdometryDelta:
         """The delta turned by the estimated heading error (once the estimate is informative),
-        with the heading's remaining uncertainty added across the track.
+        with the odometry's correlated errors added to its covariance.
 
-        A heading error is a bias: its effect is sigma_theta x the distance flown since the
-        last absolute anchor, not a sum of independent per-delta errors; likewise the scale
-        and tilt part (`drift_frac`) along the track. Each delta therefore carries the
-        *increment* of that correlated variance, so the variance the estimator accumulates
-        between anchors matches the bias's envelope instead of its square root.
+        A heading error or a scale error is a bias: its effect grows with the distance flown,
+        not with its square root as independent per-delta errors would. An estimator that
+        takes the deltas as independent would average absolute fixes over far too long a
+        stretch of odometry and claim a precision it does not have. Without a bias state in
+        the estimator, each delta carries the variance of a random walk whose spread matches
+        the bias's at `drift_match_m`: per delta of length d, (sigma_theta² across +
+        scale uncertainty along + drift_frac² along and across) x drift_match_m x d.
         """
         if not delta.tracking:
             return delta
         self._predict(delta.t_ns)
-        prior = math.radians(self.config.prior_sigma_deg)
+        c = self.config
+        prior = math.radians(c.prior_sigma_deg)
         d = np.asarray(delta.delta_ne_m, dtype=np.float64)
-        if self.config.enabled and self.sigma_rad < self.config.apply_min_sigma_ratio * prior:
+        cov = np.asarray(delta.cov_ne_m2, dtype=np.float64)
+        if c.enabled and self.sigma_rad < c.apply_min_sigma_ratio * prior:
             R = _rot(self.theta_rad)
             d = R @ d
-            cov = R @ delta.cov_ne_m2 @ R.T
-        else:
-            cov = np.asarray(delta.cov_ne_m2, dtype=np.float64)
-        before = self._since_anchor
-        after = before + d
-        grow = max(float(after @ after - before @ before), float(d @ d))
-        n = float(np.linalg.norm(after))
-        v = after / n if n > 0 else np.zeros(2)
-        u = np.array([-v[1], v[0]])
-        self._since_anchor = after
-        cov = cov + grow * (self.var_rad2 * np.outer(u, u)
-                            + self.config.drift_frac ** 2 * np.outer(v, v))
+            cov = R @ cov @ R.T
+        if c.enabled and math.sqrt(self.var_log_scale) < c.apply_min_sigma_ratio * \
+                c.scale_prior_sigma:
+            f = math.exp(self.log_scale)
+            d = d * f
+            cov = cov * f * f
+        length = float(np.linalg.norm(d))
+        if length > 0:
+            v = d / length
+            u = np.array([-v[1], v[0]])
+            k = c.drift_match_m * length
+            cov = cov + k * (self.var_rad2 * np.outer(u, u)
+                             + self.var_log_scale * np.outer(v, v)
+                             + c.drift_frac ** 2 * np.eye(2))
         return replace(delta, delta_ne_m=d, cov_ne_m2=0.5 * (cov + cov.T))

@@ -34,7 +34,7 @@ import math
 import time
 import tomllib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
 from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_to_R
 from terrafix.measurements import (
+    AbsoluteFix,
     AttitudeSample,
     BaroSample,
     CameraFrame,
@@ -85,11 +86,21 @@ class RegistrationPolicy(_Cfg):
     anchor_interval_s: float = Field(1.5, ge=0.0)
     """While confident, register a frame only when the last accepted fix is at least this
     old (0: every frame)."""
+    retry_interval_s: float = Field(0.6, ge=0.0)
+    """While confident, after a registration that gave no fix, wait at least this long before
+    the next attempt (failures come in runs over featureless ground; each costs as much as
+    a success)."""
     confident_radius95_m: float = Field(30.0, gt=0)
     """The estimate counts as confident below this 95% horizontal radius (and not in
     failsafe); otherwise every frame with texture is registered."""
     skip_textureless: bool = True
     """Frames the odometry found without texture (cloud, black lens) are not registered."""
+    error_correlation_m: float = Field(200.0, ge=0)
+    """Fixes of the same patch of ground share most of their error (the map and the world
+    disagree locally by a metre or two, the same way for every frame that sees that patch:
+    consecutive fixes correlate at 0.7-0.8 on the development flight). Each fix's covariance
+    is multiplied by the number of fused fixes within this distance (itself included), so
+    that averaging them cannot claim more than one of them knows. 0: independent fixes."""
 
 
 class StartConfig(_Cfg):
@@ -312,6 +323,8 @@ class Navigator:
         self._reports: list[FrameReport] = []
         self._smoothed: list[SmoothedState] = []
         self._t_last_fix_ns: int | None = None
+        self._t_last_attempt_ns: int | None = None
+        self._recent_fixes: deque[tuple[int, np.ndarray]] = deque()
         self._t_ns = -1
 
     # ------------------------------------------------------------------ outputs
@@ -398,7 +411,6 @@ class Navigator:
                 or not math.isfinite(g.lat_deg)
                 or g.t_ns - self._t_last_gnss_ref_ns < 1_000_000_000):
             return
-        self._heading.anchored()  # trusted GNSS is fused: the position is held
         self._t_last_gnss_ref_ns = g.t_ns
         p = np.asarray(self.context.frame.lla_to_ned(g.lat_deg, g.lon_deg, g.alt_m))[:2]
         s = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
@@ -519,7 +531,21 @@ class Navigator:
         confident = prior.confident and prior.radius95_m <= pol.confident_radius95_m
         if not confident or self._t_last_fix_ns is None:
             return True
+        if self._t_last_attempt_ns is not None and \
+                (t_ns - self._t_last_attempt_ns) * 1e-9 < pol.retry_interval_s:
+            return False
         return (t_ns - self._t_last_fix_ns) * 1e-9 >= pol.anchor_interval_s
+
+    def _decorrelated(self, fix: AbsoluteFix, p_ne: np.ndarray) -> AbsoluteFix:
+        """The fix with its covariance scaled by the number of recent fused fixes that share
+        its ground (see RegistrationPolicy.error_correlation_m)."""
+        corr = self.config.registration.error_correlation_m
+        if corr <= 0:
+            return fix
+        while self._recent_fixes and fix.t_ns - self._recent_fixes[0][0] > 120 * 10**9:
+            self._recent_fixes.popleft()
+        n = 1 + sum(1 for _, p in self._recent_fixes if np.linalg.norm(p - p_ne) < corr)
+        return replace(fix, cov_ne_m2=np.asarray(fix.cov_ne_m2) * n)
 
     def _process_frame(self, frame: CameraFrame) -> None:
         integ = self.integrity
@@ -552,6 +578,7 @@ class Navigator:
         fix_rep: UpdateReport | None = None
         if self._should_register(frame.t_ns, delta):
             registered = True
+            self._t_last_attempt_ns = frame.t_ns
             self.stats.registrations += 1
             prior = integ.search_prior()
             pr = (prior.lat_deg, prior.lon_deg, prior.radius95_m) if prior.confident else None
@@ -559,16 +586,17 @@ class Navigator:
             result = self.positioner.locate(frame, R_fc, alt, pr)
             if result.fix is not None:
                 self.stats.fixes_from_vision += 1
-                fix_rep = integ.on_fix(result.fix)
+                f = result.fix
+                p_fix = np.asarray(self.context.frame.lla_to_ned(
+                    f.lat_deg, f.lon_deg, f.alt_m))[:2]
+                fix_rep = integ.on_fix(self._decorrelated(f, p_fix))
                 if fix_rep.accepted:
                     self.stats.fixes_fused += 1
                     self._t_last_fix_ns = frame.t_ns
-                    f = result.fix
-                    p_fix = np.asarray(self.context.frame.lla_to_ned(
-                        f.lat_deg, f.lon_deg, f.alt_m))[:2]
+                    self._recent_fixes.append((f.t_ns, p_fix))
                     self._heading.add_reference(
                         f.t_ns, p_fix, float(np.linalg.eigvalsh(f.cov_ne_m2)[-1]))
-                    self._heading.anchored()
+
             else:
                 key = result.reason.split(":")[0][:40]
                 self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
