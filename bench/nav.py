@@ -16,6 +16,9 @@ Scenarios and what they measure:
 - spoof-jump (bench-only, derived from spoof-pulloff): a 150 m GNSS jump at 40 s that the
   receiver does not flag, for the "jump rejected within 1 s" bar (in the shipped
   jam-then-spoof the jump comes while the gate is already closed by jamming);
+- long-synthetic-trueyaw (diagnostic, ESKF): the same flights with the FC's yaw error removed
+  from the attitude stream (roll/pitch errors kept): the odometry's own drift, apart from the
+  FC heading error that a downward camera cannot observe;
 - clean flights: 10 flights without any attack (procedural farmland, 300 s, GNSS only: no
   frames), for false gate closures; closures outside attacks in every other run count too.
 
@@ -104,6 +107,31 @@ def dataset(name: str, seed: int) -> Path:
     return out
 
 
+def true_heading_dataset(name: str, seed: int) -> Path:
+    """A copy of a dataset whose FC attitude has its yaw error removed (roll/pitch errors
+    kept): isolates the odometry's own drift from the FC heading error, which no downward
+    camera can observe. Frames are linked, not copied."""
+    from terrafix.sim.dataset import load_dataset, write_attitude
+    from terrafix.sim.streams import AttitudeStream
+
+    src = dataset(name, seed)
+    out = DATASETS / f"{name}-s{seed}-trueyaw"
+    if (out / "meta.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name == "frames":
+            (out / "frames").symlink_to(f.resolve())
+        elif f.name != "attitude.csv":
+            (out / f.name).write_bytes(f.read_bytes())
+    ds = load_dataset(src)
+    yaw = np.interp(ds.attitude.t_ns, ds.truth.t_ns, np.unwrap(ds.truth.euler_rad[:, 2]))
+    euler = ds.attitude.euler_rad.copy()
+    euler[:, 2] = (yaw + np.pi) % (2 * np.pi) - np.pi
+    write_attitude(out, AttitudeStream(ds.attitude.t_ns.copy(), euler))
+    return out
+
+
 def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str, Any]:
     """Replay + evaluation of one dataset; returns the summary plus per-tick arrays."""
     from terrafix.app.navigator import NavigatorConfig
@@ -115,7 +143,8 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
     from terrafix.eval.records import load_results
     from terrafix.sim.dataset import load_dataset
 
-    ds_path = dataset(name, seed)
+    ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)
+               if name.endswith("-trueyaw") else dataset(name, seed))
     out = RUNS / f"{name}-s{seed}-{backend}"
     stamp_file = out / "bench_stamp.json"
     cached = (not fresh and stamp_file.is_file()
@@ -205,6 +234,8 @@ def main() -> None:
             for seed in args.seeds:
                 by.setdefault((name, backend), []).append(run(name, seed, backend, stamp,
                                                               args.fresh))
+    odo_true = [run("long-synthetic-trueyaw", seed, "eskf", stamp, args.fresh)
+                for seed in args.seeds] if "long-synthetic" in args.scenarios else []
     clean: list[dict[str, Any]] = []
     for seed in CLEAN_SEEDS[: args.clean]:
         for backend in args.backends:
@@ -255,6 +286,9 @@ def main() -> None:
         "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8]},
         "odometry_drift_pct_per_run": [{"seed": s, "backend": b, "pct": x} for s, b, x in odo],
         "odometry_window_s": ODOMETRY_WINDOW_S,
+        "odometry_drift_pct_fc_heading_error_removed": [
+            {"seed": r["seed"], "backend": r["backend"], "pct": odometry_drift_pct(r)}
+            for r in odo_true],
         "pulloff": pull, "jump": jump, "blackouts": blackouts,
         "undetected_attacks": undetected,
         "false_closures_in_scenario_runs": int(sum(
