@@ -58,6 +58,7 @@ from terrafix.app.navigator import (
     event_record,
 )
 from terrafix.app.preflight import PreflightError, verify_flight_cache
+from terrafix.app.registration_runner import ThreadedRegistration
 from terrafix.autopilot import (
     ArduPilotLink,
     ArduPilotLinkConfig,
@@ -91,9 +92,11 @@ class CameraSection(_Cfg):
     dataset: Path | None = None
     """Simulator dataset or recorded-flight folder (frames.csv + images + meta.json)."""
     readout_s: float = Field(0.06, ge=0.0, le=1.0)
-    hold_s: float = Field(0.25, ge=0.0, le=2.0)
+    hold_s: float = Field(0.12, ge=0.0, le=2.0)
     """Samples are released to the navigator this long after their time, so a frame (which
-    arrives after its capture time) is fused in order."""
+    arrives after its capture time, by the readout delay plus decoding) is fused in order.
+    It adds directly to the capture-to-output latency: keep it just above readout_s plus the
+    decode time (a frame that arrives later than this is dropped and counted)."""
     max_frame_lag_s: float = Field(0.6, gt=0.0, le=10.0)
     """A frame older than this when the navigator reaches it is dropped (counted): when the
     vision work cannot keep up, the newest frames matter, not a growing backlog."""
@@ -188,11 +191,59 @@ class FlightSummary:
     latency_p50_ms: float
     latency_p95_ms: float
     latency_max_ms: float
+    latency_registered_p95_ms: float
+    """Frames that were matched against the map: capture -> their fix in a GPS_INPUT."""
+    latency_odometry_p95_ms: float
+    """Frames with odometry only: capture -> their odometry in a GPS_INPUT."""
+    registrations_skipped_busy: int
     gps_input_sent: int
     solutions: int
     events: int
     recorder_clean: bool
     fc_clock_offset_ns: int | None
+
+
+def _p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95)) if values else math.nan
+
+
+class _LatencyMeter:
+    """Capture -> GPS_INPUT latency of each frame's contribution (REQUIREMENTS A1).
+
+    A frame is done when the navigator reports it (odometry fused, and for a registered frame
+    its fix fused too). Every solution the navigator computes after that includes it, so the
+    first solution published after the report is the first to carry it, and the first
+    GPS_INPUT the sender makes after that publication is the first to send it: the latency
+    is that send time minus the capture time. (The loop polls the sender's last send time,
+    so when two sends fall between polls the later one is used: it never underestimates.)
+    """
+
+    def __init__(self) -> None:
+        self._done: list[tuple[int, bool]] = []
+        self._published: list[tuple[int, bool, int]] = []
+        self.all_ms: list[float] = []
+        self.registered_ms: list[float] = []
+        self.odometry_ms: list[float] = []
+
+    def frame_done(self, capture_ns: int, registered: bool) -> None:
+        self._done.append((capture_ns, registered))
+
+    def published(self, now_ns: int) -> None:
+        self._published += [(cap, reg, now_ns) for cap, reg in self._done]
+        self._done.clear()
+
+    def sent(self, last_sent_ns: int | None) -> None:
+        if last_sent_ns is None or not self._published:
+            return
+        keep = []
+        for cap, reg, t_pub in self._published:
+            if last_sent_ns < t_pub:
+                keep.append((cap, reg, t_pub))
+                continue
+            ms = (last_sent_ns - cap) / 1e6
+            self.all_ms.append(ms)
+            (self.registered_ms if reg else self.odometry_ms).append(ms)
+        self._published = keep
 
 
 class _Inbox:
@@ -294,7 +345,10 @@ class OnboardProgram:
             vps = cfg.navigation.vps.model_copy(update={"ground_alt_m":
                                                         self.context.ground_alt_m})
             positioner = VisualPositioner.open(cfg.map.cache, vps, self.nav_camera)
-        self.navigator = Navigator(cfg.navigation, self.context, positioner)
+        # matches run on their own thread: the IMU, odometry and GPS_INPUT keep their pace
+        # while a frame is matched; its fix is fused at its capture time when it is back
+        runner = ThreadedRegistration(positioner.locate) if positioner is not None else None
+        self.navigator = Navigator(cfg.navigation, self.context, positioner, runner)
         # FC link with signing
         cb = FcCallbacks(
             on_imu=lambda s: self.inbox.put(s.t_ns, s),
@@ -381,7 +435,7 @@ class OnboardProgram:
         cam_thread = threading.Thread(target=self._camera_thread, args=(source,),
                                       name="camera", daemon=True)
         cam_thread.start()
-        latencies_ms: list[float] = []
+        meter = _LatencyMeter()
         pending_capture: dict[int, int] = {}
         n_solutions = n_events = processed = late_frames = stale_frames = 0
         max_lag_ns = int(self.cfg.camera.max_frame_lag_s * 1e9)
@@ -409,6 +463,9 @@ class OnboardProgram:
                         pending_capture[item.index] = item.t_ns
                     self.navigator.feed(item)
                     last_fed_ns = t_item
+                self.navigator.poll()
+                if done and not items:
+                    self.navigator.flush()
                 sols = self.navigator.drain_solutions()
                 for s in sols:
                     results.write(solution_record(s))
@@ -416,14 +473,16 @@ class OnboardProgram:
                 if sols:
                     latest: NavSolution = sols[-1]
                     self.link.publish(latest)
+                    meter.published(time.monotonic_ns())
                     self.gcs.update(latest)
                     n_solutions += len(sols)
+                meter.sent(self.link.output_stats().last_sent_mono_ns)
                 now = time.monotonic_ns()
                 for rep in self.navigator.drain_frame_reports():
                     processed += 1
                     cap = pending_capture.pop(rep.index, None)
                     if cap is not None:
-                        latencies_ms.append((now - cap) / 1e6)
+                        meter.frame_done(cap, rep.registered)
                     self._rec_frame.record(rep.t_ns, rep.record())
                 for ev in self.navigator.drain_events():
                     n_events += 1
@@ -438,13 +497,14 @@ class OnboardProgram:
         finally:
             self._stop.set()
             source.close()
+            self.navigator.close()
             results.close()
             events.close()
         if late_frames or stale_frames:
             log.warning("frames dropped: %d arrived after later samples were fused, %d were "
                         "older than %.2f s when their turn came", late_frames, stale_frames,
                         self.cfg.camera.max_frame_lag_s)
-        return self._land(load_s, processed, latencies_ms, n_solutions, n_events,
+        return self._land(load_s, processed, meter, n_solutions, n_events,
                           getattr(source, "dropped", 0))
 
     def _forward_event(self, ev) -> None:
@@ -457,7 +517,7 @@ class OnboardProgram:
         else:
             self._gcs_text(str(ev.severity), ev.statustext())
 
-    def _land(self, load_s: float, processed: int, latencies_ms: list[float],
+    def _land(self, load_s: float, processed: int, meter: _LatencyMeter,
               n_solutions: int, n_events: int, dropped_by_source: int) -> FlightSummary:
         out_stats = self.link.output_stats()
         offset_ns = self.link.stats().clock_offset_ns
@@ -468,7 +528,7 @@ class OnboardProgram:
         footer = self.recorder.close()
         seen = self._frames_seen + dropped_by_source
         dropped = seen - processed
-        lat = np.asarray(latencies_ms) if latencies_ms else np.array([math.nan])
+        lat = np.asarray(meter.all_ms) if meter.all_ms else np.array([math.nan])
         summary = FlightSummary(
             flight_id=self.flight_id, takeoff_load_s=load_s, frames_seen=seen,
             frames_processed=processed, frames_dropped=dropped,
@@ -476,6 +536,9 @@ class OnboardProgram:
             latency_p50_ms=float(np.percentile(lat, 50)),
             latency_p95_ms=float(np.percentile(lat, 95)),
             latency_max_ms=float(np.max(lat)),
+            latency_registered_p95_ms=_p95(meter.registered_ms),
+            latency_odometry_p95_ms=_p95(meter.odometry_ms),
+            registrations_skipped_busy=self.navigator.stats.registrations_skipped_busy,
             gps_input_sent=out_stats.sent,
             solutions=n_solutions, events=n_events,
             recorder_clean=bool(footer.clean_shutdown), fc_clock_offset_ns=offset_ns)

@@ -46,6 +46,11 @@ from terrafix.app.heading_calibration import (
     HeadingCalibrationConfig,
     OdometryHeadingCalibration,
 )
+from terrafix.app.registration_runner import (
+    InlineRegistration,
+    RegistrationJob,
+    RegistrationRunner,
+)
 from terrafix.camera import Extrinsics, Intrinsics
 from terrafix.estimation.backend import make_backend
 from terrafix.estimation.config import EstimationConfig
@@ -261,6 +266,7 @@ class NavigatorStats:
     solutions: int = 0
     vo_ms_total: float = 0.0
     registration_ms_total: float = 0.0
+    registrations_skipped_busy: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -270,7 +276,26 @@ class NavigatorStats:
                 "solutions": self.solutions,
                 "vo_ms_mean": self.vo_ms_total / max(self.frames, 1),
                 "registration_ms_mean": self.registration_ms_total / max(self.registrations, 1),
+                "registrations_skipped_busy": self.registrations_skipped_busy,
                 "registration_reject_reasons": dict(sorted(self.reasons.items()))}
+
+
+@dataclass(slots=True)
+class _FrameWork:
+    """A frame between its odometry and the end of its registration (if any)."""
+
+    t_ns: int
+    index: int
+    delta: OdometryDelta | None
+    vo_rep: UpdateReport | None
+    vo_ms: float
+    registered: bool = False
+    done: bool = False
+    verdict_given: bool = False
+    blackout: bool = False
+    result: RegistrationResult | None = None
+    fix_rep: UpdateReport | None = None
+    registration_ms: float = 0.0
 
 
 def _slerp_R(R0: np.ndarray, R1: np.ndarray, a: float) -> np.ndarray:
@@ -286,6 +311,10 @@ def _slerp_R(R0: np.ndarray, R1: np.ndarray, a: float) -> np.ndarray:
     return quat_to_R(q / np.linalg.norm(q))
 
 
+def _no_locate(*_: object) -> RegistrationResult:
+    raise NavigatorError("registration requested without a visual positioner")
+
+
 def _fix_reason(result: RegistrationResult | None, rep: UpdateReport | None) -> str:
     if result is None:
         return ""
@@ -299,10 +328,18 @@ class Navigator:
     `drain_frame_reports()` and `drain_smoothed()` as often as convenient."""
 
     def __init__(self, config: NavigatorConfig, context: FlightContext,
-                 positioner: VisualPositioner | None = None) -> None:
+                 positioner: VisualPositioner | None = None,
+                 runner: RegistrationRunner | None = None) -> None:
+        """positioner: the visual positioner (None: no registration). runner: where its
+        matches run (default: inline, as a replay wants; the live program passes a
+        `ThreadedRegistration`)."""
         self.config = config
         self.context = context
         self.positioner = positioner
+        self.runner: RegistrationRunner = runner if runner is not None else \
+            InlineRegistration(positioner.locate if positioner is not None else _no_locate)
+        self._in_flight: dict[int, _FrameWork] = {}
+        self._t_last_verdict_ns = -(1 << 62)
         self.vo = VisualOdometry(context.intrinsics, context.extrinsics, config.odometry) \
             if config.odometry_enabled else None
         self.integrity: IntegrityLayer | None = None
@@ -368,6 +405,8 @@ class Navigator:
                                  f"t_ns {t} after {self._t_ns}")
         self._t_ns = t
         self._emit_ticks_before(t)
+        if self._in_flight:
+            self._apply_registrations()
         if isinstance(sample, ImuSample):
             self._on_imu(sample)
         elif isinstance(sample, AttitudeSample):
@@ -389,10 +428,25 @@ class Navigator:
                                    float(sample.radius_m))  # type: ignore[attr-defined]
         self._process_ready_frames(t)
 
-    def flush(self) -> None:
-        """End of input: process frames still waiting for their attitude."""
+    def flush(self, wait_s: float = 10.0) -> None:
+        """End of input: process frames still waiting for their attitude, and fuse the
+        registration still in flight (waiting up to wait_s for it)."""
         while self._pending:
             self._process_frame(self._pending.popleft())
+        wait_idle = getattr(self.runner, "wait_idle", None)
+        if self._in_flight and wait_idle is not None:
+            wait_idle(wait_s)
+        self._apply_registrations()
+
+    def poll(self) -> None:
+        """Fuse registrations that finished since the last input (the live program calls
+        this while it waits for samples, so a fix is not held back until the next one)."""
+        if self._in_flight:
+            self._apply_registrations()
+
+    def close(self) -> None:
+        """Stop the registration runner (a match in flight is abandoned)."""
+        self.runner.close()
 
     # ------------------------------------------------------------------ per input
     def _emit_ticks_before(self, t_ns: int) -> None:
@@ -548,6 +602,8 @@ class Navigator:
         return replace(fix, cov_ne_m2=np.asarray(fix.cov_ne_m2) * n)
 
     def _process_frame(self, frame: CameraFrame) -> None:
+        """Odometry now; registration started (inline or on the worker); the frame's verdict
+        to the integrity layer as soon as it no longer depends on a fix still in flight."""
         integ = self.integrity
         assert integ is not None
         self.stats.frames += 1
@@ -572,52 +628,91 @@ class Navigator:
                 if delta.tracking:
                     vo_rep = integ.on_odometry(self._heading.correct(delta))
                     self.stats.vo_accepted += int(vo_rep.accepted)
-        t1 = time.perf_counter()
-        registered = False
-        result: RegistrationResult | None = None
-        fix_rep: UpdateReport | None = None
+        vo_ms = (time.perf_counter() - t0) * 1e3
+        self.stats.vo_ms_total += vo_ms
+        work = _FrameWork(frame.t_ns, frame.index, delta, vo_rep, vo_ms)
         if self._should_register(frame.t_ns, delta):
-            registered = True
-            self._t_last_attempt_ns = frame.t_ns
-            self.stats.registrations += 1
             prior = integ.search_prior()
             pr = (prior.lat_deg, prior.lon_deg, prior.radius95_m) if prior.confident else None
-            assert self.positioner is not None
-            result = self.positioner.locate(frame, R_fc, alt, pr)
-            if result.fix is not None:
+            if self.runner.submit(RegistrationJob(frame, R_fc, alt, pr)):
+                work.registered = True
+                self._t_last_attempt_ns = frame.t_ns
+                self.stats.registrations += 1
+                self._in_flight[frame.index] = work
+            else:
+                self.stats.registrations_skipped_busy += 1
+        self._apply_registrations()
+        if not work.registered or work.done or (delta is not None and delta.tracking):
+            # the verdict does not wait for a fix: odometry tracking is not a blackout
+            # whatever the fix says; an unregistered frame has no fix coming
+            self._give_verdict(work)
+        if not work.registered:
+            self._report(work)
+
+    def _apply_registrations(self) -> None:
+        """Fuse the fixes the runner has finished (at their frames' capture times)."""
+        integ = self.integrity
+        if integ is None:
+            return
+        for done in self.runner.poll():
+            work = self._in_flight.pop(done.job.frame.index, None)
+            if work is None:
+                continue
+            work.done = True
+            work.registration_ms = done.wall_ms
+            self.stats.registration_ms_total += done.wall_ms
+            result = done.result
+            work.result = result
+            if result is None:
+                key = f"registration failed: {done.error}"[:40]
+                self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+            elif result.fix is not None:
                 self.stats.fixes_from_vision += 1
                 f = result.fix
                 p_fix = np.asarray(self.context.frame.lla_to_ned(
                     f.lat_deg, f.lon_deg, f.alt_m))[:2]
-                fix_rep = integ.on_fix(self._decorrelated(f, p_fix))
-                if fix_rep.accepted:
+                work.fix_rep = integ.on_fix(self._decorrelated(f, p_fix))
+                if work.fix_rep.accepted:
                     self.stats.fixes_fused += 1
-                    self._t_last_fix_ns = frame.t_ns
+                    if self._t_last_fix_ns is None or f.t_ns > self._t_last_fix_ns:
+                        self._t_last_fix_ns = f.t_ns
                     self._recent_fixes.append((f.t_ns, p_fix))
                     self._heading.add_reference(
                         f.t_ns, p_fix, float(np.linalg.eigvalsh(f.cov_ne_m2)[-1]))
-
             else:
                 key = result.reason.split(":")[0][:40]
                 self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
-        t2 = time.perf_counter()
-        fused_fix = fix_rep is not None and fix_rep.accepted
-        blackout = (delta is not None and not delta.tracking and not fused_fix)
-        integ.on_frame(frame.t_ns, blackout=blackout)
-        self.stats.vo_ms_total += (t1 - t0) * 1e3
-        self.stats.registration_ms_total += (t2 - t1) * 1e3
+            if not work.verdict_given:
+                self._give_verdict(work)
+            self._report(work)
+
+    def _give_verdict(self, work: _FrameWork) -> None:
+        """Tell the integrity layer the frame is complete: blackout when the odometry lost
+        track and no fix was fused. A verdict that comes after a newer frame's is dropped
+        (the newer one already said how the vision stands)."""
+        assert self.integrity is not None
+        work.verdict_given = True
+        if work.t_ns < self._t_last_verdict_ns:
+            return
+        self._t_last_verdict_ns = work.t_ns
+        fused_fix = work.fix_rep is not None and work.fix_rep.accepted
+        work.blackout = (work.delta is not None and not work.delta.tracking and not fused_fix)
+        self.integrity.on_frame(work.t_ns, blackout=work.blackout)
+
+    def _report(self, work: _FrameWork) -> None:
+        delta, result, fix_rep = work.delta, work.result, work.fix_rep
         fix = result.fix if result is not None else None
         self._reports.append(FrameReport(
-            t_ns=frame.t_ns, index=frame.index,
+            t_ns=work.t_ns, index=work.index,
             vo_tracking=None if delta is None else delta.tracking,
             vo_reason="" if delta is None else delta.reason,
             vo_n_tracks=0 if delta is None else delta.n_tracks,
-            vo_accepted=None if vo_rep is None else vo_rep.accepted,
-            registered=registered, fix_accepted_by_vision=fix is not None,
+            vo_accepted=None if work.vo_rep is None else work.vo_rep.accepted,
+            registered=work.registered, fix_accepted_by_vision=fix is not None,
             fix_reason=_fix_reason(result, fix_rep),
             fix_lat_deg=fix.lat_deg if fix is not None else math.nan,
             fix_lon_deg=fix.lon_deg if fix is not None else math.nan,
             fix_cov_ne_m2=None if fix is None else np.asarray(fix.cov_ne_m2),
             fix_fused=None if fix_rep is None else fix_rep.accepted,
             fix_nis=math.nan if fix_rep is None else fix_rep.nis,
-            blackout=blackout, vo_ms=(t1 - t0) * 1e3, registration_ms=(t2 - t1) * 1e3))
+            blackout=work.blackout, vo_ms=work.vo_ms, registration_ms=work.registration_ms))

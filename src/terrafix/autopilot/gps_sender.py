@@ -54,6 +54,8 @@ class OutputStats:
     skipped_ticks: int
     send_errors: int
     last_report: GpsReport | None
+    last_sent_mono_ns: int | None = None
+    """Monotonic time the last report was handed to the link (capture-to-output latency)."""
 
 
 class FixedRateGpsSender:
@@ -85,6 +87,7 @@ class FixedRateGpsSender:
         self._lock = threading.Lock()
         self._sent = self._sent_3d = self._sent_no_fix = self._errors = 0
         self._last: GpsReport | None = None
+        self._last_sent_ns: int | None = None
         self._ticker: FixedRateTicker | None = None
         self._stale_reported = False
 
@@ -101,7 +104,7 @@ class FixedRateGpsSender:
         with self._lock:
             skipped = self._ticker.skipped if self._ticker is not None else 0
             return OutputStats(self._sent, self._sent_3d, self._sent_no_fix, skipped,
-                               self._errors, self._last)
+                               self._errors, self._last, self._last_sent_ns)
 
     def make_report(self) -> GpsReport:
         """The report this sender would send now (also used by replay to encode offline)."""
@@ -114,6 +117,7 @@ class FixedRateGpsSender:
     def _run(self) -> None:
         self._ticker = FixedRateTicker(self._rate_hz, clock=self._mono)
         while self._ticker.wait(self._stop) is not None:
+            t_make_ns = self._mono()
             report = self.make_report()
             try:
                 self._send_report(report)
@@ -129,6 +133,7 @@ class FixedRateGpsSender:
                 else:
                     self._sent_no_fix += 1
                 self._last = report
+                self._last_sent_ns = t_make_ns
             self._check_stale(report)
 
     def _check_stale(self, report: GpsReport) -> None:
