@@ -338,6 +338,7 @@ class Navigator:
         self.positioner = positioner
         self.runner: RegistrationRunner = runner if runner is not None else \
             InlineRegistration(positioner.locate if positioner is not None else _no_locate)
+        self._can_register = positioner is not None or runner is not None
         self._in_flight: dict[int, _FrameWork] = {}
         self._t_last_verdict_ns = -(1 << 62)
         self.vo = VisualOdometry(context.intrinsics, context.extrinsics, config.odometry) \
@@ -576,7 +577,7 @@ class Navigator:
 
     def _should_register(self, t_ns: int, delta: OdometryDelta | None) -> bool:
         pol = self.config.registration
-        if not pol.enabled or self.positioner is None or self.integrity is None:
+        if not pol.enabled or not self._can_register or self.integrity is None:
             return False
         if pol.skip_textureless and delta is not None and not delta.tracking \
                 and delta.reason.startswith("no texture"):
