@@ -36,14 +36,14 @@ import math
 import queue
 import threading
 import time
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from terrafix.app.config_files import load_toml_config, validate_config
 from terrafix.app.frame_sources import (
     DatasetFrameSource,
     FrameSource,
@@ -141,23 +141,11 @@ class FlyConfig(_Cfg):
 
     @staticmethod
     def load(path: str | Path) -> FlyConfig:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise FlyError(f"cannot read config {p}: {exc}") from None
-        return FlyConfig.from_dict(data, str(p))
+        return load_toml_config(FlyConfig, path, "config", FlyError)
 
     @staticmethod
     def from_dict(data: dict[str, Any], source: str = "<dict>") -> FlyConfig:
-        try:
-            return FlyConfig.model_validate(data)
-        except ValidationError as exc:
-            lines = [f"invalid config {source}:"]
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-                lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-            raise FlyError("\n".join(lines)) from None
+        return validate_config(FlyConfig, data, source, "config", FlyError)
 
 
 def log_config(cfg: FlyConfig) -> str:

@@ -32,16 +32,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-import tomllib
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from terrafix.app.attitude import ComplementaryAttitude
+from terrafix.app.config_files import load_toml_config, validate_config
 from terrafix.app.heading_calibration import (
     HeadingCalibrationConfig,
     OdometryHeadingCalibration,
@@ -156,23 +156,12 @@ class NavigatorConfig(_Cfg):
 
     @staticmethod
     def from_toml(path: str | Path) -> NavigatorConfig:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise NavigatorError(f"cannot read navigation config {p}: {exc}") from None
-        return NavigatorConfig.from_dict(data, str(p))
+        return load_toml_config(NavigatorConfig, path, "navigation config", NavigatorError)
 
     @staticmethod
     def from_dict(data: dict[str, Any], source: str = "<dict>") -> NavigatorConfig:
-        try:
-            return NavigatorConfig.model_validate(data)
-        except ValidationError as exc:
-            lines = [f"invalid navigation config {source}:"]
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-                lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-            raise NavigatorError("\n".join(lines)) from None
+        return validate_config(NavigatorConfig, data, source, "navigation config",
+                               NavigatorError)
 
 
 @dataclass(frozen=True, slots=True)
