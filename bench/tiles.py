@@ -5,15 +5,18 @@
 Measures, on this machine (2 CPU cores shared with other jobs: timings are noisy, so every
 figure is a median over runs and the load average is recorded):
 
-* sqlite.query_p99_ms / postgres.query_p99_ms: `TileStore.tiles_intersecting(footprint)` for a
+* sqlite.query_p99_ms / postgres.query_p99_ms: `TileStore.tile_hits(footprint)`, the
+  navigation's per-frame query (tiles whose interior overlaps the footprint, returned as numpy
+  columns: z/x/y, bounds, voting and stored-freshness codes; records on demand), for a
   500 m x 500 m camera footprint (a square at a random heading and position) in a store of
   `--records` tile records (a 1000 x 1000 grid at z19 near Longmont, bulk-loaded, metadata only);
-  per-query wall time including the Python records returned; p99 of each run of 1000 queries,
-  median over runs. Bar: < 2 ms. Also the querying thread's CPU time (query_cpu_p99_ms), which
-  shows how much of the wall time is waiting for a core on this shared machine, and the same
-  queries again under SCHED_FIFO (this process and its PostgreSQL backend, when permitted:
-  `realtime_sched_fifo`), i.e. without other jobs' scheduling delays. PostgreSQL runs on the
-  throw-away local server of scripts/ensure_postgres.sh (unix socket).
+  per-query wall time, back to back; p99 of each run of 1000 queries, median over runs.
+  Bar: < 2 ms. Also the querying thread's CPU time (query_cpu_p99_ms), which shows how much of
+  the wall time is waiting for a core on this shared machine; the same queries again under
+  SCHED_FIFO (this process and its PostgreSQL backend, when permitted: `realtime_sched_fifo`),
+  i.e. without other jobs' scheduling delays; and the record API,
+  `TileStore.tiles_intersecting(footprint)` (one `TileRecord` per tile: `records_api`).
+  PostgreSQL runs on the throw-away local server of scripts/ensure_postgres.sh (unix socket).
 * provision_tiles_per_s: `provision_geotiff` of a generated `--raster-px`^2 uint16 GeoTIFF
   (UTM 13N, 0.5 m, textured, tiled) into an empty SQLite store: tiles written / wall time,
   median over runs. Bar: >= 200. Baseline: GDAL's own warper (rasterio WarpedVRT, bilinear) on
@@ -129,9 +132,10 @@ def footprints(n_side: int, n: int, side_m: float, seed: int) -> list[shapely.Po
     return out
 
 
-def query_bench(store, polys: list[shapely.Polygon], runs: int) -> dict:
+def query_bench(query, polys: list[shapely.Polygon], runs: int) -> dict:
+    """p50/p99 wall and thread-CPU time of `query(footprint)` (any sized result)."""
     for p in polys[:50]:  # warm the statement caches and pages
-        store.tiles_intersecting(p)
+        query(p)
     p99s, p50s, cpu99s, counts = [], [], [], []
     per_run = len(polys) // runs
     for r in range(runs):
@@ -139,7 +143,7 @@ def query_bench(store, polys: list[shapely.Polygon], runs: int) -> dict:
         for p in polys[r * per_run:(r + 1) * per_run]:
             t = time.perf_counter_ns()
             c = time.thread_time_ns()
-            got = store.tiles_intersecting(p)
+            got = query(p)
             cpu.append((time.thread_time_ns() - c) / 1e6)
             times.append((time.perf_counter_ns() - t) / 1e6)
             counts.append(len(got))
@@ -188,16 +192,21 @@ def bench_queries(kind: str, n_side: int, polys, runs: int, dsn: str | None) -> 
     gc.collect()
     store = open_store(root, read_only=True, reconcile="none", **kwargs)
     assert store.backend.totals()[0] == n_records
-    out = query_bench(store, polys, runs)
+    for p in polys[:100]:  # the columnar answer is the record answer
+        assert set(store.tile_hits(p).tile_ids()) == {r.tile for r in store.tiles_intersecting(p)}
+    out = query_bench(store.tile_hits, polys, runs)
     backend_pids = []
     if dsn:
         with store.backend._pool.connection() as conn:  # the pool's one idle connection
             backend_pids.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
     with realtime(*backend_pids) as granted:
         if granted:
-            rt = query_bench(store, polys, runs)
+            rt = query_bench(store.tile_hits, polys, runs)
             out["realtime_sched_fifo"] = {k: rt[k] for k in ("query_p99_ms", "query_p50_ms",
                                                               "query_cpu_p99_ms")}
+    rec = query_bench(store.tiles_intersecting, polys, runs)
+    out["records_api"] = {k: rec[k] for k in ("query_p99_ms", "query_p50_ms",
+                                              "query_cpu_p99_ms", "tiles_per_query_mean")}
     out.update(records=n_records, bulk_load_s=round(load_s, 1),
                peak_rss_mib=round(peak_rss_mib(), 1))
     store.close()
@@ -398,6 +407,10 @@ def main() -> None:
     rows = [
         ("sqlite.query_p99_ms", result["sqlite"]["query_p99_ms"], "< 2"),
         ("postgres.query_p99_ms", result["postgres"]["query_p99_ms"], "< 2"),
+        ("  sqlite query CPU p99", result["sqlite"]["query_cpu_p99_ms"], "-"),
+        ("  postgres query CPU p99 (client)", result["postgres"]["query_cpu_p99_ms"], "-"),
+        ("  sqlite record API p99", result["sqlite"]["records_api"]["query_p99_ms"], "-"),
+        ("  postgres record API p99", result["postgres"]["records_api"]["query_p99_ms"], "-"),
         ("provision_tiles_per_s", result["provision_tiles_per_s"], ">= 200"),
         ("  warp speed-up vs GDAL WarpedVRT", result["warp_speedup_vs_gdal_warpedvrt"], "-"),
         ("mosaic_600m_median_ms (z18)", result["mosaic_600m_median_ms"], "< 50"),

@@ -28,7 +28,9 @@ from terrafix.tiles import (
     ReadOnlyStoreError,
     SchemaVersionError,
     TileNotFoundError,
+    VotingStatus,
 )
+from terrafix.tiles.records import FRESHNESS_CODES, VOTING_CODES
 from tests.tiles.conftest import REPO, StoreFactory, Z, block_of_tiles, jpeg, new_tiles, texture
 
 
@@ -389,6 +391,75 @@ def test_tiles_intersecting_matches_a_brute_force_answer(stores: StoreFactory) -
     assert [r.tile for r in store.tiles_intersecting(boxes[t])] == [t]
 
 
+def _footprints(tiles: list[TileId], n: int, seed: int) -> list[shapely.Polygon]:
+    """Rotated quadrilaterals over (and partly off) a block of tiles, plus edge cases: a tile's
+    own square (neighbours only touch it), a non-convex polygon and one missing everything."""
+    rng = np.random.default_rng(seed)
+    west = min(tile_bounds(t)[0] for t in tiles)
+    north = max(tile_bounds(t)[3] for t in tiles)
+    out = []
+    for _ in range(n):
+        cx = west + rng.uniform(-0.001, 0.013)
+        cy = north - rng.uniform(-0.001, 0.009)
+        ang = rng.uniform(0, np.pi)
+        hw, hh = rng.uniform(0.0005, 0.004), rng.uniform(0.0005, 0.003)
+        corners = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
+        rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        out.append(shapely.Polygon(corners @ rot.T + [cx, cy]))
+    w, s, e, n_ = tile_bounds(tiles[15])
+    out.append(shapely.box(w, s, e, n_))
+    out.append(shapely.Polygon([(w - 0.002, s - 0.002), (e + 0.003, s), (w, n_ + 0.002),
+                                (w + 0.0004, s + 0.0002)]))  # non-convex: the shapely path
+    out.append(shapely.box(w + 1.0, s + 1.0, e + 1.0, n_ + 1.0))
+    return out
+
+
+def test_columnar_hits_equal_the_record_answer(stores: StoreFactory) -> None:
+    """`tile_hits` (numpy columns, the navigation's per-frame query) gives exactly the tiles,
+    bounds and statuses of `tiles_intersecting`, and its lazily built records equal them."""
+    store, tiles = _grid_store(stores)
+    store.set_upload_state(tiles[3], VotingStatus.PENDING, 2)
+    store.set_upload_state(tiles[4], VotingStatus.UPLOAD_GIVEUP, 5)
+    nonempty = 0
+    for poly in _footprints(tiles, 25, seed=4):
+        for z in (Z, None):
+            expected = store.tiles_intersecting(poly, z)
+            hits = store.tile_hits(poly, z)
+            assert len(hits) == len(expected)
+            for col, dtype in ((hits.z, np.int64), (hits.x, np.int64), (hits.y, np.int64),
+                               (hits.voting, np.int8), (hits.stored_freshness, np.int8)):
+                assert col.dtype == dtype and col.shape == (len(expected),)
+            assert hits.bounds.shape == (len(expected), 4) and hits.bounds.dtype == np.float64
+            by_tile = {r.tile: r for r in expected}
+            assert set(hits.tile_ids()) == set(by_tile)
+            for i, t in enumerate(hits.tile_ids()):
+                rec = by_tile[t]
+                assert tuple(hits.bounds[i].tolist()) == rec.bounds  # bit-identical
+                assert VOTING_CODES[hits.voting[i]] == rec.voting_status
+                assert hits.voting_status(i) == rec.voting_status
+                assert FRESHNESS_CODES[hits.stored_freshness[i]] == rec.freshness
+            assert hits.records() == [by_tile[t] for t in hits.tile_ids()]
+            nonempty += bool(expected)
+    assert nonempty >= 20
+    statuses = {hits.voting_status(i) for hits in [store.tile_hits(shapely.box(
+        *store.summary().bounds))] for i in range(len(hits))}
+    assert statuses == {VotingStatus.TRUSTED, VotingStatus.PENDING, VotingStatus.UPLOAD_GIVEUP}
+
+
+def test_columnar_hits_records_follow_later_changes(stores: StoreFactory) -> None:
+    store, tiles = _grid_store(stores, nx=3, ny=2)
+    hits = store.tile_hits(shapely.box(*store.summary().bounds), Z)
+    assert len(hits) == 6
+    store.delete([tiles[0]])
+    store.set_upload_state(tiles[1], VotingStatus.REJECTED, 1)
+    recs = hits.records()  # built now: the deleted tile is left out, the change is seen
+    assert [r.tile for r in recs] == [t for t in hits.tile_ids() if t != tiles[0]]
+    assert {r.tile: r.voting_status for r in recs}[tiles[1]] == VotingStatus.REJECTED
+    assert hits.records() is recs  # built once
+    empty = store.tile_hits(shapely.box(0.0, 0.0, 0.001, 0.001))
+    assert len(empty) == 0 and empty.records() == [] and empty.bounds.shape == (0, 4)
+
+
 def test_tiles_within_a_radius_matches_geodesic_distances(stores: StoreFactory) -> None:
     store, tiles = _grid_store(stores)
     b = np.array([tile_bounds(t) for t in tiles])
@@ -461,6 +532,10 @@ def test_freshness_rejects_old_conflict_imagery_and_downgrades_old_rear_imagery(
     assert m.rejected == (tiles[0],)
     assert [(u.tile, u.freshness) for u in m.tiles] == [(tiles[1], FreshnessLabel.DOWNGRADED)]
     assert not m.valid[:, :256].any()
+    hits = store.tile_hits(shapely.box(w, s, e, n), Z)  # the stored labels, as codes
+    assert {t: FRESHNESS_CODES[c] for t, c in zip(hits.tile_ids(), hits.stored_freshness,
+                                                  strict=True)} == {
+        tiles[0]: FreshnessLabel.REJECTED, tiles[1]: FreshnessLabel.DOWNGRADED}
     # the sectors persist with the cache, and a flight date within 6 months serves the tile
     store.close()
     recent = stores(today=date(2024, 7, 15), read_only=True)

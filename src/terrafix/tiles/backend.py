@@ -14,6 +14,8 @@ from typing import Protocol
 
 from terrafix.geo.tiles import TileId
 from terrafix.tiles.records import (
+    FRESHNESS_CODES,
+    VOTING_CODES,
     FreshnessLabel,
     QuarantineEntry,
     StoreSummary,
@@ -24,6 +26,25 @@ from terrafix.tiles.records import (
 # Column order of every SELECT that builds a TileRecord.
 RECORD_COLUMNS = ("z, x, y, west, south, east, north, capture_date, source, sha256, size_bytes, "
                   "sector_class, freshness, voting_status, last_access_utc, upload_attempts")
+
+
+
+def _code_case(column: str, values: Sequence[str]) -> str:
+    """SQL mapping a status column to its small-integer code (-1 for an unknown value).
+
+    The values are enum members (constants of this package), never user input."""
+    whens = " ".join(f"WHEN '{v}' THEN {i}" for i, v in enumerate(values))
+    return f"CASE {column} {whens} ELSE -1 END"
+
+
+def hit_columns(prefix: str = "") -> str:
+    """Select list of the columnar query (`TileHits`): z, x, y, west, south, east, north,
+    voting code, stored freshness code. The codes are computed by the database, so every
+    value reaching Python is a number (small integers are shared objects: no allocation)."""
+    p = prefix
+    return (f"{p}z, {p}x, {p}y, {p}west, {p}south, {p}east, {p}north, "
+            f"{_code_case(p + 'voting_status', [v.value for v in VOTING_CODES])}, "
+            f"{_code_case(p + 'freshness', [v.value for v in FRESHNESS_CODES])}")
 
 
 _LABELS = {v.value: v for v in FreshnessLabel}
@@ -109,10 +130,19 @@ class MetadataBackend(Protocol):
 
     def get(self, tile: TileId) -> TileRecord | None: ...
 
+    def get_many(self, tiles: Sequence[TileId]) -> dict[TileId, TileRecord]:
+        """Records of those tiles that exist, in one query (outside any transaction)."""
+        ...
+
     def bbox_rows(self, west: float, south: float, east: float, north: float,
                   z: int | None) -> list[Sequence]:
         """Raw rows (RECORD_COLUMNS order) whose bounds overlap the box, from the spatial
         index; a superset of the exact answer is allowed (the store filters exactly)."""
+        ...
+
+    def bbox_hits(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[Sequence]:
+        """Like bbox_rows, but rows of `hit_columns()`: numbers only (the columnar query)."""
         ...
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]: ...

@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from terrafix.geo.tiles import TileId
-from terrafix.tiles.backend import RECORD_COLUMNS, record_from_row
+from terrafix.tiles.backend import RECORD_COLUMNS, hit_columns, record_from_row
 from terrafix.tiles.errors import ReadOnlyStoreError, StoreConfigError
 from terrafix.tiles.migrations import check_version, latest_version, migrations
 from terrafix.tiles.records import (
@@ -38,6 +38,15 @@ DIALECT = "postgres"
 DEFAULT_SCHEMA = "terrafix_tiles"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _WRITER_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext(current_schema()))"
+# Spatial reads: `&&` is the GiST bounding-box test (a superset; the exact interior test runs
+# in the store, the same code for both backends and cheaper than ST_Intersects per row on the
+# server). They run as prepared statements with binary results: no re-planning per query and
+# no text parsing of numbers on the client.
+_BBOX_WHERE = " FROM tiles WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+_ROWS_SQL = f"SELECT {RECORD_COLUMNS}{_BBOX_WHERE}"
+_HITS_SQL = f"SELECT {hit_columns()}{_BBOX_WHERE}"
+_GET_MANY_SQL = (f"SELECT {RECORD_COLUMNS} FROM tiles WHERE (z, x, y) IN"
+                 " (SELECT * FROM unnest(%s::smallint[], %s::int[], %s::int[]))")
 
 _INSERT_COLUMNS = ("z, x, y, west, south, east, north, capture_date, source, sha256, size_bytes,"
                    " sector_class, freshness, voting_status, last_access_utc, upload_attempts,"
@@ -249,18 +258,32 @@ class PostgresBackend:
                 (tile.z, tile.x, tile.y)).fetchone()
         return None if row is None else record_from_row(row)
 
-    def bbox_rows(self, west: float, south: float, east: float, north: float,
-                  z: int | None) -> list[tuple]:
-        # `&&` is the GiST bounding-box test; the exact interior test runs in the store, the
-        # same code for both backends (and cheaper than ST_Intersects per row on the server).
-        q = (f"SELECT {RECORD_COLUMNS} FROM tiles"
-             " WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)")
+    def get_many(self, tiles: Sequence[TileId]) -> dict[TileId, TileRecord]:
+        if not tiles:
+            return {}
+        with self._pool.connection() as conn:
+            rows = conn.cursor(binary=True).execute(
+                _GET_MANY_SQL,
+                ([t.z for t in tiles], [t.x for t in tiles], [t.y for t in tiles])).fetchall()
+        return {rec.tile: rec for rec in map(record_from_row, rows)}
+
+    def _bbox_query(self, select: str, west: float, south: float, east: float, north: float,
+                    z: int | None) -> list[tuple]:
+        q = select
         args: tuple = (west, south, east, north)
         if z is not None:
             q += " AND z = %s"
             args += (z,)
         with self._pool.connection() as conn:
-            return conn.execute(q, args).fetchall()
+            return conn.cursor(binary=True).execute(q, args, prepare=True).fetchall()
+
+    def bbox_rows(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[tuple]:
+        return self._bbox_query(_ROWS_SQL, west, south, east, north, z)
+
+    def bbox_hits(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[tuple]:
+        return self._bbox_query(_HITS_SQL, west, south, east, north, z)
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]:
         last = -1

@@ -7,6 +7,7 @@ order tiles for eviction, never feed the navigation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -63,6 +64,77 @@ class TileRecord:
     voting_status: VotingStatus
     last_access_utc_s: float
     upload_attempts: int
+
+
+# Integer codes of the statuses in columnar query results (`TileHits`): index into these.
+VOTING_CODES: tuple[VotingStatus, ...] = tuple(VotingStatus)
+FRESHNESS_CODES: tuple[FreshnessLabel, ...] = tuple(FreshnessLabel)
+
+RecordLoader = Callable[[Sequence[TileId]], dict[TileId, TileRecord]]
+
+
+class TileHits:
+    """Tiles found by a spatial query, as parallel numpy columns (the navigation hot path).
+
+    A 500 m camera footprint at z19 touches ~100 tiles; building ~100 `TileRecord`s (dates,
+    enums, hex digests) per query costs several times what the index search does, and the
+    navigation only needs ids, bounds and statuses to choose the tiles it loads. So the query
+    returns columns, and full records are built only on demand (`records()`, one more query).
+
+    Columns, all of length N, in the same (unspecified) order:
+      z, x, y: (N,) int64 tile ids.
+      bounds: (N, 4) float64 (west, south, east, north) WGS84 degrees, as stored.
+      voting: (N,) int8 voting status, an index into `VOTING_CODES`.
+      stored_freshness: (N,) int8 freshness label stored when the tile was written or last
+        classified, an index into `FRESHNESS_CODES`. It is not today's decision (stale imagery
+        ages): `TileStore.freshness_of(record)` and mosaics decide for the current date.
+    """
+
+    __slots__ = ("_load", "_records", "bounds", "stored_freshness", "voting", "x", "y", "z")
+
+    def __init__(self, z: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: np.ndarray,
+                 voting: np.ndarray, stored_freshness: np.ndarray, load: RecordLoader) -> None:
+        self.z = z
+        self.x = x
+        self.y = y
+        self.bounds = bounds
+        self.voting = voting
+        self.stored_freshness = stored_freshness
+        self._load = load
+        self._records: list[TileRecord] | None = None
+
+    @classmethod
+    def empty(cls, load: RecordLoader) -> TileHits:
+        i64 = np.zeros(0, np.int64)
+        i8 = np.zeros(0, np.int8)
+        return cls(i64, i64, i64, np.zeros((0, 4)), i8, i8, load)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __repr__(self) -> str:
+        return f"TileHits({len(self)} tiles)"
+
+    def tile_ids(self) -> list[TileId]:
+        """The tiles as `TileId`s, in column order."""
+        return [TileId(z, x, y) for z, x, y in
+                zip(self.z.tolist(), self.x.tolist(), self.y.tolist(), strict=True)]
+
+    def voting_status(self, i: int) -> VotingStatus:
+        return VOTING_CODES[int(self.voting[i])]
+
+    def records(self) -> list[TileRecord]:
+        """Full records in column order, read from the store on the first call.
+
+        A tile deleted between the query and this call (only possible while a writer is at
+        work; never in flight, where the store is read-only) is left out; a replaced tile
+        comes back with its new metadata.
+        """
+        if self._records is None:
+            tiles = self.tile_ids()
+            found = self._load(tiles) if tiles else {}
+            self._records = [found[t] for t in tiles if t in found]
+        return self._records
 
 
 @dataclass(frozen=True, slots=True)

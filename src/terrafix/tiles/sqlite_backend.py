@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from terrafix.geo.tiles import TileId
-from terrafix.tiles.backend import RECORD_COLUMNS, record_from_row
+from terrafix.tiles.backend import RECORD_COLUMNS, hit_columns, record_from_row
 from terrafix.tiles.errors import ReadOnlyStoreError, StoreConfigError
 from terrafix.tiles.migrations import check_version, latest_version, migrations
 from terrafix.tiles.records import (
@@ -31,6 +31,13 @@ from terrafix.tiles.records import (
 
 DIALECT = "sqlite"
 _PREFIXED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RECORD_COLUMNS.split(","))
+# The R*Tree drives the search and each hit joins its row by rowid (EXPLAIN: "SCAN r VIRTUAL
+# TABLE INDEX 2:D1B0D3B2", "SEARCH t USING INTEGER PRIMARY KEY").
+_BBOX_WHERE = (" FROM tiles_rtree r JOIN tiles t ON t.id = r.id"
+               " WHERE r.max_lon >= ? AND r.min_lon <= ? AND r.max_lat >= ? AND r.min_lat <= ?")
+_HITS_SQL = f"SELECT {hit_columns('t.')}{_BBOX_WHERE}"
+_HITS_Z_SQL = f"{_HITS_SQL} AND t.z = ?"
+_GET_MANY_CHUNK = 500  # tiles per query (3 parameters each, well under SQLite's limit)
 
 
 class SqliteTransaction:
@@ -237,16 +244,36 @@ class SqliteBackend:
             (tile.z, tile.x, tile.y)).fetchone()
         return None if row is None else record_from_row(row)
 
+    def get_many(self, tiles: Sequence[TileId]) -> dict[TileId, TileRecord]:
+        conn = self._conn()
+        out: dict[TileId, TileRecord] = {}
+        for i in range(0, len(tiles), _GET_MANY_CHUNK):
+            chunk = tiles[i:i + _GET_MANY_CHUNK]
+            keys = ", ".join(["(?, ?, ?)"] * len(chunk))
+            args = [v for t in chunk for v in (t.z, t.x, t.y)]
+            rows = conn.execute(
+                f"WITH k(z, x, y) AS (VALUES {keys}) SELECT {_PREFIXED_COLUMNS} FROM k"
+                " JOIN tiles t ON t.z = k.z AND t.x = k.x AND t.y = k.y", args).fetchall()
+            for row in rows:
+                rec = record_from_row(row)
+                out[rec.tile] = rec
+        return out
+
     def bbox_rows(self, west: float, south: float, east: float, north: float,
                   z: int | None) -> list[tuple]:
         # R*Tree coordinates are 32-bit floats rounded outwards: the box test is a superset.
-        sql = (f"SELECT {_PREFIXED_COLUMNS} FROM tiles_rtree r JOIN tiles t ON t.id = r.id"
-               " WHERE r.max_lon >= ? AND r.min_lon <= ? AND r.max_lat >= ? AND r.min_lat <= ?")
+        sql = f"SELECT {_PREFIXED_COLUMNS}{_BBOX_WHERE}"
         args: tuple = (west, east, south, north)
         if z is not None:
             sql += " AND t.z = ?"
             args += (z,)
         return self._conn().execute(sql, args).fetchall()
+
+    def bbox_hits(self, west: float, south: float, east: float, north: float,
+                  z: int | None) -> list[tuple]:
+        if z is None:
+            return self._conn().execute(_HITS_SQL, (west, east, south, north)).fetchall()
+        return self._conn().execute(_HITS_Z_SQL, (west, east, south, north, z)).fetchall()
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]:
         last = -1

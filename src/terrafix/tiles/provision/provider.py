@@ -204,7 +204,7 @@ def provision_from_provider(store: TileStore, client: ProviderClient, area: Base
         needed.extend(tiles_covering(area, z))
     present: set[TileId] = set()
     for z in zooms:
-        present.update(r.tile for r in store.tiles_intersecting(area, z))
+        present.update(store.tile_hits(area, z).tile_ids())
     todo = [t for t in needed if t not in present]
     unavailable: list[TileId] = []
     written = 0
