@@ -136,3 +136,21 @@ def test_short_flight_end_to_end(dataset: Path, tmp_path: Path):
             .splitlines()]
     errs = [r["error_m"] for r in rows if r["error_m"] is not None]
     assert errs and max(errs) < 100.0
+
+
+def test_a_bad_config_is_refused_naming_the_key_and_the_value(tmp_path: Path):
+    bad = tmp_path / "fly.toml"
+    bad.write_text('[camera]\nhold_s = -1.0\nsource = "webcam"\n[navigation]\nbogus = 1\n')
+    with pytest.raises(FlyError) as info:
+        FlyConfig.load(bad)
+    msg = str(info.value)
+    assert str(bad) in msg
+    assert "camera.hold_s" in msg and "-1.0" in msg
+    assert "camera.source" in msg and "'webcam'" in msg
+    assert "navigation.bogus" in msg
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[camera\n")
+    with pytest.raises(FlyError, match="cannot read config .*broken.toml"):
+        FlyConfig.load(broken)
+    with pytest.raises(FlyError, match="cannot read config"):
+        FlyConfig.load(tmp_path / "missing.toml")
