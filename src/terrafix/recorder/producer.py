@@ -17,10 +17,20 @@ Lock-free by design: `deque.append`/`popleft`, `list.append` and `next(itertools
 atomic under the GIL, so several threads may share a producer, and the writer thread drains
 without ever making a producer wait on a lock the writer could hold across a GIL switch.
 
+A queue entry is one `bytes`: the complete MCAP Message record (31-byte head + JSON). Not a
+tuple, on purpose: a tuple per record is a garbage-collector-tracked allocation, and at 100k
+records/s those alone triggered a generation-0 collection every 7 ms and periodic full
+collections over everything queued (5 % of the process CPU under py-spy). One bytes object is
+also one object for the writer to pop, measure, join and free. The writer reads the log time
+back from the head for the segment statistics.
+
 Serialisation is orjson: stdlib `json.dumps` measured 16-230 µs per record on this machine
 (bench/fdr.py reports it), which alone would cap the recorder below 10k records/s; orjson is
 10-30x faster and also serialises numpy arrays and scalars natively. Non-finite floats
-(e.g. an anchor age of inf before the first anchor) are written as JSON null.
+(e.g. an anchor age of inf before the first anchor) are written as JSON null. The first attempt
+omits `OPT_NON_STR_KEYS` (it takes orjson off its fast dict path: ~10 % slower on every record);
+a payload with non-string keys fails that attempt and is encoded again with it, so the bytes
+are the same as with the option always on.
 """
 
 from __future__ import annotations
@@ -41,13 +51,16 @@ from terrafix.recorder.container import MESSAGE_FIXED_LEN, MESSAGE_HEAD, frame_m
 from terrafix.recorder.errors import RecorderPolicyError
 
 _DUMPS = orjson.dumps
+_FAST_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _MIN_IMAGE_SIDE_PX = 64
 _MAX_INLINE_BYTES = 64 * 1024
-_SUSPECT_TYPES = frozenset({np.ndarray, bytes, bytearray, CameraFrame})
+#: smallest JSON an image-shaped array can encode to: 64 x 64 values, each ">= 1 digit" + ",".
+_RAW_MIN_JSON_BYTES = 2 * _MIN_IMAGE_SIDE_PX * _MIN_IMAGE_SIDE_PX
 _PACK = MESSAGE_HEAD.pack
 _OP_MESSAGE = int(Opcode.MESSAGE)
 _FIXED = MESSAGE_FIXED_LEN
+_U32 = 0xFFFFFFFF
 _IMAGE_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.bool_)})
 
 
@@ -84,8 +97,14 @@ def _default(obj: Any) -> Any:
 
 
 def encode_payload(payload: object) -> bytes:
-    """The JSON bytes the recorder stores for a payload (same rules as `Producer.record`)."""
-    return _DUMPS(payload, default=_default, option=_OPTIONS)
+    """The JSON bytes the recorder stores for a payload (same rules as `Producer.record`).
+
+    Raises TypeError (orjson.JSONEncodeError) for a payload that cannot be encoded.
+    """
+    try:
+        return _DUMPS(payload, default=_default, option=_FAST_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError; non-str keys need the option
+        return _DUMPS(payload, default=_default, option=_OPTIONS)
 
 
 class Producer:
@@ -96,6 +115,7 @@ class Producer:
     """
 
     __slots__ = (
+        "_check_bytes",
         "_closed",
         "_max_record_bytes",
         "_seq",
@@ -119,10 +139,16 @@ class Producer:
         self.channel_id = channel_id
         self.capacity = capacity
         self._max_record_bytes = max_record_bytes
+        # The raw-data checks run only on records whose JSON is at least this long, after
+        # encoding: an image-shaped array (>= 64 x 64 values, each at least one digit and a
+        # comma) encodes to >= 8192 bytes, a raw bytes value over 64 KiB to more in base64.
+        # So the common small record pays nothing for them (a Python loop over its values
+        # was ~8 % of the producer's time), and a frame is still refused before it is queued.
+        self._check_bytes = min(_RAW_MIN_JSON_BYTES, max_record_bytes + 1)
         self._seq = itertools.count()
         self._closed = False
-        #: (t_ns, MCAP message record head, JSON payload); drained by the writer thread only.
-        self.queue: deque[tuple[int, bytes, bytes]] = deque()
+        #: complete MCAP Message records (head + JSON); drained by the writer thread only.
+        self.queue: deque[bytes] = deque()
         #: one entry per record dropped on overrun; the writer counts and clears them.
         self.drop_ticks: list[int] = []
         #: reasons of payloads that could not be encoded; the writer counts and clears them.
@@ -138,23 +164,33 @@ class Producer:
         if self._closed:
             self.late += 1
             return
-        if type(payload) is dict:
-            for value in payload.values():
-                if type(value) in _SUSPECT_TYPES:  # one set lookup per value on the hot path
-                    self._refuse_raw(value)
-        elif isinstance(payload, CameraFrame):
+        if type(payload) is not dict and isinstance(payload, CameraFrame):
             self._refuse_raw(payload)
         try:
-            data = _DUMPS(payload, default=_default, option=_OPTIONS)
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            self.rejects.append(f"{type(payload).__name__}: {exc}")
-            return
+            data = _DUMPS(payload, default=_default, option=_FAST_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError; maybe only non-str keys: the slow path
+            try:
+                data = _DUMPS(payload, default=_default, option=_OPTIONS)
+            except TypeError as exc:
+                self._check_values(payload)  # a raw frame is still a programming error
+                self.rejects.append(f"{type(payload).__name__}: {exc}")
+                return
         n = len(data)
-        if n > self._max_record_bytes:
-            raise RecorderPolicyError(
-                f"{self.name}: record of {n} bytes, expected at most "
-                f"{self._max_record_bytes} (RecorderConfig.max_record_bytes)"
+        if n >= self._check_bytes:  # only records this big can hold a frame (see __init__)
+            self._check_values(payload)
+            if n > self._max_record_bytes:
+                raise RecorderPolicyError(
+                    f"{self.name}: record of {n} bytes, expected at most "
+                    f"{self._max_record_bytes} (RecorderConfig.max_record_bytes)"
+                )
+        try:
+            framed = (
+                _PACK(_OP_MESSAGE, _FIXED + n, self.channel_id, next(self._seq) & _U32, t_ns, t_ns)
+                + data
             )
+        except struct.error:  # the sequence gap this leaves is explained by the reject event
+            self.rejects.append(f"t_ns={t_ns!r}: expected an int in [0, 2**64) (monotonic ns)")
+            return
         q = self.queue
         if len(q) >= self.capacity:
             try:
@@ -162,14 +198,13 @@ class Producer:
                 self.drop_ticks.append(1)
             except IndexError:  # the writer emptied it meanwhile
                 pass
-        seq = next(self._seq) & 0xFFFFFFFF
-        try:
-            head = _PACK(_OP_MESSAGE, _FIXED + n, self.channel_id, seq, t_ns, t_ns)
-        except struct.error:  # the sequence gap this leaves is explained by the reject event
-            self.rejects.append(f"t_ns={t_ns!r}: expected an int in [0, 2**64) (monotonic ns)")
-            return
-        # Record head and payload stay separate objects (no 1 KB copy here); the writer joins.
-        q.append((t_ns, head, data))
+        q.append(framed)
+
+    def _check_values(self, payload: object) -> None:
+        """Refuse a payload holding a raw camera frame or a large raw bytes value (R3)."""
+        if isinstance(payload, Mapping):
+            for value in payload.values():
+                self._refuse_raw(value)
 
     def _refuse_raw(self, value: object) -> None:
         if looks_like_camera_frame(value):
