@@ -60,6 +60,44 @@ def similarity_parts(H: np.ndarray) -> tuple[float, float, float]:
     return scale, rotation, float(np.hypot(H[2, 0], H[2, 1]) / abs(H[2, 2]))
 
 
+def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | None = None
+                   ) -> HomographyFit:
+    """Fit a similarity (scale, rotation, translation) pts0 (M, 2) → pts1 (M, 2) by RANSAC and
+    check its scale and rotation; H is returned as a (3, 3) matrix.
+
+    Why a similarity for re-ranking: both sides are north-up at map scale, so a right chunk
+    differs from the canvas by little more than a translation. A 2-point minimal sample finds
+    that among 5 % inliers in a few thousand iterations, where the 4-point homography of
+    MAGSAC needs far more and often misses — so a weak but right chunk still ranks above a
+    wrong one and reaches the guided match (which fits the full homography).
+    """
+    cfg = config or GeometryConfig()
+    n = len(pts0)
+    none = np.zeros(n, bool)
+    if n < max(cfg.min_inliers, 2):
+        return HomographyFit(None, none, f"too few matches ({n} < {cfg.min_inliers})")
+    A, mask = cv2.estimateAffinePartial2D(pts0.astype(np.float64), pts1.astype(np.float64),
+                                          method=cv2.RANSAC,
+                                          ransacReprojThreshold=cfg.threshold_px,
+                                          maxIters=cfg.max_iters, confidence=cfg.confidence,
+                                          refineIters=10)
+    if A is None or mask is None:
+        return HomographyFit(None, none, "no similarity found")
+    H = np.vstack((A, [0.0, 0.0, 1.0]))
+    inliers = mask.ravel().astype(bool)
+    k = int(inliers.sum())
+    if k < cfg.min_inliers:
+        return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
+    scale, rotation, _ = similarity_parts(H)
+    if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
+        return HomographyFit(H, inliers, f"implausible scale {scale:.2f} "
+                             f"(expected {cfg.scale_range[0]}–{cfg.scale_range[1]})")
+    if abs(rotation) > cfg.max_rotation_deg:
+        return HomographyFit(H, inliers, f"implausible rotation {rotation:.1f}° "
+                             f"(|rot| ≤ {cfg.max_rotation_deg}°)")
+    return HomographyFit(H, inliers, "")
+
+
 def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
                    config: GeometryConfig | None = None) -> HomographyFit:
     """Fit pts0 (M, 2) → pts1 (M, 2) with USAC MAGSAC++ and check it.
