@@ -130,6 +130,10 @@ def test_invalid_tile_bytes_are_refused_before_anything_is_written(
     with pytest.raises(InvalidTileError, match=f"{t.z}/{t.x}/{t.y}"):
         store.put(t, bad, capture_date=date(2024, 1, 1), source="x")
     assert store.get_record(t) is None and not store.tile_path(t).exists()
+    # without the decode (bytes of our own encoder) the structural checks still refuse these
+    with pytest.raises(InvalidTileError, match=f"{t.z}/{t.x}/{t.y}"):
+        store.put_many([NewTile(t, bad, date(2024, 1, 1), "x")], decode_check=False)
+    assert store.get_record(t) is None and not store.tile_path(t).exists()
 
 
 @pytest.mark.parametrize("on_conflict", ["error", "replace"])
@@ -444,6 +448,17 @@ def test_columnar_hits_equal_the_record_answer(stores: StoreFactory) -> None:
     statuses = {hits.voting_status(i) for hits in [store.tile_hits(shapely.box(
         *store.summary().bounds))] for i in range(len(hits))}
     assert statuses == {VotingStatus.TRUSTED, VotingStatus.PENDING, VotingStatus.UPLOAD_GIVEUP}
+
+
+def test_columnar_box_hits_equal_records_in_box(stores: StoreFactory) -> None:
+    store, tiles = _grid_store(stores)
+    w, s, e, n = tile_bounds(tiles[15])
+    for box in [(w, s, e, n), (w - 1e-3, s - 2e-3, e + 3e-3, n), (w + 1.0, s, e + 1.0, n)]:
+        hits = store.hits_in_box(*box, Z)
+        expected = store.records_in_box(*box, Z)
+        assert sorted(hits.tile_ids()) == sorted(r.tile for r in expected)
+        assert {r.tile: r for r in hits.records()} == {r.tile: r for r in expected}
+    assert len(store.hits_in_box(w, s, e, n, Z)) == 9  # edges included: the neighbours too
 
 
 def test_columnar_hits_records_follow_later_changes(stores: StoreFactory) -> None:

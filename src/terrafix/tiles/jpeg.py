@@ -50,17 +50,19 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check_tile_jpeg(data: bytes, what: str) -> None:
+def check_tile_jpeg(data: bytes, what: str, *, decode: bool = True) -> None:
     """Raise InvalidTileError unless `data` is a complete JPEG of a 256x256 tile.
 
-    The frame header must declare 256x256, the file must end with EOI, and the entropy-coded
-    data must decode; the decode runs at 1/8 scale (libjpeg still walks every coefficient,
-    skipping most of the inverse DCT), which is what provisioning can afford per tile. Reads
-    decode fully and check the SHA-256 anyway.
+    The frame header must declare 256x256, the file must end with EOI, and (decode=True) the
+    entropy-coded data must decode; the decode runs at 1/8 scale (libjpeg still walks every
+    coefficient, skipping most of the inverse DCT), which is what provisioning can afford per
+    tile. decode=False is for bytes this process has just produced with `encode_gray` (raster
+    provisioning): decoding them again would only re-check libjpeg's own encoder, at about the
+    cost of the encode. Reads decode fully and check the SHA-256 anyway.
     """
     ok = data.startswith(_SOI) and data.rstrip(b"\x00").endswith(_EOI) \
         and jpeg_size(data) == (TILE_SIZE_PX, TILE_SIZE_PX)
-    if ok:
+    if ok and decode:
         small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
         ok = small is not None and small.shape == (TILE_SIZE_PX // 8, TILE_SIZE_PX // 8)
     if not ok:

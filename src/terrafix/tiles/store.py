@@ -88,6 +88,8 @@ _TOUCH_FLUSH_COUNT = 512
 _BBOX_PAD_DEG = 1e-9  # pads mosaic box queries against rounding at tile edges
 _SNAP_PX = 1e-6
 _PARALLEL_MIN_TILES = 8
+# Worker threads shared by every store (mosaic decodes, JPEG checks, provisioning blocks).
+DECODE_WORKERS = min(4, os.cpu_count() or 1)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -97,7 +99,7 @@ def _decode_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+            _POOL = ThreadPoolExecutor(max_workers=DECODE_WORKERS,
                                        thread_name_prefix="tile-decode")
         return _POOL
 
@@ -106,9 +108,9 @@ def _now_utc_s() -> float:
     return time.time()
 
 
-def _check_item(item: NewTile) -> None:
+def _check_item(item: NewTile, decode: bool = True) -> None:
     t = item.tile
-    check_tile_jpeg(item.jpeg, f"tile {t.z}/{t.x}/{t.y}")
+    check_tile_jpeg(item.jpeg, f"tile {t.z}/{t.x}/{t.y}", decode=decode)
 
 
 def decode_pool() -> ThreadPoolExecutor:
@@ -175,7 +177,11 @@ class TileStore:
         self._today = value
 
     def tile_path(self, tile: TileId) -> Path:
-        return Path(f"{self._tiles_prefix}{tile.z}/{tile.x}/{tile.y}.jpg")
+        return Path(self._tile_file(tile))
+
+    def _tile_file(self, tile: TileId) -> str:
+        """tile_path as a str: hot paths (reads, batch writes) skip building a Path."""
+        return f"{self._tiles_prefix}{tile.z}/{tile.x}/{tile.y}.jpg"
 
     def close(self) -> None:
         if not self.read_only:
@@ -201,14 +207,17 @@ class TileStore:
         return self.put_many([NewTile(tile, jpeg, capture_date, source, voting_status)],
                              on_conflict=on_conflict)
 
-    def put_many(self, items: Sequence[NewTile], *,
-                 on_conflict: OnConflict = "error") -> PutReport:
+    def put_many(self, items: Sequence[NewTile], *, on_conflict: OnConflict = "error",
+                 decode_check: bool = True) -> PutReport:
         """Store tiles atomically as one batch: all rows and files land, or none.
 
         A tile already stored with identical bytes is left alone (`unchanged`). One stored with
         different bytes raises `DuplicateTileError` (on_conflict="error", nothing of the batch
         is written), is kept as it is ("skip"), or is replaced ("replace"). The disk budget is
         enforced first, evicting least-recently-used tiles outside protected areas.
+        Every tile's JPEG structure is checked (SOI, EOI, a 256x256 frame header); with
+        decode_check (the default) its data is also decoded at 1/8 scale. Pass False only for
+        bytes just encoded by this process (`jpeg.encode_gray`, raster provisioning).
         """
         self._require_writable("store tiles")
         if on_conflict not in ("error", "skip", "replace"):
@@ -218,11 +227,11 @@ class TileStore:
         seen: set[TileId] = set()
         now = _now_utc_s()
         prepared: list[tuple[NewTile, TileRecord]] = []
-        if len(items) >= _PARALLEL_MIN_TILES:  # JPEG checks release the GIL
+        if decode_check and len(items) >= _PARALLEL_MIN_TILES:  # the decodes release the GIL
             list(_decode_pool().map(_check_item, items))
         else:
             for item in items:
-                _check_item(item)
+                _check_item(item, decode_check)
         for item in items:
             t = item.tile
             if t in seen:
@@ -241,7 +250,7 @@ class TileStore:
                 upload_attempts=0)))
         evicted = self.make_room(self._incoming_bytes(prepared), keep=seen)
 
-        batch = WriteBatch(self.staging_dir, self.tile_path, self._fsync_files)
+        batch = WriteBatch(self.staging_dir, self._tile_file, self._fsync_files)
         inserted: list[TileId] = []
         replaced: list[TileId] = []
         unchanged: list[TileId] = []
@@ -324,9 +333,14 @@ class TileStore:
         return {k: shapely.from_wkt(v) for k, v in self.backend.protected_areas().items()}
 
     def _incoming_bytes(self, prepared: Sequence[tuple[NewTile, TileRecord]]) -> int:
+        """Bytes a batch adds to the cache (new tiles, and growth of replaced ones)."""
+        upper = sum(rec.size_bytes for _item, rec in prepared)
+        if self.backend.totals()[1] + upper <= self.budget_bytes:
+            return upper  # fits even if every tile were new: no need to look them up
         incoming = 0
+        stored = self.backend.get_many([rec.tile for _item, rec in prepared])
         for _item, rec in prepared:
-            old = self.backend.get(rec.tile)
+            old = stored.get(rec.tile)
             if old is None:
                 incoming += rec.size_bytes
             elif old.sha256 != rec.sha256:
@@ -402,7 +416,7 @@ class TileStore:
         # A str path and a plain open(): pathlib costs as much as the read itself, and mosaics
         # read tens of tiles per call.
         try:
-            with open(f"{self._tiles_prefix}{t.z}/{t.x}/{t.y}.jpg", "rb") as f:
+            with open(self._tile_file(t), "rb") as f:
                 data: bytes | None = f.read()
         except FileNotFoundError:
             data = None
@@ -501,14 +515,26 @@ class TileStore:
             check_zoom(z)
         if polygon_wgs84.is_empty:
             return TileHits.empty(self.backend.get_many)
-        rows = self.backend.bbox_hits(*polygon_wgs84.bounds, z)
-        if not rows:
-            return TileHits.empty(self.backend.get_many)
-        # (M, 9) float64 (ids < 2**53 are exact); fromiter over the flattened rows is ~2x
-        # faster than np.array on a list of tuples.
-        cols = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
+        cols = self._hit_columns(*polygon_wgs84.bounds, z)
+        return self._hits(cols[interiors_overlap(polygon_wgs84, cols[:, 3:7])])
+
+    def hits_in_box(self, west: float, south: float, east: float, north: float,
+                    z: int | None = None) -> TileHits:
+        """Columnar `records_in_box`: tiles whose bounds overlap a box (edges included)."""
+        if z is not None:
+            check_zoom(z)
+        return self._hits(self._hit_columns(west, south, east, north, z))
+
+    def _hit_columns(self, west: float, south: float, east: float, north: float,
+                     z: int | None) -> np.ndarray:
+        """(M, 9) float64 rows of `backend.hit_columns` from the spatial index (ids < 2**53
+        are exact in float64); fromiter over the flattened rows is ~2x faster than np.array
+        on a list of tuples."""
+        rows = self.backend.bbox_hits(west, south, east, north, z)
+        return np.fromiter(itertools.chain.from_iterable(rows), np.float64,
                            9 * len(rows)).reshape(-1, 9)
-        cols = cols[interiors_overlap(polygon_wgs84, cols[:, 3:7])]
+
+    def _hits(self, cols: np.ndarray) -> TileHits:
         ids = cols[:, :3].astype(np.int64)
         codes = cols[:, 7:].astype(np.int8)
         return TileHits(ids[:, 0], ids[:, 1], ids[:, 2], cols[:, 3:7], codes[:, 0], codes[:, 1],

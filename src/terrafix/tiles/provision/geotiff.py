@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -48,7 +51,7 @@ from terrafix.geo.tiles import (
 from terrafix.tiles.errors import ProvisioningError
 from terrafix.tiles.jpeg import encode_gray
 from terrafix.tiles.records import NewTile, VotingStatus
-from terrafix.tiles.store import TileStore, decode_pool
+from terrafix.tiles.store import DECODE_WORKERS, TileStore, decode_pool
 
 log = logging.getLogger(__name__)
 
@@ -207,37 +210,64 @@ def _plan(src: rasterio.io.DatasetReader, z: int) -> _ZoomPlan:
 def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _ZoomPlan,
                     stretch: Stretch, cap: date, src_name: str, replace: bool, quality: int,
                     block_tiles: int, counts: dict[str, int]) -> Iterator[int]:
-    """Yields the number of tiles handled after each block."""
+    """Yields the number of tiles handled after each block.
+
+    Blocks are cut (warp, stretch, JPEG encode: all in OpenCV/numpy code that releases the
+    GIL) on the shared worker threads, a few blocks ahead, while this thread stores the
+    finished ones in block order; so on a multi-core machine the cutting of the next blocks
+    overlaps the file and database work of the current one.
+    """
     z = plan.z
     warper = _BlockWarper(src, stretch, z)
-    for by in range(0, plan.ny, block_tiles):
-        for bx in range(0, plan.nx, block_tiles):
-            bw, bh = min(block_tiles, plan.nx - bx), min(block_tiles, plan.ny - by)
-            tiles = [TileId(z, plan.x0 + bx + i, plan.y0 + by + j)
-                     for j in range(bh) for i in range(bw)]
-            present = set() if replace else _present(store, tiles)
-            counts["skipped"] += len(present)
-            todo = [t for t in tiles if t not in present]
-            if todo:
-                img = warper.block(plan.x0 + bx, plan.y0 + by, bw, bh)
-                crops = []
-                for t in todo:
-                    c0 = (t.x - plan.x0 - bx) * TILE_SIZE_PX
-                    r0 = (t.y - plan.y0 - by) * TILE_SIZE_PX
-                    tile_img = img[r0:r0 + TILE_SIZE_PX, c0:c0 + TILE_SIZE_PX]
-                    if not tile_img.any():
-                        counts["empty"] += 1
-                        continue
-                    crops.append((t, np.ascontiguousarray(tile_img)))
-                # JPEG encoding releases the GIL: spread it over the store's worker threads.
-                jpegs = decode_pool().map(lambda c: encode_gray(c[1], quality), crops)
-                batch = [NewTile(t, data, cap, src_name, VotingStatus.TRUSTED)
-                         for (t, _img), data in zip(crops, jpegs, strict=True)]
-                if batch:
-                    report = store.put_many(batch, on_conflict="replace" if replace else "skip")
-                    counts["written"] += len(report.inserted) + len(report.replaced)
-                    counts["skipped"] += len(report.unchanged)
-            yield len(tiles)
+    pool = decode_pool()
+    ahead = DECODE_WORKERS + 1  # blocks in flight: every worker busy, one queued
+
+    def cut(todo: list[TileId], bx: int, by: int, bw: int, bh: int) -> tuple[list[NewTile], int]:
+        img = warper.block(plan.x0 + bx, plan.y0 + by, bw, bh)
+        batch: list[NewTile] = []
+        empty = 0
+        for t in todo:
+            c0 = (t.x - plan.x0 - bx) * TILE_SIZE_PX
+            r0 = (t.y - plan.y0 - by) * TILE_SIZE_PX
+            tile_img = img[r0:r0 + TILE_SIZE_PX, c0:c0 + TILE_SIZE_PX]
+            if not tile_img.any():
+                empty += 1
+                continue
+            batch.append(NewTile(t, encode_gray(np.ascontiguousarray(tile_img), quality), cap,
+                                 src_name, VotingStatus.TRUSTED))
+        return batch, empty
+
+    def store_block(n_tiles: int, job: Future[tuple[list[NewTile], int]] | None) -> int:
+        if job is not None:
+            batch, empty = job.result()
+            counts["empty"] += empty
+            if batch:
+                report = store.put_many(batch, on_conflict="replace" if replace else "skip",
+                                        decode_check=False)  # bytes from encode_gray above
+                counts["written"] += len(report.inserted) + len(report.replaced)
+                counts["skipped"] += len(report.unchanged)
+        return n_tiles
+
+    pending: deque[tuple[int, Future[tuple[list[NewTile], int]] | None]] = deque()
+    try:
+        for by in range(0, plan.ny, block_tiles):
+            for bx in range(0, plan.nx, block_tiles):
+                bw, bh = min(block_tiles, plan.nx - bx), min(block_tiles, plan.ny - by)
+                tiles = [TileId(z, plan.x0 + bx + i, plan.y0 + by + j)
+                         for j in range(bh) for i in range(bw)]
+                present = set() if replace else _present(store, tiles)
+                counts["skipped"] += len(present)
+                todo = [t for t in tiles if t not in present]
+                job = pool.submit(cut, todo, bx, by, bw, bh) if todo else None
+                pending.append((len(tiles), job))
+                if len(pending) > ahead:
+                    yield store_block(*pending.popleft())
+        while pending:
+            yield store_block(*pending.popleft())
+    finally:  # interrupted (error, or the caller stopped): drop the blocks not stored yet
+        for _n, job in pending:
+            if job is not None:
+                job.cancel()
 
 
 class _BlockWarper:
@@ -248,7 +278,9 @@ class _BlockWarper:
     error is far below 0.01 px over 32 px), then OpenCV resamples bilinearly. This does what
     GDAL's warper does with its approximate transformer, about an order of magnitude faster
     here. When the tiles are much coarser than the raster, the source is first averaged down by
-    an integer factor, so bilinear sampling does not alias.
+    an integer factor, so bilinear sampling does not alias. `block` may be called from several
+    threads: the GDAL dataset and the PROJ transformer are used under a lock (they are not
+    thread-safe), the stretch and resampling run concurrently.
     """
 
     _GRID_PX = 32
@@ -257,11 +289,16 @@ class _BlockWarper:
         self._src = src
         self._stretch = stretch
         self._to_src = Transformer.from_crs("EPSG:3857", src.crs, always_xy=True)
+        self._lock = threading.Lock()
         self._inv = ~src.transform
         self._tile_m = 2.0 * ORIGIN_SHIFT_M / (1 << z)
         res_out = self._tile_m / TILE_SIZE_PX
         res_in = native_resolution_m(src)
         self._factor = max(1, int(res_out / res_in)) if res_out / res_in >= 2.0 else 1
+        dtype = np.dtype(src.dtypes[0])
+        # The stretch's lookup table, built once (65536 entries for uint16), not per block.
+        self._lut = stretch.lut(np.iinfo(dtype).max + 1) \
+            if dtype in (np.uint8, np.uint16) else None
 
     def block(self, tx0: int, ty0: int, ntx: int, nty: int) -> np.ndarray:
         """(nty*256, ntx*256) uint8 image of tiles tx0.. x ty0.. (0 where no data)."""
@@ -278,7 +315,8 @@ class _BlockWarper:
         mx = -ORIGIN_SHIFT_M + tx0 * self._tile_m + px * res
         my = ORIGIN_SHIFT_M - ty0 * self._tile_m - py * res
         gx, gy = np.meshgrid(mx, my)
-        sx, sy = self._to_src.transform(gx, gy)
+        with self._lock:
+            sx, sy = self._to_src.transform(gx, gy)
         a = self._inv
         col = a.a * sx + a.b * sy + a.c - 0.5  # source pixel-centre coordinates
         row = a.d * sx + a.e * sy + a.f - 0.5
@@ -290,13 +328,15 @@ class _BlockWarper:
             return np.zeros((h, w), np.uint8)
         f = self._factor
         window = Window(c0, r0, c1 - c0, r1 - r0)
-        if f > 1:
-            shape = (max(1, (r1 - r0) // f), max(1, (c1 - c0) // f))
-            values = self._src.read(1, window=window, out_shape=shape,
-                                    resampling=Resampling.average)
-        else:
-            values = self._src.read(1, window=window)
-        src_img = self._stretch.apply(values)
+        with self._lock:
+            if f > 1:
+                shape = (max(1, (r1 - r0) // f), max(1, (c1 - c0) // f))
+                values = self._src.read(1, window=window, out_shape=shape,
+                                        resampling=Resampling.average)
+            else:
+                values = self._src.read(1, window=window)
+        src_img = np.take(self._lut, values) if self._lut is not None \
+            else self._stretch.apply(values)
         fx = (c1 - c0) / src_img.shape[1]
         fy = (r1 - r0) / src_img.shape[0]
         map_x = ((col - c0 + 0.5) / fx - 0.5).astype(np.float32)
@@ -329,5 +369,5 @@ def _present(store: TileStore, tiles: list[TileId]) -> set[TileId]:
     e, s = mercator_to_lonlat(-ORIGIN_SHIFT_M + (max(xs) + 1) * size - eps,
                               ORIGIN_SHIFT_M - (max(ys) + 1) * size + eps)
     wanted = set(tiles)
-    return {r.tile for r in store.records_in_box(float(w), float(s), float(e), float(n), z)
-            if r.tile in wanted}
+    return {t for t in store.hits_in_box(float(w), float(s), float(e), float(n), z).tile_ids()
+            if t in wanted}
