@@ -74,6 +74,10 @@ class EstimatorConfig(_Frozen):
     gnss_min_sigma_m: float = Field(1.5, gt=0)
     """Lower bound on the GNSS position sigma taken from h_acc/v_acc: receivers under-report
     their accuracy, and this is a measurement-noise model, not the estimate's covariance."""
+    gnss_error_correlation_s: float = Field(60.0, ge=0)
+    """Correlation time of the receiver's position error (single-frequency receivers wander
+    over a minute or more): GNSS positions are fused with the white-noise equivalent of such
+    an error (see correlated_errors.py); trust tests keep the nominal sigma. 0: white."""
     heading_sigma_deg: float | None = Field(None, gt=0)
     """Sigma of the FC's yaw when used as aiding; None (default): never fuse it. The FC's
     yaw error is slow (compass/course dependent, minutes of correlation): fused as white

@@ -23,6 +23,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.stats import chi2
 
 from terrafix.estimation.config import EstimatorConfig
+from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.estimation.errors import EstimationError
 from terrafix.estimation.models import (
     Innovation,
@@ -112,6 +113,7 @@ class Eskf:
 
     def __init__(self, config: EstimatorConfig, frame: LocalFrame, init: InitialState) -> None:
         self.config = config
+        self._gnss_scale = CorrelatedErrorScale(config.gnss_error_correlation_s)
         self.frame = frame
         self._propagator = ImuPropagator(config)
         self._gates = GateTable()
@@ -356,7 +358,8 @@ class Eskf:
         z = np.asarray(self.frame.lla_to_ned(gnss.lat_deg, gnss.lon_deg, gnss.alt_m))
         s_h = max(gnss.h_acc_m, self.config.gnss_min_sigma_m)
         s_v = max(gnss.v_acc_m, self.config.gnss_min_sigma_m)
-        ip = gnss_position_model(st, z, np.diag([s_h**2, s_h**2, s_v**2]), np.zeros(3))
+        k = self._gnss_scale.factor(gnss.t_ns)
+        ip = gnss_position_model(st, z, np.diag([s_h**2, s_h**2, s_v**2]) * k, np.zeros(3))
         ip = time_shift(st, ip, dt_back, self.config.extrapolation_accel_sigma_mps2)
         iv = gnss_velocity_model(st, gnss.v_ned_mps,
                                  np.eye(3) * self.config.gnss_velocity_sigma_mps**2,

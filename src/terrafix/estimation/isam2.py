@@ -31,6 +31,7 @@ import gtsam
 import numpy as np
 
 from terrafix.estimation.config import EstimatorConfig
+from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.estimation.errors import EstimationError
 from terrafix.estimation.eskf import GateTable, initial_eskf_state
 from terrafix.estimation.isam2_factors import (
@@ -94,6 +95,7 @@ class Isam2Smoother:
 
     def __init__(self, config: EstimatorConfig, frame: LocalFrame, init: InitialState) -> None:
         self.config = config
+        self._gnss_scale = CorrelatedErrorScale(config.gnss_error_correlation_s)
         self.frame = frame
         self._propagator = ImuPropagator(config)
         self._cov_pending = PendingCovariance()
@@ -553,6 +555,8 @@ class Isam2Smoother:
         J = np.zeros((6, 9))
         J[0:3, 3:6] = R
         J[3:6, 6:9] = np.eye(3)
+        k = math.sqrt(self._gnss_scale.factor(gnss.t_ns))
+        s_h, s_v = s_h * k, s_v * k
         Rm = np.diag([s_h**2, s_h**2, s_v**2] + [self.config.gnss_velocity_sigma_mps**2] * 3)
         y = np.concatenate([z - t, np.asarray(gnss.v_ned_mps, dtype=np.float64) - v])
         S = J @ sig @ J.T + Rm
