@@ -134,6 +134,30 @@ def test_provisioning_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert store.summary().tile_count == first.tiles_written
 
 
+def test_an_interrupted_provisioning_leaves_whole_tiles_and_no_staging(tmp_path: Path) -> None:
+    """Blocks are cut and staged ahead on worker threads: stopping after the first stored
+    block commits nothing more, leaves no staging folder, and a rerun completes the rest."""
+    tif = _write_utm_raster(tmp_path / "scene.tif", 2600, 2000)  # 4 x 3 blocks of 8x8 tiles
+
+    class StopError(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise StopError
+
+    store = open_store(tmp_path / "cache")
+    with pytest.raises(StopError):
+        provision_geotiff(store, tif, capture_date=date(2021, 5, 6), on_progress=stop)
+    staged = list((tmp_path / "cache" / "tiles" / ".staging").iterdir())
+    assert staged == []
+    first = store.summary().tile_count
+    assert 0 < first <= 64
+    assert store.reconcile().clean
+    again = provision_geotiff(store, tif, capture_date=date(2021, 5, 6))
+    assert again.tiles_skipped_existing == first
+    assert store.summary().tile_count == first + again.tiles_written
+
+
 def test_a_coarser_zoom_is_averaged_not_aliased(tmp_path: Path) -> None:
     tif = _write_utm_raster(tmp_path / "scene.tif")
     store = open_store(tmp_path / "cache")

@@ -25,6 +25,7 @@ from terrafix.tiles import (
     FreshnessPolicy,
     InvalidTileError,
     NewTile,
+    PutReport,
     ReadOnlyStoreError,
     SchemaVersionError,
     TileNotFoundError,
@@ -134,6 +135,31 @@ def test_invalid_tile_bytes_are_refused_before_anything_is_written(
     with pytest.raises(InvalidTileError, match=f"{t.z}/{t.x}/{t.y}"):
         store.put_many([NewTile(t, bad, date(2024, 1, 1), "x")], decode_check=False)
     assert store.get_record(t) is None and not store.tile_path(t).exists()
+
+
+def test_batches_prepared_on_other_threads_commit_or_discard_cleanly(
+        stores: StoreFactory) -> None:
+    """prepare_batch (checks, hashes, staging files) runs off the committing thread and writes
+    no row; commit_batch lands a batch; a discarded one leaves no file behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = stores()
+    tiles = block_of_tiles(4, 2)
+    items = new_tiles(tiles)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(store.prepare_batch, [items[:4], items[4:]])
+    assert len(list(store.staging_dir.iterdir())) == 2
+    assert all(store.get_record(t) is None and not store.tile_path(t).exists() for t in tiles)
+    assert store.commit_batch(first).inserted == tuple(tiles[:4])
+    second.discard()
+    second.discard()  # idempotent
+    assert store.commit_batch(second) == PutReport()
+    assert list(store.staging_dir.iterdir()) == []
+    assert [t for t in tiles if store.tile_path(t).exists()] == tiles[:4]
+    assert store.summary().tile_count == 4 and store.reconcile().clean
+    with pytest.raises(InvalidTileError):
+        store.prepare_batch([items[0], items[0]])
+    assert list(store.staging_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("on_conflict", ["error", "replace"])

@@ -60,7 +60,7 @@ from terrafix.tiles.errors import (
     TileCacheError,
     TileNotFoundError,
 )
-from terrafix.tiles.freshness import FreshnessDecision, FreshnessPolicy
+from terrafix.tiles.freshness import FreshnessDecision, FreshnessPolicy, SectorClass
 from terrafix.tiles.geometry import circle_polygon, interiors_overlap
 from terrafix.tiles.journal import Intent, WriteBatch, recover
 from terrafix.tiles.jpeg import check_tile_jpeg
@@ -116,6 +116,28 @@ def _check_item(item: NewTile, decode: bool = True) -> None:
 def decode_pool() -> ThreadPoolExecutor:
     """The shared worker threads for JPEG work (provisioning uses them to encode)."""
     return _decode_pool()
+
+
+class PreparedBatch:
+    """Tiles checked, hashed and staged by `TileStore.prepare_batch`, not yet committed.
+
+    records: the rows to write (one per tile, in batch order); staging: the batch's staging
+    folder (None once committed or discarded, or for an empty batch).
+    """
+
+    __slots__ = ("created_utc_s", "records", "staging")
+
+    def __init__(self, records: list[TileRecord], created_utc_s: float,
+                 staging: WriteBatch | None) -> None:
+        self.records = records
+        self.created_utc_s = created_utc_s
+        self.staging = staging
+
+    def discard(self) -> None:
+        """Remove the staged files without committing anything (idempotent)."""
+        if self.staging is not None:
+            self.staging.discard()
+            self.staging = None
 
 
 class TileStore:
@@ -218,12 +240,23 @@ class TileStore:
         Every tile's JPEG structure is checked (SOI, EOI, a 256x256 frame header); with
         decode_check (the default) its data is also decoded at 1/8 scale. Pass False only for
         bytes just encoded by this process (`jpeg.encode_gray`, raster provisioning).
+        Same as `commit_batch(prepare_batch(items))`.
+        """
+        self._check_conflict_mode(on_conflict)
+        return self.commit_batch(self.prepare_batch(items, decode_check=decode_check),
+                                 on_conflict=on_conflict)
+
+    def prepare_batch(self, items: Sequence[NewTile], *,
+                      decode_check: bool = True) -> PreparedBatch:
+        """The first half of `put_many`, which touches no database row: check the JPEGs, hash
+        and classify the tiles and write them into a staging folder of their own.
+
+        Safe to call from any thread, so a producer (raster provisioning) can prepare the next
+        batches while one thread commits the previous ones: creating a file costs ~0.2-1 ms on
+        a busy ext4 disk, the largest single cost of storing a tile. Pass the result to
+        `commit_batch`, or `discard()` it.
         """
         self._require_writable("store tiles")
-        if on_conflict not in ("error", "skip", "replace"):
-            raise TileCacheError(f"on_conflict must be error, skip or replace, got {on_conflict!r}")
-        if not items:
-            return PutReport()
         seen: set[TileId] = set()
         now = _now_utc_s()
         prepared: list[tuple[NewTile, TileRecord]] = []
@@ -232,6 +265,8 @@ class TileStore:
         else:
             for item in items:
                 _check_item(item, decode_check)
+        today = self.today
+        labels: dict[tuple[SectorClass, date], FreshnessLabel] = {}  # one decision per pair
         for item in items:
             t = item.tile
             if t in seen:
@@ -241,27 +276,55 @@ class TileStore:
                 raise InvalidTileError(f"tile {t.z}/{t.x}/{t.y}: source must not be empty")
             bounds = tile_bounds(t)
             sector_class = self.freshness.class_for_bounds(bounds)
-            label = self.freshness.decide(sector_class, item.capture_date, self.today).label
+            key = (sector_class, item.capture_date)
+            label = labels.get(key)
+            if label is None:
+                label = labels[key] = self.freshness.decide(sector_class, item.capture_date,
+                                                            today).label
             prepared.append((item, TileRecord(
                 tile=t, bounds=bounds, capture_date=item.capture_date, source=item.source,
                 sha256=sha256(item.jpeg).hexdigest(), size_bytes=len(item.jpeg),
                 sector_class=sector_class.value, freshness=label,
                 voting_status=VotingStatus(item.voting_status), last_access_utc_s=now,
                 upload_attempts=0)))
-        evicted = self.make_room(self._incoming_bytes(prepared), keep=seen)
-
+        if not prepared:
+            return PreparedBatch([], now, None)
         batch = WriteBatch(self.staging_dir, self._tile_file, self._fsync_files)
+        try:
+            for item, _rec in prepared:
+                batch.stage(item.tile, item.jpeg)
+        except BaseException:
+            batch.discard()
+            raise
+        return PreparedBatch([rec for _item, rec in prepared], now, batch)
+
+    @staticmethod
+    def _check_conflict_mode(on_conflict: str) -> None:
+        if on_conflict not in ("error", "skip", "replace"):
+            raise TileCacheError(f"on_conflict must be error, skip or replace, got {on_conflict!r}")
+
+    def commit_batch(self, prepared: PreparedBatch, *,
+                     on_conflict: OnConflict = "error") -> PutReport:
+        """The second half of `put_many`: make room in the budget, then place the staged
+        files and write the rows in one transaction (see `journal`). Consumes the batch."""
+        self._require_writable("store tiles")
+        self._check_conflict_mode(on_conflict)
+        batch = prepared.staging
+        if batch is None:
+            return PutReport()
+        prepared.staging = None
         inserted: list[TileId] = []
         replaced: list[TileId] = []
         unchanged: list[TileId] = []
         try:
-            for item, _rec in prepared:
-                batch.stage(item.tile, item.jpeg)
+            records = prepared.records
+            evicted = self.make_room(self._incoming_bytes(records),
+                                     keep={rec.tile for rec in records})
             with self.backend.transaction() as tx:
-                existing = tx.existing([rec.tile for _, rec in prepared])
+                existing = tx.existing([rec.tile for rec in records])
                 to_write: list[TileRecord] = []
                 intents: list[Intent] = []
-                for _item, rec in prepared:
+                for rec in records:
                     old = existing.get(rec.tile)
                     if old is not None and old.sha256 == rec.sha256:
                         unchanged.append(rec.tile)
@@ -284,7 +347,7 @@ class TileStore:
                     intents.append(Intent(rec.tile, rec.sha256, old is not None))
                 if to_write:
                     batch.write_intent(intents)
-                    tx.upsert(to_write, now)
+                    tx.upsert(to_write, prepared.created_utc_s)
                     for intent in intents:
                         batch.place(intent)
                     if self.before_commit is not None:
@@ -332,14 +395,14 @@ class TileStore:
     def protected_areas(self) -> dict[str, BaseGeometry]:
         return {k: shapely.from_wkt(v) for k, v in self.backend.protected_areas().items()}
 
-    def _incoming_bytes(self, prepared: Sequence[tuple[NewTile, TileRecord]]) -> int:
+    def _incoming_bytes(self, prepared: Sequence[TileRecord]) -> int:
         """Bytes a batch adds to the cache (new tiles, and growth of replaced ones)."""
-        upper = sum(rec.size_bytes for _item, rec in prepared)
+        upper = sum(rec.size_bytes for rec in prepared)
         if self.backend.totals()[1] + upper <= self.budget_bytes:
             return upper  # fits even if every tile were new: no need to look them up
         incoming = 0
-        stored = self.backend.get_many([rec.tile for _item, rec in prepared])
-        for _item, rec in prepared:
+        stored = self.backend.get_many([rec.tile for rec in prepared])
+        for rec in prepared:
             old = stored.get(rec.tile)
             if old is None:
                 incoming += rec.size_bytes

@@ -22,6 +22,7 @@ before any pixel is read, so a rerun after an interruption only does what is lef
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -51,7 +52,7 @@ from terrafix.geo.tiles import (
 from terrafix.tiles.errors import ProvisioningError
 from terrafix.tiles.jpeg import encode_gray
 from terrafix.tiles.records import NewTile, VotingStatus
-from terrafix.tiles.store import DECODE_WORKERS, TileStore, decode_pool
+from terrafix.tiles.store import DECODE_WORKERS, PreparedBatch, TileStore, decode_pool
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,14 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
         counts = {"written": 0, "skipped": 0, "empty": 0}
         done = 0
         for plan in plans:
-            for n in _provision_zoom(store, src, plan, stretch, cap, src_name, replace, quality,
-                                     block_tiles, counts):
-                done += n
-                if on_progress:
-                    on_progress(done, total)
+            # closing(): an exception here (or in on_progress) stops the workers' blocks now
+            with contextlib.closing(_provision_zoom(store, src, plan, stretch, cap, src_name,
+                                                    replace, quality, block_tiles,
+                                                    counts)) as blocks:
+                for n in blocks:
+                    done += n
+                    if on_progress:
+                        on_progress(done, total)
     log.info("provisioned %s: %d tiles written, %d already present, %d empty (zooms %s)",
              p.name, counts["written"], counts["skipped"], counts["empty"], zoom_list)
     return GeoTiffReport(src_name, cap, zoom_list, stretch, counts["written"], counts["skipped"],
@@ -212,17 +216,17 @@ def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _Zoo
                     block_tiles: int, counts: dict[str, int]) -> Iterator[int]:
     """Yields the number of tiles handled after each block.
 
-    Blocks are cut (warp, stretch, JPEG encode: all in OpenCV/numpy code that releases the
-    GIL) on the shared worker threads, a few blocks ahead, while this thread stores the
-    finished ones in block order; so on a multi-core machine the cutting of the next blocks
-    overlaps the file and database work of the current one.
+    Blocks are cut (warp, stretch, JPEG encode: OpenCV/numpy code that releases the GIL) and
+    staged (`TileStore.prepare_batch`: hashes, staging files) on the shared worker threads, a
+    few blocks ahead, while this thread commits the finished ones in block order; so the
+    cutting and file creation of the next blocks overlap the database work of this one.
     """
     z = plan.z
     warper = _BlockWarper(src, stretch, z)
     pool = decode_pool()
     ahead = DECODE_WORKERS + 1  # blocks in flight: every worker busy, one queued
 
-    def cut(todo: list[TileId], bx: int, by: int, bw: int, bh: int) -> tuple[list[NewTile], int]:
+    def cut(todo: list[TileId], bx: int, by: int, bw: int, bh: int) -> tuple[PreparedBatch, int]:
         img = warper.block(plan.x0 + bx, plan.y0 + by, bw, bh)
         batch: list[NewTile] = []
         empty = 0
@@ -235,20 +239,21 @@ def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _Zoo
                 continue
             batch.append(NewTile(t, encode_gray(np.ascontiguousarray(tile_img), quality), cap,
                                  src_name, VotingStatus.TRUSTED))
-        return batch, empty
+        # the bytes come from encode_gray just above: no decode re-check
+        return store.prepare_batch(batch, decode_check=False), empty
 
-    def store_block(n_tiles: int, job: Future[tuple[list[NewTile], int]] | None) -> int:
+    Job = Future[tuple[PreparedBatch, int]]
+    pending: deque[tuple[int, Job | None]] = deque()
+
+    def commit(n_tiles: int, job: Job | None) -> int:
         if job is not None:
-            batch, empty = job.result()
+            prepared, empty = job.result()
             counts["empty"] += empty
-            if batch:
-                report = store.put_many(batch, on_conflict="replace" if replace else "skip",
-                                        decode_check=False)  # bytes from encode_gray above
-                counts["written"] += len(report.inserted) + len(report.replaced)
-                counts["skipped"] += len(report.unchanged)
+            report = store.commit_batch(prepared, on_conflict="replace" if replace else "skip")
+            counts["written"] += len(report.inserted) + len(report.replaced)
+            counts["skipped"] += len(report.unchanged)
         return n_tiles
 
-    pending: deque[tuple[int, Future[tuple[list[NewTile], int]] | None]] = deque()
     try:
         for by in range(0, plan.ny, block_tiles):
             for bx in range(0, plan.nx, block_tiles):
@@ -258,16 +263,17 @@ def _provision_zoom(store: TileStore, src: rasterio.io.DatasetReader, plan: _Zoo
                 present = set() if replace else _present(store, tiles)
                 counts["skipped"] += len(present)
                 todo = [t for t in tiles if t not in present]
-                job = pool.submit(cut, todo, bx, by, bw, bh) if todo else None
-                pending.append((len(tiles), job))
+                pending.append((len(tiles), pool.submit(cut, todo, bx, by, bw, bh)
+                                if todo else None))
                 if len(pending) > ahead:
-                    yield store_block(*pending.popleft())
+                    yield commit(*pending.popleft())
         while pending:
-            yield store_block(*pending.popleft())
-    finally:  # interrupted (error, or the caller stopped): drop the blocks not stored yet
+            yield commit(*pending.popleft())
+    finally:  # interrupted (an error, or the caller stopped): drop what was not committed
         for _n, job in pending:
-            if job is not None:
-                job.cancel()
+            if job is not None and not job.cancel():
+                with contextlib.suppress(Exception):
+                    job.result()[0].discard()
 
 
 class _BlockWarper:
