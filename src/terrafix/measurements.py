@@ -79,6 +79,16 @@ class CameraFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameCaptured:
+    """A frame's capture time, announced as soon as it is known and before its image is
+    decoded: the estimator keeps its position at that instant (a clone) so the frame, when
+    it arrives later than IMU samples after it, is still fused at the right time."""
+
+    t_ns: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class AbsoluteFix:
     """An accepted camera-to-map registration: where the aircraft and the frame centre are.
 

@@ -19,7 +19,7 @@ from terrafix.app.navigator import (
     OperatorHint,
 )
 from terrafix.app.replay import flight_context
-from terrafix.measurements import ImuSample, SourceLabel
+from terrafix.measurements import CameraFrame, FrameCaptured, ImuSample, SourceLabel
 from terrafix.sim.dataset import load_dataset
 
 from .navdata import synthetic_flight
@@ -177,3 +177,36 @@ def test_attitude_is_interpolated_at_the_frame_time(flight):
     assert ang(a, b) > 0
     assert ang(a, mid) == pytest.approx(ang(a, b) / 2, rel=1e-3)
     assert ang(mid, b) == pytest.approx(ang(a, b) / 2, rel=1e-3)
+
+
+def test_a_frame_announced_at_capture_is_fused_when_its_image_comes_late(flight_run):
+    """The live camera announces each capture (FrameCaptured) before decoding; the image then
+    arrives after 0.3 s of newer IMU samples and is still fused, as in the in-order run."""
+    ds, nav_in_order, sols_in_order, _, reports_in_order = flight_run
+    nav = Navigator(no_registration(), flight_context(ds), None)
+    late: list[tuple[int, CameraFrame]] = []
+    for s in ds.iter_all():
+        while late and late[0][0] <= s.t_ns:
+            nav.feed(late.pop(0)[1])
+        if isinstance(s, CameraFrame):
+            nav.feed(FrameCaptured(s.t_ns, s.index))
+            late.append((s.t_ns + int(0.3 * S), s))
+            continue
+        nav.feed(s)
+    for _, f in late:
+        nav.feed(f)
+    nav.flush()
+    sols, reports = nav.drain_solutions(), nav.drain_frame_reports()
+    assert nav.stats.frames == nav_in_order.stats.frames
+    assert nav.stats.vo_accepted >= 0.9 * nav_in_order.stats.vo_accepted
+    assert [r.index for r in reports] == [r.index for r in reports_in_order]
+    err_late = horizontal_errors(ds, sols)
+    err_in_order = horizontal_errors(ds, sols_in_order)
+    assert np.percentile(err_late, 95) <= np.percentile(err_in_order, 95) + 2.0
+
+
+def test_a_late_frame_without_announcement_is_refused(flight):
+    nav = Navigator(no_registration(), flight_context(flight), None)
+    nav.feed(ImuSample(2 * S, np.zeros(3), np.zeros(3)))
+    with pytest.raises(NavigatorError, match="time order"):
+        nav.feed(CameraFrame(S, 0, np.zeros((480, 640), np.uint8)))

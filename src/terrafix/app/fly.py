@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -54,6 +55,7 @@ from terrafix.app.navigator import (
     FlightContext,
     Navigator,
     NavigatorConfig,
+    NavigatorError,
     OperatorHint,
     event_record,
 )
@@ -70,7 +72,7 @@ from terrafix.autopilot import (
 from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.eval.records import JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
-from terrafix.measurements import CameraFrame, NavSolution
+from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
 from terrafix.recorder import FlightRecorder
 
 log = logging.getLogger(__name__)
@@ -417,9 +419,14 @@ class OnboardProgram:
                                   size, latency_s=cam.readout_s)
 
     def fly(self) -> FlightSummary:
+        # the GPS_INPUT sender and the link readers are Python threads: hand the interpreter
+        # over every 1 ms (default 5) so a busy navigation thread cannot stretch their ticks
+        sys.setswitchinterval(0.001)
         load_s = self.takeoff()
         source = self._frame_source()
         self._camera_done = threading.Event()
+        # the capture time goes to the navigator before the image is decoded (FrameCaptured)
+        source.on_capture = lambda t_ns, index: self.inbox.put(t_ns, FrameCaptured(t_ns, index))
         cam_thread = threading.Thread(target=self._camera_thread, args=(source,),
                                       name="camera", daemon=True)
         cam_thread.start()
@@ -436,21 +443,27 @@ class OnboardProgram:
                 items = self.inbox.release(time.monotonic_ns(), 0.02, flush=done)
                 for item in items:
                     t_item = getattr(item, "t_ns", last_fed_ns)
-                    if t_item < last_fed_ns:
-                        # arrived after later samples were fused (the camera thread starved):
-                        # a frame is dropped and counted; a late sensor sample is dropped
-                        if isinstance(item, CameraFrame):
-                            late_frames += 1
-                        continue
-                    if isinstance(item, CameraFrame):
+                    is_frame = isinstance(item, CameraFrame)
+                    if t_item < last_fed_ns and not is_frame:
+                        continue  # a sensor sample that came after newer ones: dropped
+                    if is_frame:
                         if time.monotonic_ns() - item.t_ns > max_lag_ns:
                             # the navigator is behind real time: a stale frame would only
                             # delay the output further; drop it (counted) and keep up
                             stale_frames += 1
                             continue
                         pending_capture[item.index] = item.t_ns
-                    self.navigator.feed(item)
-                    last_fed_ns = t_item
+                    try:
+                        self.navigator.feed(item)
+                    except NavigatorError:
+                        if not is_frame:
+                            raise
+                        # a frame older than newer samples that was not announced at its
+                        # capture time (or announced too long ago): dropped and counted
+                        pending_capture.pop(item.index, None)
+                        late_frames += 1
+                        continue
+                    last_fed_ns = max(last_fed_ns, t_item)
                 self.navigator.poll()
                 if done and not items:
                     self.navigator.flush()
@@ -489,7 +502,8 @@ class OnboardProgram:
             results.close()
             events.close()
         if late_frames or stale_frames:
-            log.warning("frames dropped: %d arrived after later samples were fused, %d were "
+            log.warning("frames dropped: %d arrived after later samples were fused unannounced"
+                        ", %d were "
                         "older than %.2f s when their turn came", late_frames, stale_frames,
                         self.cfg.camera.max_frame_lag_s)
         return self._land(load_s, processed, meter, n_solutions, n_events,

@@ -36,8 +36,18 @@ class FrameSourceError(RuntimeError):
     """A frame source that cannot be opened or read (names the source and what was expected)."""
 
 
+CaptureCallback = Callable[[int, int], None]
+"""on_capture(t_ns, index): a frame was captured at t_ns; its image follows (or is skipped)."""
+
+
 class FrameSource(Protocol):
-    """An iterable of `CameraFrame`s (gray uint8 at the processing resolution, capture time)."""
+    """An iterable of `CameraFrame`s (gray uint8 at the processing resolution, capture time).
+
+    `on_capture`, when set, is called with (capture t_ns, index) as soon as the capture time
+    is known, before the image is retrieved and decoded (decoding under load can take longer
+    than the navigation may wait; see `FrameCaptured`)."""
+
+    on_capture: CaptureCallback | None
 
     def __iter__(self) -> Iterator[CameraFrame]: ...
 
@@ -75,6 +85,7 @@ class VideoCaptureSource:
         self._size = size
         self._latency_ns = int(latency_s * 1e9)
         self._clock = clock_ns
+        self.on_capture: CaptureCallback | None = None
 
     def __iter__(self) -> Iterator[CameraFrame]:
         index = 0
@@ -82,6 +93,8 @@ class VideoCaptureSource:
             if not self._cap.grab():
                 return
             t_ns = self._clock() - self._latency_ns
+            if self.on_capture is not None:
+                self.on_capture(t_ns, index)
             ok, image = self._cap.retrieve()
             if not ok or image is None:
                 log.warning("camera %s: frame %d could not be decoded; skipped", self.name, index)
@@ -123,12 +136,15 @@ class DatasetFrameSource:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self._rows = _read_frames_csv(self.folder)
+        self.on_capture: CaptureCallback | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def __iter__(self) -> Iterator[CameraFrame]:
         for index, t_ns, file in self._rows:
+            if self.on_capture is not None:
+                self.on_capture(t_ns, index)
             image = _load_gray(self.folder / file)
             if image is not None:
                 yield CameraFrame(t_ns, index, image)
@@ -161,6 +177,7 @@ class SimulatedCameraSource:
         self._clock = clock_ns
         self._stop = threading.Event()
         self.dropped = 0
+        self.on_capture: CaptureCallback | None = None
 
     def __iter__(self) -> Iterator[CameraFrame]:
         for index, t_ds_ns, file in self._rows:
@@ -178,6 +195,8 @@ class SimulatedCameraSource:
                 continue
             if due > now and self._stop.wait((due - now) / 1e9):
                 return
+            if self.on_capture is not None:
+                self.on_capture(capture_ns, index)
             image = _load_gray(self.folder / file)
             if image is not None:
                 yield CameraFrame(capture_ns, index, image)

@@ -10,7 +10,9 @@ Per input:
 - FC attitude: kept in a short buffer (frames need the attitude *at their capture time*,
   interpolated), and used as heading aiding by the estimator.
 - barometer / GNSS: straight to the integrity layer (GNSS trust gate, failsafes).
-- camera frame: the capture time is marked in the estimator at once; the frame is processed
+- camera frame: the capture time is marked in the estimator at once (or earlier, by a
+  `FrameCaptured` announcement in time order, after which the image itself may arrive later
+  than newer samples: decoding under load must not cost the frame); the frame is processed
   as soon as an attitude sample at or after its capture time is available: visual odometry on
   every frame, registration (the absolute fix) on the frames the `RegistrationPolicy` picks,
   each measurement through the gated updates, then the frame's verdict (blackout or not)
@@ -65,6 +67,7 @@ from terrafix.measurements import (
     AttitudeSample,
     BaroSample,
     CameraFrame,
+    FrameCaptured,
     GnssSample,
     ImuSample,
     NavSolution,
@@ -345,6 +348,8 @@ class Navigator:
         self._last_baro: BaroSample | None = None
         self._last_gnss: GnssSample | None = None
         self._pending: deque[CameraFrame] = deque()
+        self._captured: dict[int, tuple[int, bool]] = {}
+        """Announced frames: index -> (capture t_ns, marked in the estimator)."""
         self._solutions: list[NavSolution] = []
         self._events: list[NavEvent] = []
         self._reports: list[FrameReport] = []
@@ -383,13 +388,23 @@ class Navigator:
     def feed(self, sample: object) -> None:
         """One input, in time order: ImuSample, AttitudeSample, BaroSample, GnssSample,
         CameraFrame or OperatorHint (anything with t_ns, lat_deg, lon_deg, radius_m)."""
-        known = (ImuSample, AttitudeSample, BaroSample, GnssSample, CameraFrame)
+        known = (ImuSample, AttitudeSample, BaroSample, GnssSample, CameraFrame, FrameCaptured)
         if not isinstance(sample, known) and not all(
                 hasattr(sample, a) for a in ("t_ns", "lat_deg", "lon_deg", "radius_m")):
             raise NavigatorError(f"unsupported input {type(sample).__name__}; expected "
                                  f"ImuSample, AttitudeSample, BaroSample, GnssSample, "
-                                 f"CameraFrame or an operator hint")
+                                 f"FrameCaptured, CameraFrame or an operator hint")
         t = int(sample.t_ns)  # type: ignore[attr-defined]
+        announced = self._captured.get(sample.index) if isinstance(sample, CameraFrame) \
+            else None
+        if announced is not None and announced[0] == t:
+            # announced at its capture time (FrameCaptured): its image may come late; it is
+            # dropped if the navigator could not mark it then (not initialised yet)
+            del self._captured[sample.index]  # type: ignore[attr-defined]
+            if announced[1]:
+                self._pending.append(sample)  # type: ignore[arg-type]
+                self._process_ready_frames(self._t_ns)
+            return
         if t < self._t_ns:
             raise NavigatorError(f"inputs must come in time order: {type(sample).__name__} at "
                                  f"t_ns {t} after {self._t_ns}")
@@ -411,7 +426,12 @@ class Navigator:
                 self.integrity.on_gnss(sample)
                 self._maybe_gnss_reference(sample)
         elif isinstance(sample, CameraFrame):
-            self._on_frame_captured(sample)
+            if self._mark_capture(t, sample.index):
+                self._pending.append(sample)
+        elif isinstance(sample, FrameCaptured):
+            self._captured[sample.index] = (t, self._mark_capture(t, sample.index))
+            while len(self._captured) > 2 * self.config.estimation.estimator.max_clones:
+                    del self._captured[next(iter(self._captured))]  # images that never came
         elif self.integrity is not None:  # an operator hint
             self.integrity.on_hint(t, float(sample.lat_deg),  # type: ignore[attr-defined]
                                    float(sample.lon_deg),  # type: ignore[attr-defined]
@@ -478,11 +498,13 @@ class Navigator:
         if self.integrity is not None:
             self.integrity.on_attitude(att)
 
-    def _on_frame_captured(self, frame: CameraFrame) -> None:
+    def _mark_capture(self, t_ns: int, index: int) -> bool:
+        """Clone the state at a frame's capture time; False before initialisation (nothing
+        to anchor the frame to yet: it is dropped)."""
         if self.integrity is None:
-            return  # nothing to anchor it to yet
-        self.integrity.on_frame_captured(frame.t_ns)
-        self._pending.append(frame)
+            return False
+        self.integrity.on_frame_captured(t_ns)
+        return True
 
     def _process_ready_frames(self, t_now_ns: int) -> None:
         wait = round(self.config.attitude_wait_s * 1e9)
