@@ -44,6 +44,9 @@ def test_real_session_loads_warms_up_and_runs(model_cache) -> None:
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
     with pytest.raises(InferenceError, match="expected"):
         model.run(np.zeros((1, 1, 10, 10), np.float32))
+    opts = model.session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_real_session_refuses_cpu_when_forbidden(model_cache) -> None:

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from terrafix.vision.errors import VisionError
-from terrafix.vision.geometry import GeometryConfig, fit_homography, similarity_parts
+from terrafix.vision.geometry import (
+    GeometryConfig,
+    fit_homography,
+    fit_similarity,
+    similarity_parts,
+)
 from terrafix.vision.matching import match_mutual
 
 
@@ -76,3 +81,30 @@ def test_too_few_matches_is_rejected_with_reason() -> None:
     p = np.zeros((5, 2))
     fit = fit_homography(p, p, 640.0, GeometryConfig(min_inliers=12))
     assert not fit.ok and "too few" in fit.reason
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_similarity_ranks_a_weak_true_fit_among_95_percent_outliers(seed: int) -> None:
+    """Re-ranking: 10 true matches among 190 random ones inside an 870-px chunk."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.uniform(0, 640, (200, 2))
+    p1 = _similar(p0, 3.0, 1.02, (150.0, 90.0)) + rng.normal(scale=1.0, size=p0.shape)
+    out = np.ones(200, bool)
+    out[:10] = False
+    p1[out] = rng.uniform(0, 870, (out.sum(), 2))
+    fit = fit_similarity(p0, p1, GeometryConfig(threshold_px=6.0, min_inliers=6))
+    assert fit.ok, fit.reason
+    assert fit.inliers[~out].sum() >= 9 and fit.inliers[out].sum() <= 2
+    scale, rot, persp = similarity_parts(fit.H)
+    assert scale == pytest.approx(1.02, abs=0.02) and rot == pytest.approx(3.0, abs=1.0)
+    assert persp == 0.0
+
+
+def test_similarity_rejects_implausible_scale_and_too_few_inliers() -> None:
+    rng = np.random.default_rng(7)
+    p0 = rng.uniform(0, 640, (60, 2))
+    fit = fit_similarity(p0, _similar(p0, 0.0, 2.0, (5.0, 5.0)))
+    assert not fit.ok and "scale" in fit.reason
+    noise = rng.uniform(0, 870, (60, 2))
+    weak = fit_similarity(p0, noise, GeometryConfig(threshold_px=3.0, min_inliers=8))
+    assert not weak.ok and "too few" in weak.reason

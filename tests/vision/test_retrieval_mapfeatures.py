@@ -64,6 +64,13 @@ def test_map_features_query_and_retrieval_over_scattered_areas(tmp_path) -> None
     inside = ((fa.keypoints[:, 0] >= 5_000_100) & (fa.keypoints[:, 0] < 5_000_300)
               & (fa.keypoints[:, 1] >= 5_000_100) & (fa.keypoints[:, 1] < 5_000_200))
     assert len(idx) == inside.sum() > 0
+    np.testing.assert_array_equal(
+        store.query_indices(5_000_100, 5_000_100, 5_000_300, 5_000_200), idx)
+    assert store.descriptors.dtype == np.float32  # widened once in RAM for flight
+    mapped = MapFeatures.open(tmp_path, "xfeat", Z, in_memory=False)
+    assert isinstance(mapped.descriptors, np.memmap) and mapped.descriptors.dtype == np.float16
+    np.testing.assert_allclose(mapped.query(5_000_100, 5_000_100, 5_000_300, 5_000_200)[1]
+                               .descriptors, q.descriptors)
     assert np.all((q.keypoints[:, 0] >= 5_000_100) & (q.keypoints[:, 0] < 5_000_300))
     _, top = store.query(4_999_000, 4_999_000, 5_001_000, 5_001_000, max_features=100)
     assert len(top) == 100 and top.scores.min() >= np.sort(fa.scores)[-100] - 1e-6

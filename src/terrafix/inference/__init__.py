@@ -10,6 +10,7 @@ from terrafix.inference.cache import ModelCache, ModelKey, host_tag
 from terrafix.inference.errors import InferenceError
 from terrafix.inference.session import InferenceConfig, OnnxModel, select_providers
 from terrafix.inference.thermal import DegradePolicy, ThermalMonitor, ThermalState
+from terrafix.inference.threads import blas_threads, set_blas_threads
 
 __all__ = [
     "DegradePolicy",
@@ -20,6 +21,8 @@ __all__ = [
     "OnnxModel",
     "ThermalMonitor",
     "ThermalState",
+    "blas_threads",
     "host_tag",
     "select_providers",
+    "set_blas_threads",
 ]

@@ -3,13 +3,12 @@ the tile cache, and queried by region in flight (never recomputed per frame).
 
 Layout under ``<cache root>/features/<extractor>/z<zoom>/``:
 - ``keypoints.npy``  (N, 2) float64, global Web-Mercator pixels at that zoom (x east, y south);
-- ``descriptors.npy`` (N, D) float16, unit norm (float16 halves the disk/RAM footprint; the
-  cosine similarity changes by < 1e-3);
+- ``descriptors.npy`` (N, D) float16, unit norm (float16 halves the disk footprint; the
+  cosine similarity changes by < 1e-3; widened to float32 in RAM when opened for flight);
 - ``scores.npy``     (N,) float32;
 - ``blocks.npz``     sparse block grid: features sorted by block key (row · 2^z + column of
   `block_px`-pixel blocks), the occupied keys and their start offsets, so that a region query
-  touches only the blocks it overlaps, however scattered the cached areas are (arrays are
-  memory-mapped);
+  touches only the blocks it overlaps, however scattered the cached areas are;
 - ``meta.json``      zoom, extractor, block size, bounds.
 """
 
@@ -143,16 +142,25 @@ class MapFeatures:
         return folder
 
     @staticmethod
-    def open(cache_root: str | Path, extractor: str, z: int) -> MapFeatures:
+    def open(cache_root: str | Path, extractor: str, z: int,
+             in_memory: bool = True) -> MapFeatures:
+        """Open a stored level. in_memory (flight default): keypoints and scores are read
+        into RAM and descriptors widened to float32 once, so that a per-frame region query
+        is a plain gather (converting float16 and paging a memory map cost ~10 ms per
+        frame); about 270 bytes per feature, ~170 MB for the benchmark's two levels.
+        in_memory=False keeps everything memory-mapped (tools, very large caches)."""
         folder = MapFeatures.folder_for(cache_root, extractor, z)
         if not (folder / "meta.json").is_file():
             raise VisionError(f"no {extractor} map features at zoom {z} in {cache_root} "
                               f"(expected {folder}); provision the cache first")
         meta = json.loads((folder / "meta.json").read_text())
         blocks = np.load(folder / "blocks.npz")
-        return MapFeatures(folder, meta, np.load(folder / "keypoints.npy", mmap_mode="r"),
-                           np.load(folder / "descriptors.npy", mmap_mode="r"),
-                           np.load(folder / "scores.npy", mmap_mode="r"),
+        mode = None if in_memory else "r"
+        descriptors = np.load(folder / "descriptors.npy", mmap_mode=mode)
+        if in_memory:
+            descriptors = descriptors.astype(np.float32)
+        return MapFeatures(folder, meta, np.load(folder / "keypoints.npy", mmap_mode=mode),
+                           descriptors, np.load(folder / "scores.npy", mmap_mode=mode),
                            blocks["keys"], blocks["start"])
 
     def __len__(self) -> int:
@@ -163,8 +171,17 @@ class MapFeatures:
         """Features inside the global-pixel rectangle [x0, x1) × [y0, y1).
 
         Returns (indices (M,) int64 into this store, Features with float64 global-px
-        keypoints and float32 descriptors); at most max_features, strongest first.
+        keypoints and float32 descriptors); at most max_features (the strongest, unordered).
         """
+        idx = self.query_indices(x0, y0, x1, y1, max_features)
+        return idx, Features(np.asarray(self.keypoints[idx]),
+                             np.asarray(self.descriptors[idx], dtype=np.float32),
+                             np.asarray(self.scores[idx]))
+
+    def query_indices(self, x0: float, y0: float, x1: float, y1: float,
+                      max_features: int | None = None) -> np.ndarray:
+        """Indices (M,) int64 of the features inside [x0, x1) × [y0, y1), at most
+        max_features (the strongest), without gathering their descriptors."""
         b = self.block_px
         cx0, cx1 = int(np.floor(x0 / b)), int(np.floor((x1 - 1e-9) / b))
         cy0, cy1 = int(np.floor(y0 / b)), int(np.floor((y1 - 1e-9) / b))
@@ -178,9 +195,7 @@ class MapFeatures:
         kp = self.keypoints[idx]
         inside = (kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1)
         idx = idx[inside]
-        scores = np.asarray(self.scores[idx])
         if max_features is not None and len(idx) > max_features:
-            keep = np.argpartition(-scores, max_features - 1)[:max_features]
-            idx, scores = idx[keep], scores[keep]
-        return idx, Features(np.asarray(self.keypoints[idx]),
-                             np.asarray(self.descriptors[idx], dtype=np.float32), scores)
+            scores = np.asarray(self.scores[idx])
+            idx = idx[np.argpartition(-scores, max_features - 1)[:max_features]]
+        return idx

@@ -81,7 +81,7 @@ def main(config: ProvisionConfig, cache_root: str | Path,
                          np.concatenate([f.scores for f in parts]))
         _, lat_c = rasters[0].centre_lonlat
         MapFeatures.write(root, extractor.name, lv.z, feats, lat_c)
-        stored = MapFeatures.open(root, extractor.name, lv.z)
+        stored = MapFeatures.open(root, extractor.name, lv.z, in_memory=False)
         chunk_sets = []
         if merge_areas:
             for x0, y0, x1, y1 in _connected_extents(rasters):

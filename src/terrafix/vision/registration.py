@@ -33,7 +33,13 @@ from terrafix.camera import CameraPose as _CameraPose
 from terrafix.camera import Intrinsics, NavCameraConfig, pixels_to_ground_ned
 from terrafix.geo import LocalFrame
 from terrafix.geo.tiles import global_px_to_lonlat, ground_resolution_m_per_px
-from terrafix.inference import DegradePolicy, InferenceConfig, ThermalMonitor, ThermalState
+from terrafix.inference import (
+    DegradePolicy,
+    InferenceConfig,
+    ThermalMonitor,
+    ThermalState,
+    set_blas_threads,
+)
 from terrafix.measurements import AbsoluteFix, CameraFrame
 from terrafix.vision.errors import VisionError
 from terrafix.vision.features import FeatureExtractor, Features, SiftExtractor
@@ -62,6 +68,11 @@ class VpsConfig(BaseModel):
     model_cache: Path = Field(default=Path("build/models"),
                               description="Folder of built ONNX models (terrafix models build).")
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    blas_threads: int = Field(default=1, ge=0, description=(
+        "Threads of the process's OpenBLAS (numpy/scipy), set when the positioner is "
+        "created; 0 leaves them alone. 1: the descriptor products are small enough that "
+        "threading them only adds contention on a 2-core computer (see "
+        "terrafix.inference.threads)."))
     canvas_sizes: tuple[int, ...] = tuple(s for s, _ in CANVAS_SIZES)
     max_keypoints: int = Field(default=2048, ge=64)
     throttled_keypoints: int = Field(default=1024, ge=64)
@@ -92,6 +103,12 @@ class VpsConfig(BaseModel):
         "Stretch the canvas contrast (1–99th percentile of its valid pixels) before "
         "extraction. Off by default: on the development poses it cost retrieval recall "
         "(the VLAD vocabulary is learned from the unstretched map) and gained no fix."))
+    quick_pass: bool = Field(default=True, description=(
+        "Verify with the quick budgets first and fall back to the full ones."))
+    quick_rerank_keypoints: int = Field(default=512, ge=16)
+    quick_rerank_map_features: int = Field(default=768, ge=16)
+    quick_keypoints: int = Field(default=1024, ge=16, description=(
+        "Strongest frame keypoints in the quick pass's guided match (its only attempt)."))
     level_fallbacks: int = Field(default=1, ge=0, description=(
         "Other map levels tried when the level chosen for the height gives no fix."))
     ratio: float = Field(default=0.95, gt=0.0, le=1.0, description="Matcher ratio test.")
@@ -160,6 +177,17 @@ class _Level:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pass:
+    """Feature budgets of one verification pass: frame keypoints and map features per chunk
+    for re-ranking, frame keypoints for the guided match, re-ranked chunks tried."""
+
+    rerank_keypoints: int
+    rerank_map_features: int
+    guided_keypoints: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Verified:
     chunk: int
     fit: HomographyFit
@@ -190,6 +218,8 @@ class VisualPositioner:
                                  config.sigma_keypoint_px)
         self.base_gsd_m = max(lv.features.gsd_m for lv in self.levels)
         self.native_gsd_m = native_gsd_m
+        if config.blas_threads:
+            set_blas_threads(config.blas_threads)
 
     @staticmethod
     def open(cache_root: str | Path, config: VpsConfig | None = None,
@@ -240,9 +270,10 @@ class VisualPositioner:
             return self._rejected(partial, clock, f"height above ground {height:.1f} m too low "
                                   "(> 10 m expected)")
         first: RegistrationResult | None = None
-        for level in self._levels_for(height, R_cam_fc)[: 1 + cfg.level_fallbacks]:
+        levels = self._levels_for(height, R_cam_fc)[: 1 + cfg.level_fallbacks]
+        for i, level in enumerate(levels):
             res = self._locate_at(level, frame, R_body_to_ned_fc, R_cam_fc, height, prior,
-                                  budget, partial, clock)
+                                  budget, partial, clock, quick=i == 0)
             if res.accepted:
                 return res
             first = first or res
@@ -261,9 +292,11 @@ class VisualPositioner:
     def _locate_at(self, level: _Level, frame: CameraFrame, R_body_to_ned_fc: np.ndarray,
                    R_cam_fc: np.ndarray, height: float,
                    prior: tuple[float, float, float] | None, budget: int, partial: dict,
-                   clock: _Clock) -> RegistrationResult:
-        """One attempt at one map level: canvas, features, retrieval, re-ranking, then the
-        guided match and pose solve on the re-ranked chunks in order until one passes."""
+                   clock: _Clock, quick: bool) -> RegistrationResult:
+        """One attempt at one map level: canvas, features, retrieval, then verification —
+        first (with `quick`) a cheap pass on the strongest features that settles most
+        frames, then the full pass for those it leaves unregistered. The median frame pays
+        only for the cheap pass; the hard ones pay for both."""
         cfg = self.config
         lat_ref = prior[0] if prior else float(level.features.meta["centre_lat_deg"])
         gsd = ground_resolution_m_per_px(level.z, lat_ref)
@@ -286,24 +319,47 @@ class VisualPositioner:
         cands = level.index.search(vlad(feats.descriptors, level.index.vocabulary),
                                    cfg.top_k, restrict)
         clock.lap("retrieval")
-        strongest = feats.subset(np.arange(min(len(feats), cfg.rerank_keypoints)))
-        verified = self._rerank(level, cands.ids, strongest)
+        passes = [_Pass(cfg.rerank_keypoints, cfg.rerank_map_features, len(feats),
+                        cfg.max_attempts)]
+        if quick and cfg.quick_pass:
+            passes.insert(0, _Pass(cfg.quick_rerank_keypoints, cfg.quick_rerank_map_features,
+                                   cfg.quick_keypoints, 1))
+        first: RegistrationResult | None = None
+        for budgets in passes:
+            res = self._verify(level, frame, view, feats, cands.ids, budgets, R_body_to_ned_fc,
+                               R_cam_fc, height, gsd, partial, clock)
+            if res.accepted:
+                return res
+            first = first or res
+        assert first is not None
+        return first
+
+    def _verify(self, level: _Level, frame: CameraFrame, view: OrthoView, feats: Features,
+                candidates: np.ndarray, budgets: _Pass, R_body_to_ned_fc: np.ndarray,
+                R_cam_fc: np.ndarray, height: float, gsd: float, partial: dict,
+                clock: _Clock) -> RegistrationResult:
+        """Re-rank the candidates, then guided match + pose solve on the re-ranked chunks in
+        order (up to `budgets.attempts`) until one passes every check."""
+        cfg = self.config
+        strongest = feats.subset(np.arange(min(len(feats), budgets.rerank_keypoints)))
+        verified = self._rerank(level, candidates, strongest, budgets.rerank_map_features)
         order = sorted(range(len(verified)), key=lambda i: (not verified[i].fit.ok,
                                                             -verified[i].fit.n_inliers))
         top = [verified[i] for i in order[: cfg.rerank_n]]
         clock.lap("rerank")
-        common = dict(z=level.z, candidates=cands.ids,
+        common = dict(z=level.z, candidates=candidates,
                       reranked=np.array([v.chunk for v in top], np.int64),
                       rerank_inliers=np.array([v.fit.n_inliers for v in top], np.int64),
                       n_keypoints=len(feats))
         if not top or not top[0].fit.ok:
             why = top[0].fit.reason if top else "no candidate chunk"
             return self._rejected(partial, clock, why or "no plausible fit", **common)
+        guided_feats = feats.subset(np.arange(min(len(feats), budgets.guided_keypoints)))
         first_failure: tuple[str, dict] | None = None
-        for hypothesis in top[: cfg.max_attempts]:
+        for hypothesis in top[: budgets.attempts]:
             if not hypothesis.fit.ok:
                 break
-            best = self._guided(level, hypothesis, feats, view)
+            best = self._guided(level, hypothesis, guided_feats, view)
             clock.lap("match")
             if not best.fit.ok:
                 failure: tuple[str, dict] = (best.fit.reason, {"n_matches": len(best.canvas_px)})
@@ -347,7 +403,8 @@ class VisualPositioner:
         m = match_mutual(feats.descriptors, map_feats.descriptors, ratio=self.config.ratio)
         return feats.keypoints[m.idx0].astype(np.float64), map_feats.keypoints[m.idx1]
 
-    def _rerank(self, level: _Level, chunks: np.ndarray, feats: Features) -> list[_Verified]:
+    def _rerank(self, level: _Level, chunks: np.ndarray, feats: Features,
+                map_features: int) -> list[_Verified]:
         """Geometric verification of every candidate chunk. The chunks overlap, so their map
         features are gathered once (union of the chunks' strongest features), matched once
         against the frame (mutual NN over the union: stricter than per chunk), and each chunk
@@ -355,7 +412,7 @@ class VisualPositioner:
         chunk needs only `rerank_min_inliers` to rank (the guided match decides)."""
         ids, rects = [], level.index.chunks[chunks]
         for x0, y0, x1, y1 in rects:
-            idx, _ = level.features.query(x0, y0, x1, y1, self.config.rerank_map_features)
+            idx = level.features.query_indices(x0, y0, x1, y1, map_features)
             ids.append(idx)
         union = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
         map_kp = np.asarray(level.features.keypoints[union])

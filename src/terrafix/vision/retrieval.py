@@ -77,7 +77,10 @@ def vlad(descriptors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     if len(descriptors):
         d = np.asarray(descriptors, np.float32)
         word = np.argmax(d @ vocabulary.T, axis=1)
-        np.add.at(out, word, d - vocabulary[word])
+        # Residual sums per word as one (k, N) @ (N, D) product (np.add.at is ~10× slower).
+        assign = np.zeros((k, len(d)), np.float32)
+        assign[word, np.arange(len(d))] = 1.0
+        out = assign @ d - assign.sum(axis=1)[:, None] * vocabulary
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out = np.where(norms > 0, out / np.maximum(norms, 1e-12), 0.0)
     v = out.ravel()

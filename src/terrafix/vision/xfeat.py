@@ -43,7 +43,7 @@ def _bilinear(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     v0 = np.minimum(np.floor(v).astype(np.int64), h - 2 if h > 1 else 0)
     u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
     fu, fv = (u - u0)[:, None], (v - v0)[:, None]
-    g = grid.transpose(1, 2, 0)
+    g = np.ascontiguousarray(grid.transpose(1, 2, 0))  # rows of C contiguous: fast gathers
     return ((1 - fu) * (1 - fv) * g[v0, u0] + fu * (1 - fv) * g[v0, u1]
             + (1 - fu) * fv * g[v1, u0] + fu * fv * g[v1, u1])
 
@@ -108,8 +108,11 @@ class XFeatExtractor:
         # Same pixel → cell mapping as XFeat's grid_sample(align_corners=False) over [0, W-1].
         u = kp[:, 0] * (w8 / (W - 1.0)) - 0.5
         v = kp[:, 1] * (h8 / (H - 1.0)) - 0.5
-        rel = _bilinear(reliability, u, v)[:, 0]
-        scores = heat[kp[:, 1].astype(int), kp[:, 0].astype(int)] * rel
+        # Reliability at every candidate: one bilinear upsampling of the (h8, w8) map instead
+        # of a per-candidate gather (thousands of candidates; differs by < 1/16 cell).
+        rel_full = cv2.resize(reliability[0], (W, H), interpolation=cv2.INTER_LINEAR)
+        xi, yi = kp[:, 0].astype(np.intp), kp[:, 1].astype(np.intp)
+        scores = heat[yi, xi] * rel_full[yi, xi]
         k = min(max_keypoints, len(kp))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(kp) else np.arange(len(kp))
         top = top[np.argsort(-scores[top], kind="stable")]
