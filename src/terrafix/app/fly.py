@@ -94,11 +94,11 @@ class CameraSection(_Cfg):
     dataset: Path | None = None
     """Simulator dataset or recorded-flight folder (frames.csv + images + meta.json)."""
     readout_s: float = Field(0.06, ge=0.0, le=1.0)
-    hold_s: float = Field(0.12, ge=0.0, le=2.0)
-    """Samples are released to the navigator this long after their time, so a frame (which
-    arrives after its capture time, by the readout delay plus decoding) is fused in order.
-    It adds directly to the capture-to-output latency: keep it just above readout_s plus the
-    decode time (a frame that arrives later than this is dropped and counted)."""
+    hold_s: float = Field(0.04, ge=0.0, le=2.0)
+    """Samples are released to the navigator this long after their time (plus readout_s for
+    a camera that is not triggered by the FC), so that samples from different threads are
+    fused in time order, frame capture announcements included. A frame's image may come
+    later than that: it is fused at its announced capture time."""
     max_frame_lag_s: float = Field(0.6, gt=0.0, le=10.0)
     """A frame older than this when the navigator reaches it is dropped (counted): when the
     vision work cannot keep up, the newest frames matter, not a growing backlog."""
@@ -185,6 +185,8 @@ class FlightSummary:
     """Frames that were matched against the map: capture -> their fix in a GPS_INPUT."""
     latency_odometry_p95_ms: float
     """Frames with odometry only: capture -> their odometry in a GPS_INPUT."""
+    latency_stage_p50_ms: dict[str, float]
+    """Median ms from the previous stage to each of STAGES (capture first)."""
     registrations_skipped_busy: int
     gps_input_sent: int
     solutions: int
@@ -197,8 +199,14 @@ def _p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if values else math.nan
 
 
+STAGES = ("arrived", "fed", "done", "published", "sent")
+"""A frame's way to the autopilot: image in the inbox, handed to the navigator, reported by
+it (odometry and any fix fused), first solution published after that, first GPS_INPUT sent
+after that publication."""
+
+
 class _LatencyMeter:
-    """Capture -> GPS_INPUT latency of each frame's contribution (REQUIREMENTS A1).
+    """Capture -> GPS_INPUT latency of each frame's contribution (REQUIREMENTS A1), by stage.
 
     A frame is done when the navigator reports it (odometry fused, and for a registered frame
     its fix fused too). Every solution the navigator computes after that includes it, so the
@@ -209,31 +217,53 @@ class _LatencyMeter:
     """
 
     def __init__(self) -> None:
-        self._done: list[tuple[int, bool]] = []
-        self._published: list[tuple[int, bool, int]] = []
+        self._stamps: dict[int, dict[str, int]] = {}
+        self._done: list[int] = []
+        self._published: list[int] = []
+        self._registered: dict[int, bool] = {}
         self.all_ms: list[float] = []
         self.registered_ms: list[float] = []
         self.odometry_ms: list[float] = []
+        self.stage_ms: dict[str, list[float]] = {k: [] for k in STAGES}
 
-    def frame_done(self, capture_ns: int, registered: bool) -> None:
-        self._done.append((capture_ns, registered))
+    def stamp(self, index: int, capture_ns: int, stage: str, now_ns: int) -> None:
+        self._stamps.setdefault(index, {"capture": capture_ns})[stage] = now_ns
+
+    def frame_done(self, index: int, capture_ns: int, registered: bool, now_ns: int) -> None:
+        self.stamp(index, capture_ns, "done", now_ns)
+        self._registered[index] = registered
+        self._done.append(index)
 
     def published(self, now_ns: int) -> None:
-        self._published += [(cap, reg, now_ns) for cap, reg in self._done]
+        for i in self._done:
+            self._stamps[i]["published"] = now_ns
+        self._published += self._done
         self._done.clear()
 
     def sent(self, last_sent_ns: int | None) -> None:
         if last_sent_ns is None or not self._published:
             return
         keep = []
-        for cap, reg, t_pub in self._published:
-            if last_sent_ns < t_pub:
-                keep.append((cap, reg, t_pub))
+        for i in self._published:
+            st = self._stamps[i]
+            if last_sent_ns < st["published"]:
+                keep.append(i)
                 continue
-            ms = (last_sent_ns - cap) / 1e6
+            st["sent"] = last_sent_ns
+            ms = (last_sent_ns - st["capture"]) / 1e6
             self.all_ms.append(ms)
-            (self.registered_ms if reg else self.odometry_ms).append(ms)
+            (self.registered_ms if self._registered.pop(i) else self.odometry_ms).append(ms)
+            prev = st["capture"]
+            for k in STAGES:
+                if k in st:
+                    self.stage_ms[k].append((st[k] - prev) / 1e6)
+                    prev = st[k]
+            del self._stamps[i]
         self._published = keep
+
+    def stage_medians_ms(self) -> dict[str, float]:
+        """Median time spent reaching each stage from the previous one (ms)."""
+        return {k: float(np.median(v)) if v else math.nan for k, v in self.stage_ms.items()}
 
 
 class _Inbox:
@@ -292,11 +322,16 @@ class OnboardProgram:
         self.flight_id = cfg.flight_id or time.strftime("flight-%Y%m%dT%H%M%SZ", time.gmtime())
         self.out = Path(cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.inbox = _Inbox(int(cfg.camera.hold_s * 1e9))
+        # a triggered (simulator) camera announces the capture at the trigger; a device or
+        # a folder only after the readout: the hold must cover that too
+        hold_s = cfg.camera.hold_s + (0.0 if cfg.camera.source == "simulator"
+                                      else cfg.camera.readout_s)
+        self.inbox = _Inbox(int(hold_s * 1e9))
         self._stop = threading.Event()
         self._frames_seen = 0
         self._landed = False
         self._fc_position = None
+        self._arrived_ns: dict[int, int] = {}
 
     # --- take-off --------------------------------------------------------------------------
     def takeoff(self) -> float:
@@ -396,6 +431,7 @@ class OnboardProgram:
                 if self._stop.is_set():
                     break
                 self._frames_seen += 1
+                self._arrived_ns[frame.index] = time.monotonic_ns()
                 self.inbox.put(frame.t_ns, frame)
         except Exception:
             log.exception("camera source failed")
@@ -453,6 +489,10 @@ class OnboardProgram:
                             stale_frames += 1
                             continue
                         pending_capture[item.index] = item.t_ns
+                        now = time.monotonic_ns()
+                        meter.stamp(item.index, item.t_ns, "arrived",
+                                    self._arrived_ns.pop(item.index, now))
+                        meter.stamp(item.index, item.t_ns, "fed", now)
                     try:
                         self.navigator.feed(item)
                     except NavigatorError:
@@ -471,19 +511,21 @@ class OnboardProgram:
                 for s in sols:
                     results.write(solution_record(s))
                     self._rec_solution.record(s.t_ns, solution_record(s))
-                if sols:
-                    latest: NavSolution = sols[-1]
+                n_solutions += len(sols)
+                latest: NavSolution | None = self.navigator.current_solution()
+                if latest is not None:
+                    # every pass, not only at output ticks: a fix fused now reaches the
+                    # sender now (the sender extrapolates it to its own send time)
                     self.link.publish(latest)
                     meter.published(time.monotonic_ns())
                     self.gcs.update(latest)
-                    n_solutions += len(sols)
                 meter.sent(self.link.output_stats().last_sent_mono_ns)
                 now = time.monotonic_ns()
                 for rep in self.navigator.drain_frame_reports():
                     processed += 1
                     cap = pending_capture.pop(rep.index, None)
                     if cap is not None:
-                        meter.frame_done(cap, rep.registered)
+                        meter.frame_done(rep.index, cap, rep.registered, now)
                     self._rec_frame.record(rep.t_ns, rep.record())
                 for ev in self.navigator.drain_events():
                     n_events += 1
@@ -539,6 +581,7 @@ class OnboardProgram:
             latency_p95_ms=float(np.percentile(lat, 95)),
             latency_max_ms=float(np.max(lat)),
             latency_registered_p95_ms=_p95(meter.registered_ms),
+            latency_stage_p50_ms=meter.stage_medians_ms(),
             latency_odometry_p95_ms=_p95(meter.odometry_ms),
             registrations_skipped_busy=self.navigator.stats.registrations_skipped_busy,
             gps_input_sent=out_stats.sent,

@@ -159,9 +159,10 @@ class SimulatedCameraSource:
     fc_boot_ns_of: dataset time -> FC boot time (`terrafix.sim.flight_controller.fc_boot_ns`).
     fc_to_companion_ns: FC boot time -> companion monotonic time (the FC link's clock
     alignment), None until the link has seen a timed message. readout_s: exposure-to-delivery
-    delay before a frame can be handed over. Frames whose delivery time has already passed by
-    more than `max_late_s` when reached (the consumer fell behind) are dropped and counted,
-    as a real camera driver's ring buffer would.
+    delay before a frame can be handed over. The capture is announced (`on_capture`) at the
+    trigger, as the FC's camera-trigger message would. Frames whose delivery time has already
+    passed by more than `max_late_s` when reached (the consumer fell behind) are dropped and
+    counted, as a real camera driver's ring buffer would.
     """
 
     def __init__(self, folder: str | Path, fc_boot_ns_of: Callable[[int], int],
@@ -193,10 +194,14 @@ class SimulatedCameraSource:
             if now - due > self._max_late_ns:
                 self.dropped += 1
                 continue
-            if due > now and self._stop.wait((due - now) / 1e9):
+            if capture_ns > now and self._stop.wait((capture_ns - now) / 1e9):
                 return
             if self.on_capture is not None:
+                # the FC's trigger: the capture time is known at the exposure itself
                 self.on_capture(capture_ns, index)
+            now = self._clock()
+            if due > now and self._stop.wait((due - now) / 1e9):
+                return
             image = _load_gray(self.folder / file)
             if image is not None:
                 yield CameraFrame(capture_ns, index, image)

@@ -384,6 +384,15 @@ class Navigator:
     def initialised(self) -> bool:
         return self.integrity is not None
 
+    def current_solution(self) -> NavSolution | None:
+        """The solution at the newest input's time, with every measurement fused so far (the
+        live program hands this to the GPS_INPUT sender between output ticks, so a fix reaches
+        the autopilot as soon as it is fused, not at the next tick); None before
+        initialisation. Not an output tick: it is not counted or recorded as one."""
+        if self.integrity is None:
+            return None
+        return self.integrity.solution(max(self._t_ns, self.integrity.backend.estimate().t_ns))
+
     # ------------------------------------------------------------------ input
     def feed(self, sample: object) -> None:
         """One input, in time order: ImuSample, AttitudeSample, BaroSample, GnssSample,
