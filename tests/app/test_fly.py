@@ -9,56 +9,19 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from terrafix.app.fly import FlyConfig, FlyError, OnboardProgram
 from terrafix.recorder import clean_footer
-
-SCENARIO = """
-name = "fly-short"
-duration_s = 10.0
-[world]
-kind = "synthetic"
-origin_lat_deg = 48.2
-origin_lon_deg = 35.6
-ground_alt_m = 120.0
-[trajectory]
-model = "kinematic"
-start_alt_agl_m = 300.0
-waypoints = [[900.0, 0.0, 300.0], [900.0, 900.0, 300.0]]
-[[gnss.attacks]]
-kind = "jamming"
-start_s = 5.0
-mode = "denied"
-ramp_s = 0.0
-flag = true
-[camera]
-frame_rate_hz = 3.0
-width_px = 640
-height_px = 480
-"""
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.short_flights import free_udp_port, short_scenario_toml, simulate_with_cli
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fly")
-    (root / "fly-short.toml").write_text(SCENARIO)
-    out = root / "ds"
-    subprocess.run([sys.executable, "-m", "terrafix.app.cli", "sim", "run", "--scenario",
-                    str(root / "fly-short.toml"), "--out", str(out), "--seed", "4"],
-                   check=True, capture_output=True)
-    return out
+    toml = short_scenario_toml("fly-short", 10.0, 900.0, 5.0, 3.0, (640, 480))
+    return simulate_with_cli(tmp_path_factory.mktemp("fly"), toml, "fly-short", seed=4)
 
 
 def _config(dataset: Path, tmp: Path, port: int, **over) -> FlyConfig:
@@ -93,14 +56,14 @@ def _start_fc(dataset: Path, port: int, out: Path, key: bytes | None = None):
 
 
 def test_takeoff_refused_without_a_verified_cache(dataset: Path, tmp_path: Path):
-    cfg = _config(dataset, tmp_path, _free_udp_port(),
+    cfg = _config(dataset, tmp_path, free_udp_port(),
                   map={"cache": str(tmp_path / "empty"), "require_manifest": True})
     with pytest.raises(FlyError, match="take-off refused: manifest"):
         OnboardProgram(cfg).takeoff()
 
 
 def test_takeoff_refused_when_the_fc_holds_another_key(dataset: Path, tmp_path: Path):
-    port = _free_udp_port()
+    port = free_udp_port()
     fc = _start_fc(dataset, port, tmp_path / "fc", key=b"\x11" * 32)
     try:
         with pytest.raises(FlyError, match="take-off refused"):
@@ -111,7 +74,7 @@ def test_takeoff_refused_when_the_fc_holds_another_key(dataset: Path, tmp_path: 
 
 
 def test_short_flight_end_to_end(dataset: Path, tmp_path: Path):
-    port = _free_udp_port()
+    port = free_udp_port()
     fc = _start_fc(dataset, port, tmp_path / "fc")
     try:
         summary = OnboardProgram(_config(dataset, tmp_path, port)).fly()
@@ -150,7 +113,7 @@ def test_a_bad_config_is_refused_naming_the_key_and_the_value(tmp_path: Path):
     assert "navigation.bogus" in msg
     broken = tmp_path / "broken.toml"
     broken.write_text("[camera\n")
-    with pytest.raises(FlyError, match="cannot read config .*broken.toml"):
+    with pytest.raises(FlyError, match=r"cannot read config .*broken\.toml"):
         FlyConfig.load(broken)
     with pytest.raises(FlyError, match="cannot read config"):
         FlyConfig.load(tmp_path / "missing.toml")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,48 +19,15 @@ import pytest
 from terrafix.autopilot import ArduPilotLink, ArduPilotLinkConfig, FcCallbacks
 from terrafix.measurements import NavSolution, SourceLabel
 from terrafix.sim.dataset import load_dataset
+from tests.short_flights import free_udp_port, short_scenario_toml, simulate_with_cli
 
-SCENARIO = """
-name = "fc-short"
-duration_s = 8.0
-[world]
-kind = "synthetic"
-origin_lat_deg = 48.2
-origin_lon_deg = 35.6
-ground_alt_m = 120.0
-[trajectory]
-model = "kinematic"
-start_alt_agl_m = 300.0
-waypoints = [[800.0, 0.0, 300.0], [800.0, 800.0, 300.0]]
-[[gnss.attacks]]
-kind = "jamming"
-start_s = 4.0
-mode = "denied"
-ramp_s = 0.0
-flag = true
-[camera]
-frame_rate_hz = 1.0
-width_px = 320
-height_px = 240
-"""
 SPEED = 2.0
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def short_dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fc")
-    (root / "fc-short.toml").write_text(SCENARIO)
-    out = root / "ds"
-    subprocess.run([sys.executable, "-m", "terrafix.app.cli", "sim", "run", "--scenario",
-                    str(root / "fc-short.toml"), "--out", str(out), "--seed", "3"],
-                   check=True, capture_output=True)
-    return out
+    toml = short_scenario_toml("fc-short", 8.0, 800.0, 4.0, 1.0, (320, 240))
+    return simulate_with_cli(tmp_path_factory.mktemp("fc"), toml, "fc-short", seed=3)
 
 
 def _run_fc(dataset: str, connection: str, out: str) -> None:
@@ -74,7 +38,7 @@ def _run_fc(dataset: str, connection: str, out: str) -> None:
 
 def test_simulated_fc_plays_the_dataset_to_the_real_link(short_dataset: Path, tmp_path: Path):
     ds = load_dataset(short_dataset)
-    port = _free_udp_port()
+    port = free_udp_port()
     fc_out = tmp_path / "fc"
     proc = mp.get_context("spawn").Process(
         target=_run_fc, args=(str(short_dataset), f"udpin:127.0.0.1:{port}", str(fc_out)))
