@@ -5,9 +5,8 @@ Every run is the product path: `terrafix.sim` writes the dataset (`build/dataset
 `terrafix.app.replay` runs the navigator on it (registration against the WorldView-2 map for
 the real-imagery scenarios, built once under `build/maps/`), `terrafix.eval` scores it
 against the truth. Runs are cached under `build/bench/nav/` and skipped when their
-`summary.json` was made by the same navigation-core code (a hash of the navigator, odometry,
-replay and eval sources; the estimator and registration packages are not hashed: use
-`--fresh` after changing them).
+`summary.json` was made by the same code (a hash of every source the runs depend on: app,
+estimation, vision, inference, eval, sim).
 
 Scenarios and what they measure:
 - demo, spoof-pulloff, jam-then-spoof (real imagery, 150 s), long-synthetic (procedural
@@ -56,9 +55,9 @@ BENCH_SEEDS = (1, 2, 3)
 CLEAN_SEEDS = tuple(range(41, 51))
 BACKENDS = ("eskf", "isam2")
 ODOMETRY_WINDOW_S = 300.0
-CODE_PATHS = ("src/terrafix/app/navigator.py", "src/terrafix/app/attitude.py",
-              "src/terrafix/app/heading_calibration.py", "src/terrafix/app/replay.py",
-              "src/terrafix/vision/odometry.py", "src/terrafix/eval")
+CODE_PATHS = ("src/terrafix/app", "src/terrafix/estimation", "src/terrafix/vision",
+              "src/terrafix/inference", "src/terrafix/eval", "src/terrafix/sim",
+              "src/terrafix/measurements.py", "src/terrafix/camera.py")
 
 
 def code_hash() -> str:
