@@ -60,8 +60,8 @@ def similarity_parts(H: np.ndarray) -> tuple[float, float, float]:
     return scale, rotation, float(np.hypot(H[2, 0], H[2, 1]) / abs(H[2, 2]))
 
 
-def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | None = None
-                   ) -> HomographyFit:
+def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | None = None,
+                   image_side_px: float | None = None) -> HomographyFit:
     """Fit a similarity (scale, rotation, translation) pts0 (M, 2) → pts1 (M, 2) by RANSAC and
     check its scale and rotation; H is returned as a (3, 3) matrix.
 
@@ -70,6 +70,7 @@ def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | 
     that among 5 % inliers in a few thousand iterations, where the 4-point homography of
     MAGSAC needs far more and often misses — so a weak but right chunk still ranks above a
     wrong one and reaches the guided match (which fits the full homography).
+    With image_side_px the inliers' spread is checked as in `fit_homography`.
     """
     cfg = config or GeometryConfig()
     n = len(pts0)
@@ -95,7 +96,22 @@ def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | 
     if abs(rotation) > cfg.max_rotation_deg:
         return HomographyFit(H, inliers, f"implausible rotation {rotation:.1f}° "
                              f"(|rot| ≤ {cfg.max_rotation_deg}°)")
+    if image_side_px is not None:
+        reason = _spread_reason(pts0[inliers], image_side_px, cfg)
+        if reason:
+            return HomographyFit(H, inliers, reason)
     return HomographyFit(H, inliers, "")
+
+
+def _spread_reason(p: np.ndarray, image_side_px: float, cfg: GeometryConfig) -> str:
+    """Non-empty when the points (M, 2) are bunched or nearly collinear."""
+    p = p.astype(np.float64)
+    eig = np.linalg.eigvalsh(np.cov((p - p.mean(axis=0)).T))
+    minor = float(np.sqrt(max(eig[0], 0.0)))
+    if minor < cfg.min_spread * image_side_px:
+        return (f"degenerate geometry: inliers spread {minor:.1f} px "
+                f"< {cfg.min_spread * image_side_px:.1f} px (collinear/bunched)")
+    return ""
 
 
 def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
@@ -128,10 +144,4 @@ def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
     if persp * image_side_px > cfg.max_perspective_change:
         return HomographyFit(H, inliers, f"implausible tilt (perspective change "
                              f"{persp * image_side_px:.2f} > {cfg.max_perspective_change})")
-    p = pts0[inliers].astype(np.float64)
-    eig = np.linalg.eigvalsh(np.cov((p - p.mean(axis=0)).T))
-    minor = float(np.sqrt(max(eig[0], 0.0)))
-    if minor < cfg.min_spread * image_side_px:
-        return HomographyFit(H, inliers, f"degenerate geometry: inliers spread {minor:.1f} px "
-                             f"< {cfg.min_spread * image_side_px:.1f} px (collinear/bunched)")
-    return HomographyFit(H, inliers, "")
+    return HomographyFit(H, inliers, _spread_reason(pts0[inliers], image_side_px, cfg))
