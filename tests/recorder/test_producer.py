@@ -7,11 +7,12 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 import pytest
 
 from terrafix.measurements import CameraFrame
 from terrafix.recorder import FlightLog, FlightRecorder, RecorderPolicyError
-from terrafix.recorder.producer import looks_like_camera_frame
+from terrafix.recorder.producer import encode_payload, looks_like_camera_frame
 from terrafix.recorder.topics import EVENTS_TOPIC, EventKind
 
 from .conftest import SCHEMA, small_config
@@ -194,3 +195,37 @@ def test_threads_sharing_a_producer_keep_exact_counters(open_recorder: Factory) 
         if m.payload()["kind"] == "dropped"
     )
     assert marked == c.dropped
+
+
+def test_non_string_keys_take_the_slow_path_and_encode_the_same(open_recorder: Factory) -> None:
+    # The hot path omits OPT_NON_STR_KEYS; such a payload must still be recorded, byte-identical
+    # to what the option always on would give.
+    payload = {1: "one", "two": 2, 3.5: [1, 2]}
+    expected = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    assert encode_payload(payload) == expected
+    rec = open_recorder()
+    p = rec.producer("/p", SCHEMA)
+    p.record(1, payload)
+    footer = rec.close()
+    assert footer.producers["/p"].written == 1 and footer.rejected == 0
+    (m,) = list(FlightLog(rec.folder).messages(["/p"]))
+    assert m.data == expected
+
+
+def test_a_raw_frame_is_refused_even_beside_an_unencodable_value(open_recorder: Factory) -> None:
+    # The raw-data checks run after encoding; a payload that fails to encode is checked too.
+    rec = open_recorder()
+    p = rec.producer("/p", SCHEMA)
+    with pytest.raises(RecorderPolicyError, match="raw camera frames"):
+        p.record(0, {"frame": np.zeros((480, 640), np.uint8), "obj": object()})
+    assert rec.close().producers["/p"].rejected == 0
+
+
+def test_small_records_skip_the_raw_checks_but_keep_every_value(open_recorder: Factory) -> None:
+    # Below the size an image can encode to, arrays and bytes are recorded as they are.
+    rec = open_recorder()
+    p = rec.producer("/p", SCHEMA)
+    p.record(0, {"patch": np.zeros((8, 8), np.uint8), "blob": b"\x01" * 100})
+    rec.close()
+    (m,) = list(FlightLog(rec.folder).messages(["/p"]))
+    assert m.payload()["patch"] == [[0] * 8] * 8 and len(m.payload()["blob"]) == 136

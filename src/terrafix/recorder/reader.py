@@ -245,8 +245,11 @@ class FlightLog:
                 problem = f"{scan.name}: read up to the damage ({scan.damage})"
             elif not scan.complete:
                 problem = f"{scan.name}: ends without an MCAP footer (recording not closed)"
-            if problem and path == last and self.footer is None:
-                problem += "; no clean footer: the recording was interrupted"
+            if path == last and self.footer is None:
+                # A kill between closing a segment and starting the next leaves every segment
+                # complete: the missing flight footer is then the only sign, so say it too.
+                missing = "no clean footer, the recording was interrupted"
+                problem = f"{problem}; {missing}" if problem else f"{scan.name}: {missing}"
             if problem:
                 self.warnings.append(problem)
                 warnings.warn(problem, RecorderWarning, stacklevel=2)
