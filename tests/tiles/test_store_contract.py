@@ -438,6 +438,11 @@ def _footprints(tiles: list[TileId], n: int, seed: int) -> list[shapely.Polygon]
         out.append(shapely.Polygon(corners @ rot.T + [cx, cy]))
     w, s, e, n_ = tile_bounds(tiles[15])
     out.append(shapely.box(w, s, e, n_))
+    # edges and vertices exactly on tile edges and corners (bit-exact touching decisions)
+    w2, s2, e2, n2 = tile_bounds(tiles[37])
+    out.append(shapely.box(w, s2, e2, n_))
+    out.append(shapely.Polygon([(w, n_), (e2, s2), (w, s2)]))
+    out.append(shapely.Polygon([(e, n_), (e2, (s2 + n2) / 2), (w2, s2), (w, (s + n_) / 2)]))
     out.append(shapely.Polygon([(w - 0.002, s - 0.002), (e + 0.003, s), (w, n_ + 0.002),
                                 (w + 0.0004, s + 0.0002)]))  # non-convex: the shapely path
     out.append(shapely.box(w + 1.0, s + 1.0, e + 1.0, n_ + 1.0))
@@ -474,6 +479,23 @@ def test_columnar_hits_equal_the_record_answer(stores: StoreFactory) -> None:
     statuses = {hits.voting_status(i) for hits in [store.tile_hits(shapely.box(
         *store.summary().bounds))] for i in range(len(hits))}
     assert statuses == {VotingStatus.TRUSTED, VotingStatus.PENDING, VotingStatus.UPLOAD_GIVEUP}
+
+
+def test_sqlite_spatial_queries_are_driven_by_the_rtree(tmp_path) -> None:
+    """With a zoom term, a plain JOIN made SQLite walk the (z, x, y) index, i.e. every tile
+    of that zoom, probing the R*Tree for each: seconds per query in a million-tile cache."""
+    from terrafix.tiles import open_store
+    from terrafix.tiles.sqlite_backend import _BBOX_WHERE, _HITS_SQL, _PREFIXED_COLUMNS
+
+    store = open_store(tmp_path / "cache")
+    conn = sqlite3.connect(store.root / "tiles.sqlite")
+    for sql in (_HITS_SQL, f"SELECT {_PREFIXED_COLUMNS}{_BBOX_WHERE}"):
+        for extra, args in (("", (0.0, 1.0, 0.0, 1.0)), (" AND t.z = ?", (0.0, 1.0, 0.0, 1.0, 19))):
+            plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}{extra}", args)]
+            assert plan[0].startswith("SCAN r VIRTUAL TABLE"), plan
+            assert "INTEGER PRIMARY KEY" in plan[1], plan
+    conn.close()
+    store.close()
 
 
 def test_columnar_box_hits_equal_records_in_box(stores: StoreFactory) -> None:

@@ -17,14 +17,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 
+import numpy as np
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from terrafix.geo.tiles import TileId
-from terrafix.tiles.backend import RECORD_COLUMNS, hit_columns, record_from_row
+from terrafix.tiles.backend import (
+    RECORD_COLUMNS,
+    hit_array,
+    hit_columns,
+    record_from_row,
+    separating_axes_sql,
+)
 from terrafix.tiles.errors import ReadOnlyStoreError, StoreConfigError
+from terrafix.tiles.geometry import SeparatingAxes
 from terrafix.tiles.migrations import check_version, latest_version, migrations
 from terrafix.tiles.records import (
     FreshnessLabel,
@@ -268,12 +276,16 @@ class PostgresBackend:
         return {rec.tile: rec for rec in map(record_from_row, rows)}
 
     def _bbox_query(self, select: str, west: float, south: float, east: float, north: float,
-                    z: int | None) -> list[tuple]:
+                    z: int | None, axes: SeparatingAxes | None = None) -> list[tuple]:
         q = select
         args: tuple = (west, south, east, north)
         if z is not None:
             q += " AND z = %s"
             args += (z,)
+        if axes is not None:  # GiST finds candidates, the row terms decide exactly
+            terms, params = separating_axes_sql(axes, "%s", "LEAST", "GREATEST")
+            q += terms
+            args += params
         with self._pool.connection() as conn:
             return conn.cursor(binary=True).execute(q, args, prepare=True).fetchall()
 
@@ -282,8 +294,10 @@ class PostgresBackend:
         return self._bbox_query(_ROWS_SQL, west, south, east, north, z)
 
     def bbox_hits(self, west: float, south: float, east: float, north: float,
-                  z: int | None) -> list[tuple]:
-        return self._bbox_query(_HITS_SQL, west, south, east, north, z)
+                  z: int | None, axes: SeparatingAxes | None = None) -> np.ndarray:
+        # The exact test runs on the server (separating_axes_sql): fewer rows to send and
+        # convert, and the work leaves the caller's core.
+        return hit_array(self._bbox_query(_HITS_SQL, west, south, east, north, z, axes))
 
     def iter_records(self, batch: int = 10_000) -> Iterator[TileRecord]:
         last = -1

@@ -20,7 +20,6 @@ and every write method raises `ReadOnlyStoreError`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -61,7 +60,7 @@ from terrafix.tiles.errors import (
     TileNotFoundError,
 )
 from terrafix.tiles.freshness import FreshnessDecision, FreshnessPolicy, SectorClass
-from terrafix.tiles.geometry import circle_polygon, interiors_overlap
+from terrafix.tiles.geometry import SeparatingAxes, circle_polygon, interiors_overlap
 from terrafix.tiles.journal import Intent, WriteBatch, recover
 from terrafix.tiles.jpeg import check_tile_jpeg
 from terrafix.tiles.reconcile import ReconcileReport, scan_tile_files
@@ -578,26 +577,22 @@ class TileStore:
             check_zoom(z)
         if polygon_wgs84.is_empty:
             return TileHits.empty(self.backend.get_many)
-        cols = self._hit_columns(*polygon_wgs84.bounds, z)
-        return self._hits(cols[interiors_overlap(polygon_wgs84, cols[:, 3:7])])
+        axes = SeparatingAxes.of(polygon_wgs84)
+        if axes is None:  # not convex: candidates from the index, the shapely test here
+            cols = self.backend.bbox_hits(*polygon_wgs84.bounds, z)
+            return self._hits(cols[interiors_overlap(polygon_wgs84, cols[:, 3:7])])
+        # convex (camera footprints): the backend applies the exact test (see bbox_hits)
+        return self._hits(self.backend.bbox_hits(*polygon_wgs84.bounds, z, axes))
 
     def hits_in_box(self, west: float, south: float, east: float, north: float,
                     z: int | None = None) -> TileHits:
         """Columnar `records_in_box`: tiles whose bounds overlap a box (edges included)."""
         if z is not None:
             check_zoom(z)
-        return self._hits(self._hit_columns(west, south, east, north, z))
-
-    def _hit_columns(self, west: float, south: float, east: float, north: float,
-                     z: int | None) -> np.ndarray:
-        """(M, 9) float64 rows of `backend.hit_columns` from the spatial index (ids < 2**53
-        are exact in float64); fromiter over the flattened rows is ~2x faster than np.array
-        on a list of tuples."""
-        rows = self.backend.bbox_hits(west, south, east, north, z)
-        return np.fromiter(itertools.chain.from_iterable(rows), np.float64,
-                           9 * len(rows)).reshape(-1, 9)
+        return self._hits(self.backend.bbox_hits(west, south, east, north, z))
 
     def _hits(self, cols: np.ndarray) -> TileHits:
+        """TileHits from (M, 9) float64 columns of `backend.hit_columns`."""
         ids = cols[:, :3].astype(np.int64)
         codes = cols[:, 7:].astype(np.int8)
         return TileHits(ids[:, 0], ids[:, 1], ids[:, 2], cols[:, 3:7], codes[:, 0], codes[:, 1],
