@@ -142,3 +142,18 @@ def test_provision_cli_builds_features_and_index(tmp_path) -> None:
     bad = CliRunner().invoke(app, ["vps", "provision", str(tmp_path), "--geotiff", str(bayou),
                                    "--level", "18-150"])
     assert bad.exit_code != 0
+
+
+def test_quick_pass_and_full_pass_agree_on_an_easy_frame(cache, xfeat_vp) -> None:
+    """The quick pass (fewer features, best chunk only) settles easy frames; it must not
+    change where they are placed compared with the full pass alone."""
+    full = VisualPositioner(cache, xfeat_vp.config.model_copy(update={"quick_pass": False}),
+                            xfeat_vp.extractor, xfeat_vp.levels, CAM)
+    img, R_fc, baro, lat, lon = _case(2)
+    quick_res = xfeat_vp.locate(CameraFrame(0, 0, img), R_fc, baro)
+    full_res = full.locate(CameraFrame(0, 0, img), R_fc, baro)
+    assert quick_res.fix is not None and full_res.fix is not None
+    a, b = quick_res.fix, full_res.fix
+    assert distance_m(a.lat_deg, a.lon_deg, b.lat_deg, b.lon_deg) < 3.0
+    assert distance_m(lat, lon, a.lat_deg, a.lon_deg) < 20.0
+    assert full_res.n_keypoints == quick_res.n_keypoints  # same features, other budgets
