@@ -3,6 +3,7 @@ episode and turns a stale solution into an explicit no-fix; GPS_INPUT field enco
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -71,3 +72,40 @@ def test_gps_input_fields():
     assert (back.time_week, back.time_week_ms) == (r.gps_week, r.gps_week_ms)
     assert back.time_usec == 1_750_000_000_123_456
     assert back.satellites_visible == r.satellites
+
+
+def _may_use_realtime() -> bool:
+    """Whether this process may put a thread under SCHED_FIFO (root or CAP_SYS_NICE)."""
+    result = []
+
+    def probe():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            result.append(True)
+        except (AttributeError, OSError):
+            result.append(False)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return result[0]
+
+
+def test_sender_thread_runs_real_time_when_allowed_and_says_so_otherwise(caplog):
+    seen = []
+
+    def sink(r):
+        if not seen:
+            seen.append(os.sched_getscheduler(0))
+
+    sender = FixedRateGpsSender(LatestSlot(), sink, rate_hz=10.0, realtime_priority=5)
+    sender.start()
+    time.sleep(0.3)
+    sender.stop()
+    allowed = _may_use_realtime()
+    assert sender.realtime is allowed
+    assert seen and (seen[0] == os.SCHED_FIFO) is allowed
+    if not allowed:
+        assert "real-time priority 5 refused" in caplog.text
+    # the main thread keeps its normal policy
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER

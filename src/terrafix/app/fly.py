@@ -188,6 +188,8 @@ class FlightSummary:
     latency_stage_p50_ms: dict[str, float]
     """Median ms from the previous stage to each of STAGES (capture first)."""
     registrations_skipped_busy: int
+    late_samples_dropped: int
+    """Sensor samples that reached the inbox after newer ones had been fused (dropped)."""
     gps_input_sent: int
     solutions: int
     events: int
@@ -274,6 +276,10 @@ class _Inbox:
         self._heap: list[tuple[int, int, object]] = []
         self._seq = itertools.count()
         self._hold_ns = hold_ns
+
+    @property
+    def hold_ns(self) -> int:
+        return self._hold_ns
 
     def put(self, t_ns: int, item: object) -> None:
         self._q.put((t_ns, next(self._seq), item))
@@ -468,7 +474,7 @@ class OnboardProgram:
         cam_thread.start()
         meter = _LatencyMeter()
         pending_capture: dict[int, int] = {}
-        n_solutions = n_events = processed = late_frames = stale_frames = 0
+        n_solutions = n_events = processed = late_frames = stale_frames = late_samples = 0
         max_lag_ns = int(self.cfg.camera.max_frame_lag_s * 1e9)
         last_fed_ns = -(1 << 62)
         results = JsonlWriter(self.out / "results.jsonl")
@@ -481,7 +487,8 @@ class OnboardProgram:
                     t_item = getattr(item, "t_ns", last_fed_ns)
                     is_frame = isinstance(item, CameraFrame)
                     if t_item < last_fed_ns and not is_frame:
-                        continue  # a sensor sample that came after newer ones: dropped
+                        late_samples += 1  # came after newer ones were fused: dropped
+                        continue
                     if is_frame:
                         if time.monotonic_ns() - item.t_ns > max_lag_ns:
                             # the navigator is behind real time: a stale frame would only
@@ -543,6 +550,10 @@ class OnboardProgram:
             self.navigator.close()
             results.close()
             events.close()
+        if late_samples:
+            log.warning("%d sensor samples arrived more than the %.0f ms hold after newer ones "
+                        "and were dropped", late_samples, self.inbox.hold_ns / 1e6)
+        self._late_samples = late_samples
         if late_frames or stale_frames:
             log.warning("frames dropped: %d arrived after later samples were fused unannounced"
                         ", %d were "
@@ -584,6 +595,7 @@ class OnboardProgram:
             latency_stage_p50_ms=meter.stage_medians_ms(),
             latency_odometry_p95_ms=_p95(meter.odometry_ms),
             registrations_skipped_busy=self.navigator.stats.registrations_skipped_busy,
+            late_samples_dropped=getattr(self, "_late_samples", 0),
             gps_input_sent=out_stats.sent,
             solutions=n_solutions, events=n_events,
             recorder_clean=bool(footer.clean_shutdown), fc_clock_offset_ns=offset_ns)

@@ -77,6 +77,10 @@ class ArduPilotLinkConfig(BaseModel):
     gps_input_rate_hz: float = Field(10.0, ge=C.GPS_INPUT_RATE_MIN_HZ,
                                      le=C.GPS_INPUT_RATE_MAX_HZ)
     gps_id: int = Field(0, ge=0, le=255)
+    sender_realtime_priority: int = Field(
+        20, ge=0, le=99, description="SCHED_FIFO priority of the GPS_INPUT sender thread "
+        "(Linux; needs CAP_SYS_NICE, else it runs at normal priority and says so); 0: off. "
+        "Keeps the 5-10 Hz stream steady when the vision work loads every core.")
     stale_after_s: float = Field(C.DEFAULT_STALE_AFTER_S, gt=0.0, le=C.ARDUPILOT_NO_FIX_TIMEOUT_S)
     send_yaw: bool = False
     require_signing: bool = True
@@ -189,7 +193,7 @@ class ArduPilotLink:
             self._slot, self._send_gps_input, rate_hz=config.gps_input_rate_hz,
             stale_after_s=config.stale_after_s, send_yaw=config.send_yaw,
             on_stale=self._cb.on_output_stale, name="gps-input", mono_clock=mono_clock,
-            utc_clock=utc_clock,
+            utc_clock=utc_clock, realtime_priority=config.sender_realtime_priority,
         )
         self._lock = threading.Lock()
         self._fc_id: tuple[int, int] | None = None

@@ -11,6 +11,7 @@ delay a tick, and a tick never waits for the estimator.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,22 @@ class OutputStats:
     """Monotonic time the last report was handed to the link (capture-to-output latency)."""
 
 
+def _make_this_thread_realtime(priority: int) -> bool:
+    """SCHED_FIFO for the calling thread (Linux applies sched_setscheduler(0, ...) to the
+    calling thread). Why: under load the OS may run the sender's wake-up tens or hundreds of
+    milliseconds late, and ArduPilot drops a GPS whose gaps grow; a real-time thread that
+    sleeps between ticks costs the rest of the system nothing. The GIL it then needs is
+    handed over within the interpreter's switch interval. Without the privilege it says so
+    and runs at normal priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError) as exc:
+        log.warning("GPS sender: real-time priority %d refused (%s); running at normal "
+                    "priority", priority, exc)
+        return False
+    return True
+
+
 class FixedRateGpsSender:
     """Thread that sends the latest solution as a GpsReport at a fixed rate."""
 
@@ -73,8 +90,12 @@ class FixedRateGpsSender:
         name: str = "gps-sender",
         mono_clock: Callable[[], int] = time.monotonic_ns,
         utc_clock: Callable[[], int] = time.time_ns,
+        realtime_priority: int = 0,
     ) -> None:
         self._slot = slot
+        self._rt_priority = realtime_priority
+        self.realtime = False
+        """The sender thread got its real-time priority (after start)."""
         self._send_report = send_report
         self._rate_hz = rate_hz
         self._stale_after_s = stale_after_s
@@ -115,6 +136,8 @@ class FixedRateGpsSender:
                                         send_yaw=self._send_yaw)
 
     def _run(self) -> None:
+        if self._rt_priority > 0:
+            self.realtime = _make_this_thread_realtime(self._rt_priority)
         self._ticker = FixedRateTicker(self._rate_hz, clock=self._mono)
         while self._ticker.wait(self._stop) is not None:
             t_make_ns = self._mono()
