@@ -509,6 +509,16 @@ def test_columnar_box_hits_equal_records_in_box(stores: StoreFactory) -> None:
     assert len(store.hits_in_box(w, s, e, n, Z)) == 9  # edges included: the neighbours too
 
 
+def test_an_unknown_status_code_is_refused_not_misread() -> None:
+    from terrafix.tiles import TileCacheError, TileHits
+
+    one = np.array([1], np.int64)
+    hits = TileHits(one * 18, one, one, np.zeros((1, 4)), np.array([-1], np.int8),
+                    np.array([0], np.int8), lambda tiles: {})
+    with pytest.raises(TileCacheError, match="18/1/1"):
+        hits.voting_status(0)
+
+
 def test_columnar_hits_records_follow_later_changes(stores: StoreFactory) -> None:
     store, tiles = _grid_store(stores, nx=3, ny=2)
     hits = store.tile_hits(shapely.box(*store.summary().bounds), Z)

@@ -2,7 +2,8 @@
 
 Tiles are 256x256 grayscale JPEG files at `<root>/tiles/{z}/{x}/{y}.jpg`; their metadata lives
 in SQLite (default, embedded) or PostgreSQL + PostGIS. Navigation reads the map through
-`open_store(root, read_only=True)` and `TileStore.mosaic / tiles_intersecting / tiles_within`;
+`open_store(root, read_only=True)` and `TileStore.mosaic / tile_hits / tiles_intersecting /
+tiles_within` (`tile_hits`: the per-frame footprint query, numpy columns, no per-tile records);
 provisioning (`terrafix tiles provision ...`) fills the cache before flight, and a signed
 manifest (`terrafix tiles verify`) proves the planned corridor is covered.
 """
@@ -31,6 +32,7 @@ from terrafix.tiles.records import (
     MosaicTile,
     NewTile,
     PutReport,
+    TileHits,
     TileRecord,
     VotingStatus,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "SectorError",
     "StoreConfigError",
     "TileCacheError",
+    "TileHits",
     "TileNotFoundError",
     "TileRecord",
     "TileStore",

@@ -15,6 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from terrafix.geo.tiles import TileId, global_px_to_lonlat, lonlat_to_global_px
+from terrafix.tiles.errors import TileCacheError
 
 
 class VotingStatus(StrEnum):
@@ -88,6 +89,9 @@ class TileHits:
       stored_freshness: (N,) int8 freshness label stored when the tile was written or last
         classified, an index into `FRESHNESS_CODES`. It is not today's decision (stale imagery
         ages): `TileStore.freshness_of(record)` and mosaics decide for the current date.
+      A code of -1 is a value this version does not know (a newer writer's status); never
+      index the code tuples with it (Python would take the last entry): `voting_status(i)`
+      raises instead.
     """
 
     __slots__ = ("_load", "_records", "bounds", "stored_freshness", "voting", "x", "y", "z")
@@ -121,7 +125,12 @@ class TileHits:
                 zip(self.z.tolist(), self.x.tolist(), self.y.tolist(), strict=True)]
 
     def voting_status(self, i: int) -> VotingStatus:
-        return VOTING_CODES[int(self.voting[i])]
+        """The voting status of the i-th tile."""
+        code = int(self.voting[i])
+        if not 0 <= code < len(VOTING_CODES):
+            raise TileCacheError(f"tile {self.z[i]}/{self.x[i]}/{self.y[i]} has a voting status "
+                             f"this version does not know (see records())")
+        return VOTING_CODES[code]
 
     def records(self) -> list[TileRecord]:
         """Full records in column order, read from the store on the first call.
