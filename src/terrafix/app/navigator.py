@@ -331,6 +331,7 @@ class Navigator:
         self.runner: RegistrationRunner = runner if runner is not None else \
             InlineRegistration(positioner.locate if positioner is not None else _no_locate)
         self._can_register = positioner is not None or runner is not None
+        self._last_delta: OdometryDelta | None = None
         self._in_flight: dict[int, _FrameWork] = {}
         self._t_last_verdict_ns = -(1 << 62)
         self.vo = VisualOdometry(context.intrinsics, context.extrinsics, config.odometry) \
@@ -624,13 +625,21 @@ class Navigator:
 
     def _process_frame(self, frame: CameraFrame) -> None:
         """Odometry now; registration started (inline or on the worker); the frame's verdict
-        to the integrity layer as soon as it no longer depends on a fix still in flight."""
+        to the integrity layer as soon as it no longer depends on a fix still in flight.
+
+        With a concurrent runner the match is started before the odometry (both then run at
+        once on a multi-core computer; the texture test uses the previous frame's odometry,
+        since blackouts come in runs); inline, it runs after the odometry so that a replay
+        is the same whatever the machine."""
         integ = self.integrity
         assert integ is not None
         self.stats.frames += 1
         R_fc = self._attitude_at(frame.t_ns)
         alt, height, var_h = self._height()
         est = integ.backend.estimate()
+        work = _FrameWork(frame.t_ns, frame.index, None, None, 0.0)
+        if self.runner.concurrent:
+            self._maybe_register(work, frame, R_fc, alt, self._last_delta)
         delta: OdometryDelta | None = None
         vo_rep: UpdateReport | None = None
         t0 = time.perf_counter()
@@ -651,17 +660,10 @@ class Navigator:
                     self.stats.vo_accepted += int(vo_rep.accepted)
         vo_ms = (time.perf_counter() - t0) * 1e3
         self.stats.vo_ms_total += vo_ms
-        work = _FrameWork(frame.t_ns, frame.index, delta, vo_rep, vo_ms)
-        if self._should_register(frame.t_ns, delta):
-            prior = integ.search_prior()
-            pr = (prior.lat_deg, prior.lon_deg, prior.radius95_m) if prior.confident else None
-            if self.runner.submit(RegistrationJob(frame, R_fc, alt, pr)):
-                work.registered = True
-                self._t_last_attempt_ns = frame.t_ns
-                self.stats.registrations += 1
-                self._in_flight[frame.index] = work
-            else:
-                self.stats.registrations_skipped_busy += 1
+        work.delta, work.vo_rep, work.vo_ms = delta, vo_rep, vo_ms
+        self._last_delta = delta
+        if not self.runner.concurrent:
+            self._maybe_register(work, frame, R_fc, alt, delta)
         self._apply_registrations()
         if not work.registered or work.done or (delta is not None and delta.tracking):
             # the verdict does not wait for a fix: odometry tracking is not a blackout
@@ -669,6 +671,22 @@ class Navigator:
             self._give_verdict(work)
         if not work.registered:
             self._report(work)
+
+    def _maybe_register(self, work: _FrameWork, frame: CameraFrame, R_fc: np.ndarray,
+                        alt: float, delta: OdometryDelta | None) -> None:
+        """Start the frame's match when the policy wants one and the runner is free."""
+        assert self.integrity is not None
+        if not self._should_register(frame.t_ns, delta):
+            return
+        prior = self.integrity.search_prior()
+        pr = (prior.lat_deg, prior.lon_deg, prior.radius95_m) if prior.confident else None
+        if self.runner.submit(RegistrationJob(frame, R_fc, alt, pr)):
+            work.registered = True
+            self._t_last_attempt_ns = frame.t_ns
+            self.stats.registrations += 1
+            self._in_flight[frame.index] = work
+        else:
+            self.stats.registrations_skipped_busy += 1
 
     def _apply_registrations(self) -> None:
         """Fuse the fixes the runner has finished (at their frames' capture times)."""

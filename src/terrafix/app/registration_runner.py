@@ -62,6 +62,10 @@ class RegistrationDone:
 class RegistrationRunner(Protocol):
     """Runs `locate` for one job at a time."""
 
+    concurrent: bool
+    """True when jobs run alongside the caller (the caller may start one before its own
+    work on the same frame); False when `submit` runs the job to completion."""
+
     @property
     def busy(self) -> bool:
         """A job is in flight (submit would refuse)."""
@@ -94,6 +98,8 @@ def _run(locate: Locate, job: RegistrationJob) -> RegistrationDone:
 class InlineRegistration:
     """Runs the job inside `submit` (replay: deterministic, as fast as the CPU allows)."""
 
+    concurrent = False
+
     def __init__(self, locate: Locate) -> None:
         self._locate = locate
         self._done: list[RegistrationDone] = []
@@ -117,6 +123,8 @@ class InlineRegistration:
 class ThreadedRegistration:
     """Runs jobs on one worker thread (the live program). ONNX Runtime and OpenCV release
     the GIL while they compute, so the navigation thread keeps its pace meanwhile."""
+
+    concurrent = True
 
     def __init__(self, locate: Locate) -> None:
         self._locate = locate
