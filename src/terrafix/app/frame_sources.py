@@ -199,10 +199,12 @@ class SimulatedCameraSource:
             if self.on_capture is not None:
                 # the FC's trigger: the capture time is known at the exposure itself
                 self.on_capture(capture_ns, index)
+            # the image is read from disk during the readout: decoding the stored PNG is the
+            # simulation's cost, not the camera's, which hands over raw pixels at `due`
+            image = _load_gray(self.folder / file)
             now = self._clock()
             if due > now and self._stop.wait((due - now) / 1e9):
                 return
-            image = _load_gray(self.folder / file)
             if image is not None:
                 yield CameraFrame(capture_ns, index, image)
 
