@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -35,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("build/bench-live"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    load_before = os.getloadavg()
     runs = [run_live(args.out / f"seed{s}", s, args.backend) for s in args.seeds]
     result = {k: statistics.median(r[k] for r in runs) for k in KEYS}
-    result.update({"seeds": args.seeds, "backend": args.backend, "runs": runs})
+    result.update({"seeds": args.seeds, "backend": args.backend, "runs": runs,
+                   "load_avg_before_after": [load_before, os.getloadavg()],
+                   "cpu_count": os.cpu_count()})
     out = Path(__file__).parent / "results" / "live.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'metric':<24}{'value':>12}")
