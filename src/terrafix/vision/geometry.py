@@ -89,18 +89,26 @@ def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | 
     k = int(inliers.sum())
     if k < cfg.min_inliers:
         return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
-    scale, rotation, _ = similarity_parts(H)
-    if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
-        return HomographyFit(H, inliers, f"implausible scale {scale:.2f} "
-                             f"(expected {cfg.scale_range[0]}–{cfg.scale_range[1]})")
-    if abs(rotation) > cfg.max_rotation_deg:
-        return HomographyFit(H, inliers, f"implausible rotation {rotation:.1f}° "
-                             f"(|rot| ≤ {cfg.max_rotation_deg}°)")
+    reason = _scale_rotation_reason(H, cfg)
+    if reason:
+        return HomographyFit(H, inliers, reason)
     if image_side_px is not None:
         reason = _spread_reason(pts0[inliers], image_side_px, cfg)
         if reason:
             return HomographyFit(H, inliers, reason)
     return HomographyFit(H, inliers, "")
+
+
+def _scale_rotation_reason(H: np.ndarray, cfg: GeometryConfig) -> str:
+    """Non-empty when the fit's scale or in-plane rotation (H: (3, 3)) is not what the
+    altitude and attitude predicted (a wrong match, not a camera pose)."""
+    scale, rotation, _ = similarity_parts(H)
+    if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
+        return (f"implausible scale {scale:.2f} "
+                f"(expected {cfg.scale_range[0]}–{cfg.scale_range[1]})")
+    if abs(rotation) > cfg.max_rotation_deg:
+        return f"implausible rotation {rotation:.1f}° (|rot| ≤ {cfg.max_rotation_deg}°)"
+    return ""
 
 
 def _spread_reason(p: np.ndarray, image_side_px: float, cfg: GeometryConfig) -> str:
@@ -134,13 +142,10 @@ def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
     k = int(inliers.sum())
     if k < cfg.min_inliers:
         return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
-    scale, rotation, persp = similarity_parts(H)
-    if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
-        return HomographyFit(H, inliers, f"implausible scale {scale:.2f} "
-                             f"(expected {cfg.scale_range[0]}–{cfg.scale_range[1]})")
-    if abs(rotation) > cfg.max_rotation_deg:
-        return HomographyFit(H, inliers, f"implausible rotation {rotation:.1f}° "
-                             f"(|rot| ≤ {cfg.max_rotation_deg}°)")
+    reason = _scale_rotation_reason(H, cfg)
+    if reason:
+        return HomographyFit(H, inliers, reason)
+    persp = similarity_parts(H)[2]
     if persp * image_side_px > cfg.max_perspective_change:
         return HomographyFit(H, inliers, f"implausible tilt (perspective change "
                              f"{persp * image_side_px:.2f} > {cfg.max_perspective_change})")
