@@ -21,7 +21,13 @@ from collections import deque
 
 import numpy as np
 
-from terrafix.geo.rotation import R_to_quat, quat_multiply, quat_to_R, rotvec_to_quat
+from terrafix.geo.rotation import (
+    R_to_quat,
+    quat_multiply,
+    quat_slerp,
+    quat_to_R,
+    rotvec_to_quat,
+)
 
 
 def _rotvec(R: np.ndarray) -> np.ndarray:
@@ -34,15 +40,6 @@ def _rotvec(R: np.ndarray) -> np.ndarray:
     return v * (angle / (2.0 * math.sin(angle)))
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(dot)
-    return (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
 
 
 class ComplementaryAttitude:
@@ -118,4 +115,4 @@ class ComplementaryAttitude:
                 hi = mid
         (t0, q0), (t1, q1) = h[lo], h[hi]
         a = 0.0 if t1 == t0 else (t_ns - t0) / (t1 - t0)
-        return quat_to_R(_slerp(q0, q1, a))
+        return quat_to_R(quat_slerp(q0, q1, a))

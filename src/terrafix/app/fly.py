@@ -494,6 +494,7 @@ class OnboardProgram:
                             # the navigator is behind real time: a stale frame would only
                             # delay the output further; drop it (counted) and keep up
                             stale_frames += 1
+                            self._arrived_ns.pop(item.index, None)
                             continue
                         pending_capture[item.index] = item.t_ns
                         now = time.monotonic_ns()

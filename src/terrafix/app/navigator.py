@@ -61,7 +61,7 @@ from terrafix.estimation.integrity import Navigator as IntegrityLayer
 from terrafix.estimation.outputs import SmoothedState, UpdateReport
 from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
-from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_to_R
+from terrafix.geo.rotation import R_to_quat, euler_to_R_body_to_ned, quat_slerp, quat_to_R
 from terrafix.measurements import (
     AbsoluteFix,
     AttitudeSample,
@@ -288,19 +288,6 @@ class _FrameWork:
     result: RegistrationResult | None = None
     fix_rep: UpdateReport | None = None
     registration_ms: float = 0.0
-
-
-def _slerp_R(R0: np.ndarray, R1: np.ndarray, a: float) -> np.ndarray:
-    q0, q1 = R_to_quat(R0), R_to_quat(R1)
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + a * (q1 - q0)
-    else:
-        th = math.acos(dot)
-        q = (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
-    return quat_to_R(q / np.linalg.norm(q))
 
 
 def _no_locate(*_: object) -> RegistrationResult:
@@ -587,7 +574,7 @@ class Navigator:
         if nxt is None:
             return prev[1]
         a = (t_ns - prev[0]) / max(nxt[0] - prev[0], 1)
-        return _slerp_R(prev[1], nxt[1], a)
+        return quat_to_R(quat_slerp(R_to_quat(prev[1]), R_to_quat(nxt[1]), a))
 
     def _height(self) -> tuple[float, float, float]:
         """(altitude AMSL, height above ground, its variance) of the current estimate."""

@@ -7,6 +7,8 @@ These are hot-path helpers (IMU rate), hence plain numpy rather than scipy objec
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -67,6 +69,21 @@ def R_to_quat(R: np.ndarray) -> np.ndarray:
                       (m[1, 2] + m[2, 1]) / s, 0.25 * s])
     q /= np.linalg.norm(q)
     return q if q[0] >= 0 else -q
+
+
+def quat_slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
+    """Unit quaternion a of the way from q0 to q1 (both (4,), scalar first) along the shorter
+    arc; nearly equal quaternions are blended linearly (the arc formula divides by sin of a
+    vanishing angle there). a in [0, 1]."""
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + a * (q1 - q0)
+    else:
+        th = math.acos(dot)
+        q = (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
+    return q / np.linalg.norm(q)
 
 
 def quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:

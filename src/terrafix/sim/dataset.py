@@ -28,7 +28,7 @@ import numpy as np
 
 from terrafix.camera import CameraPose, Extrinsics, Intrinsics
 from terrafix.geo.frames import LocalFrame
-from terrafix.geo.rotation import R_to_euler, quat_to_R
+from terrafix.geo.rotation import R_to_euler, quat_slerp, quat_to_R
 from terrafix.measurements import (
     AttitudeSample,
     BaroSample,
@@ -266,15 +266,6 @@ class TruthState:
     f_body_mps2: np.ndarray
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(dot)
-    return (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
 
 
 def truth_state_at(truth: TruthStream, t_ns: int) -> TruthState:
@@ -290,7 +281,7 @@ def truth_state_at(truth: TruthStream, t_ns: int) -> TruthState:
     def lerp(x: np.ndarray) -> np.ndarray:
         return (1.0 - a) * x[i] + a * x[j]
 
-    q = _slerp(truth.q_body_to_ned[i], truth.q_body_to_ned[j], a)
+    q = quat_slerp(truth.q_body_to_ned[i], truth.q_body_to_ned[j], a)
     R = quat_to_R(q)
     return TruthState(
         t_ns=int(t_ns), p_ned_m=lerp(truth.p_ned_m), lat_deg=float(lerp(truth.lat_deg)),

@@ -86,10 +86,7 @@ def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | 
         return HomographyFit(None, none, "no similarity found")
     H = np.vstack((A, [0.0, 0.0, 1.0]))
     inliers = mask.ravel().astype(bool)
-    k = int(inliers.sum())
-    if k < cfg.min_inliers:
-        return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
-    reason = _scale_rotation_reason(H, cfg)
+    reason = _inlier_scale_rotation_reason(H, inliers, cfg)
     if reason:
         return HomographyFit(H, inliers, reason)
     if image_side_px is not None:
@@ -99,9 +96,14 @@ def fit_similarity(pts0: np.ndarray, pts1: np.ndarray, config: GeometryConfig | 
     return HomographyFit(H, inliers, "")
 
 
-def _scale_rotation_reason(H: np.ndarray, cfg: GeometryConfig) -> str:
-    """Non-empty when the fit's scale or in-plane rotation (H: (3, 3)) is not what the
-    altitude and attitude predicted (a wrong match, not a camera pose)."""
+def _inlier_scale_rotation_reason(H: np.ndarray, inliers: np.ndarray,
+                                  cfg: GeometryConfig) -> str:
+    """Non-empty when a fit (H: (3, 3), inliers: (M,) bool) has too few inliers, or a scale
+    or in-plane rotation that the altitude and attitude did not predict (a wrong match, not
+    a camera pose)."""
+    k = int(inliers.sum())
+    if k < cfg.min_inliers:
+        return f"too few inliers ({k} < {cfg.min_inliers})"
     scale, rotation, _ = similarity_parts(H)
     if not (cfg.scale_range[0] <= scale <= cfg.scale_range[1]):
         return (f"implausible scale {scale:.2f} "
@@ -139,10 +141,7 @@ def fit_homography(pts0: np.ndarray, pts1: np.ndarray, image_side_px: float,
     if H is None or mask is None:
         return HomographyFit(None, none, "no homography found")
     inliers = mask.ravel().astype(bool)
-    k = int(inliers.sum())
-    if k < cfg.min_inliers:
-        return HomographyFit(H, inliers, f"too few inliers ({k} < {cfg.min_inliers})")
-    reason = _scale_rotation_reason(H, cfg)
+    reason = _inlier_scale_rotation_reason(H, inliers, cfg)
     if reason:
         return HomographyFit(H, inliers, reason)
     persp = similarity_parts(H)[2]
