@@ -1,5 +1,6 @@
-"""The complementary attitude used by the odometry: smoother than the FC from frame to frame,
-and not tilted away by the gyro bias over time."""
+"""The attitude used by the odometry: smoother than the FC from frame to frame, not tilted away
+by the gyro bias over time, and with a heading that follows the images' measured turns rather
+than the FC's wandering yaw."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from terrafix.app.attitude import ComplementaryAttitude, _rotvec
+from terrafix.app.attitude import OdometryAttitude, OdometryAttitudeConfig, _rotvec
 from terrafix.geo.rotation import euler_to_R_body_to_ned
 
 S = 1_000_000_000
@@ -31,7 +32,8 @@ def test_frame_to_frame_rotation_is_smoother_than_the_fc_and_does_not_drift(seed
     rng = np.random.default_rng(seed)
     bias = rng.standard_normal(3) * math.radians(0.1)  # 2x the simulator's turn-on bias
     slow = rng.standard_normal(3) * math.radians(0.5)
-    cf = ComplementaryAttitude(tau_s=3.0, history_s=5.0)
+    cf = OdometryAttitude(OdometryAttitudeConfig(tilt_tau_s=3.0, history_s=5.0,
+                                                 visual_heading=False))
     frames, fc_at_frames = [], []
     for k in range(0, 60 * 200):
         t = k / 200.0
@@ -60,7 +62,7 @@ def test_frame_to_frame_rotation_is_smoother_than_the_fc_and_does_not_drift(seed
 
 
 def test_history_interpolates_and_refuses_times_it_does_not_hold():
-    cf = ComplementaryAttitude(tau_s=1.0, history_s=1.0)
+    cf = OdometryAttitude(OdometryAttitudeConfig(tilt_tau_s=1.0, history_s=1.0))
     assert cf.at(0) is None
     cf.on_fc(0, np.eye(3))
     for k in range(1, 401):
@@ -69,3 +71,106 @@ def test_history_interpolates_and_refuses_times_it_does_not_hold():
     yaw = math.atan2(R[1, 0], R[0, 0])
     assert yaw == pytest.approx(0.5 * 1.0025, abs=1e-6)
     assert cf.at(100_000_000) is None  # older than the 1 s history
+
+
+def _yaw(R: np.ndarray) -> float:
+    return math.atan2(R[1, 0], R[0, 0])
+
+
+def _wrap(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))
+
+
+def _fly(cf: OdometryAttitude, seconds: float, bias: np.ndarray, slow_fc: np.ndarray,
+         rng: np.random.Generator, visual: bool, gap: tuple[float, float] = (0.0, 0.0),
+         image_sigma_rad: float = math.radians(0.005)) -> list[tuple[float, float, float]]:
+    """Feed gyro (200 Hz), FC attitude (50 Hz, slow error) and, every 1/3 s outside `gap`, the
+    images' measured heading error of the filter's own relative rotation. Returns per frame
+    (t, heading error vs truth, filter's heading variance)."""
+    out = []
+    t_prev_frame = None
+    for k in range(int(seconds * 200)):
+        t = k / 200.0
+        t_ns = k * 5_000_000
+        cf.on_gyro(t_ns, body_rate(t) + bias + rng.standard_normal(3) * 1e-4 * 14)
+        if k % 4 == 0:
+            cf.on_fc(t_ns, euler_to_R_body_to_ned(*(truth_euler(t) + slow_fc)))
+        if k % 66 == 0 and t > 1.0:
+            if visual and t_prev_frame is not None and not gap[0] <= t <= gap[1]:
+                R0, R1 = cf.at(t_prev_frame), cf.at(t_ns)
+                T0 = euler_to_R_body_to_ned(*truth_euler(t_prev_frame * 1e-9))
+                T1 = euler_to_R_body_to_ned(*truth_euler(t))
+                # what the images measure: the filter's extra turn about the vertical, + noise
+                err = _rotvec((R1 @ R0.T) @ (T1 @ T0.T).T)[2]
+                err += rng.standard_normal() * image_sigma_rad
+                assert cf.on_visual_yaw(t_prev_frame, t_ns, err, image_sigma_rad ** 2)
+            t_prev_frame = t_ns
+            out.append((t, _wrap(_yaw(cf.at(t_ns)) - truth_euler(t)[2]),
+                        cf.heading_var_rad2(t_ns)))
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_visual_heading_keeps_the_heading_of_start_up_and_learns_the_gyro_bias(seed):
+    """A gyro bias of 0.1 deg/s turns an integrated heading by 12 deg in two minutes, and the
+    FC's yaw wanders by its own slow error; with the images' heading changes taken back, the
+    heading stays where it started (the FC's error at initialisation), the vertical-rate bias
+    is learned, and the reported variance covers what is left."""
+    rng = np.random.default_rng(seed)
+    bias = np.array([0.0, 0.0, math.radians(0.1) * (1 if seed % 2 else -1)])
+    slow = np.array([0.0, 0.0, math.radians(2.0)])
+    cf = OdometryAttitude()
+    rows = _fly(cf, 120.0, bias, slow, rng, visual=True)
+    err0 = rows[0][1]
+    assert abs(math.degrees(err0) - 2.0) < 0.3  # the FC's yaw at start-up
+    change = np.array([e - err0 for _, e, _ in rows])
+    assert np.max(np.abs(np.degrees(change))) < 0.3  # gyro alone: 12 deg
+    # the FC's 2 deg error stays (not observable), it does not leak in over time either
+    assert cf.bias_radps == pytest.approx(bias[2], abs=3 * math.sqrt(cf.bias_var))
+    assert math.sqrt(cf.bias_var) < math.radians(0.01)
+    var = np.array([v for _, _, v in rows])
+    assert np.all(np.diff(var) >= 0)
+    assert abs(change[-1]) < 3 * math.sqrt(var[-1])
+
+
+def test_without_images_the_heading_variance_grows_with_the_bias_uncertainty():
+    rng = np.random.default_rng(5)
+    cf = OdometryAttitude()
+    bias = np.array([0.0, 0.0, math.radians(0.02)])
+    rows = _fly(cf, 60.0, bias, np.zeros(3), rng, visual=True, gap=(20.0, 50.0))
+    by_t = {round(t): (e, v) for t, e, v in rows}
+    before, after = by_t[20], by_t[50]
+    # 30 s of gyro with the bias known to ~0.003 deg/s after 20 s of images: the variance
+    # gained is at least the bias uncertainty x 30 s, squared, and the error stays inside it
+    gained = after[1] - before[1]
+    assert gained > (30.0 * math.sqrt(cf.bias_var)) ** 2
+    assert abs(after[0] - before[0]) < 3 * math.sqrt(gained)
+
+
+def test_reset_puts_the_heading_on_the_fc_and_keeps_relative_rotations():
+    rng = np.random.default_rng(6)
+    cf = OdometryAttitude()
+    _fly(cf, 20.0, np.array([0.0, 0.0, math.radians(0.1)]), np.array([0.0, 0.0, 0.05]), rng,
+         visual=False)  # no images: the heading has drifted 2 deg away from the FC's
+    t0, t1 = 19_000_000_000, 19_900_000_000
+    rel_before = cf.at(t0).T @ cf.at(t1)
+    assert cf.heading_var_rad2(t1) > 0
+    turned = cf.reset_yaw_to_fc()
+    assert abs(math.degrees(turned)) > 1.0
+    t_fc = 19.98  # the last FC sample: the heading now agrees with it there
+    R_fc = euler_to_R_body_to_ned(*(truth_euler(t_fc) + np.array([0.0, 0.0, 0.05])))
+    assert abs(math.degrees(_wrap(_yaw(cf.at(round(t_fc * S))) - _yaw(R_fc)))) < 0.01
+    assert np.allclose(cf.at(t0).T @ cf.at(t1), rel_before, atol=1e-9)
+    assert cf.heading_var_rad2(t1 + 95_000_000) == pytest.approx(0.0, abs=1e-12)
+    assert cf.n_yaw_resets == 1
+
+
+def test_implausible_visual_measurements_are_refused():
+    cf = OdometryAttitude()
+    cf.on_fc(0, np.eye(3))
+    for k in range(1, 201):
+        cf.on_gyro(k * 5_000_000, np.zeros(3))
+    assert not cf.on_visual_yaw(0, 500_000_000, math.radians(5.0), 1e-8)  # 5 deg in 0.5 s
+    assert not cf.on_visual_yaw(0, 500_000_000, math.nan, 1e-8)
+    assert not cf.on_visual_yaw(500_000_000, 0, 0.0, 1e-8)  # times backwards
+    assert cf.on_visual_yaw(0, 500_000_000, 1e-4, 1e-8)

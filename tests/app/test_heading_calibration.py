@@ -90,3 +90,24 @@ def test_references_across_a_tracking_loss_are_not_compared():
         cal.add_delta(OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.eye(2), True, 200))
     assert not cal.add_reference(90 * S // 3, p + 49 * d, 4.0)  # other segment: no baseline
     assert cal.n_updates == 0
+
+
+def test_heading_noise_from_the_source_widens_the_estimate_and_a_reset_starts_over():
+    cal = OdometryHeadingCalibration()
+    prior = math.radians(cal.config.prior_sigma_deg) ** 2
+    cal.var_rad2 = math.radians(0.3) ** 2
+    cal.theta_rad = math.radians(2.0)
+    cal.add_heading_noise(math.radians(1.0) ** 2)
+    assert cal.var_rad2 == pytest.approx(math.radians(0.3) ** 2 + math.radians(1.0) ** 2)
+    assert not cal.worse_than_prior
+    with pytest.raises(ValueError, match="-1"):
+        cal.add_heading_noise(-1.0)
+    cal.add_heading_noise(2.0 * prior)
+    assert cal.worse_than_prior
+    d = OdometryDelta(0, S // 3, np.array([6.0, 0.0]), np.eye(2) * 0.01, True, 200)
+    cal.add_delta(d)
+    cal.reset_heading()
+    assert cal.theta_rad == 0.0 and cal.var_rad2 == pytest.approx(prior)
+    assert not cal.worse_than_prior
+    # the track in the old heading is not compared with references after the reset
+    assert not cal.add_reference(S // 3, np.zeros(2), 1.0)

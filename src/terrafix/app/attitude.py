@@ -1,25 +1,46 @@
-"""The attitude the odometry projects its frames with: a complementary filter of the raw gyro
-and the flight controller's ATTITUDE.
+"""The attitude the odometry projects its frames with: roll and pitch from the flight
+controller, heading from the gyro and the images.
 
-Why not the FC attitude alone: its message-to-message noise (~0.05° per axis) shifts every
-ground point by height × angle, ~0.2 m per frame at 200 m, and that noise enters every
-odometry delta. Why not the gyro alone: its residual bias (~0.05°/s) tilts the integrated
-attitude steadily, and a tilt *rate* is a velocity error of height × rate (~0.2 m/s at
-200 m) that never averages out. Blending the two with a time constant of a few seconds keeps
-the gyro's smooth frame-to-frame rotation and the FC's long-term level, so neither error
-accumulates. This filter never reads the navigation estimator's state (its biases or
-attitude): the odometry must stay an independent measurement of what the estimator tracks.
+Roll and pitch: a complementary filter of the raw gyro and the FC's ATTITUDE. The FC alone
+is noisy from message to message (~0.05° per axis, i.e. ~0.2 m per frame at 200 m, in every
+delta); the gyro alone tilts steadily with its residual bias (~0.05°/s, a velocity error of
+height × rate). Blending with a time constant of a few seconds keeps the gyro's smooth
+frame-to-frame rotation and the FC's long-term level (gravity makes it observable).
 
-R_cf is propagated at IMU rate, R ← R · Exp(ω dt), and pulled towards each FC sample by the
-fraction dt_fc / tau_s of the body-frame rotation between them.
+Heading: *not* the FC's. A magnetometer heading is off by a few degrees and the error
+wanders over minutes (hard/soft iron, motor currents, course-dependent fusion); after the
+GNSS is lost nothing on board corrects it, and every odometry delta turns with it: a 2°
+change is 3.5 % of the distance flown, sideways. The images measure the heading *change*
+between two frames far better: the odometry's rigid fit returns the rotation about the
+vertical between the two ground point sets that the given attitudes left unexplained
+(`OdometryStats.yaw_correction_rad`), a few thousandths of a degree per frame pair over a
+wide footprint. So the heading here is integrated from the gyro, each frame pair's
+unexplained rotation is taken back (weighted against the gyro's own uncertainty over the
+interval), and the same residuals estimate the gyro's vertical-rate bias so that gaps in the
+tracking (sharp turns, blackouts) cost only the bias uncertainty × gap. The FC's yaw only
+initialises the heading (and re-initialises it when the caller decides the integrated
+heading has become worse than the FC's, `reset_yaw_to_fc`).
+
+What this heading does *not* know is its absolute offset from true north: that stays the
+FC's yaw error at initialisation, which `heading_calibration` measures against absolute
+positions. What it does know is how much uncertainty it has added since: `heading_var_rad2`
+(monotonic, rad²), which the calibration adds to its own variance.
+
+This filter never reads the navigation estimator's state: the odometry must stay an
+independent measurement of what the estimator tracks.
+
+Frames: R_body_to_ned (3, 3); the heading corrections are rotations about the NED down axis
+applied on the left (R ← Rz(δ) · R), i.e. they turn the whole attitude about the vertical.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from terrafix.geo.rotation import (
     R_to_quat,
@@ -28,6 +49,45 @@ from terrafix.geo.rotation import (
     quat_to_R,
     rotvec_to_quat,
 )
+
+
+class OdometryAttitudeConfig(BaseModel):
+    """Settings of the odometry's attitude (`[odometry_attitude]` of the navigation config).
+
+    Gyro numbers default to the estimator's IMU model (ICM-42688-P class MEMS, see
+    `estimation.config.ImuNoise`); they size the heading uncertainty across gaps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tilt_tau_s: float = Field(3.0, gt=0)
+    """Time constant of the pull of roll/pitch towards the FC's."""
+    history_s: float = Field(3.0, gt=0)
+    """Attitude history kept for frames processed after their capture time."""
+    visual_heading: bool = True
+    """Take the images' measured heading change back into the heading (False: the heading
+    follows the FC's yaw with `tilt_tau_s`, as roll and pitch do)."""
+    gyro_noise_radps_rthz: float = Field(1.0e-4, gt=0)
+    gyro_bias_sigma0_radps: float = Field(math.radians(0.1), gt=0)
+    """Vertical-rate bias before any image has measured it (FC gyro calibration at boot
+    leaves ~0.05°/s; twice that as margin)."""
+    gyro_bias_rw_radps_rts: float = Field(2.0e-5, ge=0)
+    gyro_scale_sigma: float = Field(0.005, ge=0)
+    """Gyro scale-factor error (datasheet ±0.5 %): turns through a gap cost this fraction
+    of the angle turned."""
+    fc_yaw_wander_deg_per_rts: float = Field(0.25, ge=0)
+    """Without the visual heading: how fast the FC yaw's error (which the heading then
+    follows) may wander; a Gauss-Markov error of 2.5° with a 300 s correlation time moves by
+    2.5° x sqrt(2/300) ≈ 0.2°/√s, plus a margin."""
+    max_visual_correction_rad: float = Field(math.radians(1.0), gt=0)
+    """A frame pair whose unexplained rotation exceeds this (after the gyro) is not used
+    for the heading (a bad fit, not a gyro error: the gyro's error over 1/3 s is tiny)."""
+
+
+@dataclass(slots=True)
+class _Sample:
+    t_ns: int
+    q: np.ndarray  # (4,) body-to-NED quaternion (w, x, y, z)
+    turned_rad: float  # cumulative |vertical rotation| integrated from the gyro
 
 
 def _rotvec(R: np.ndarray) -> np.ndarray:
@@ -40,33 +100,54 @@ def _rotvec(R: np.ndarray) -> np.ndarray:
     return v * (angle / (2.0 * math.sin(angle)))
 
 
+def _qz(angle_rad: float) -> np.ndarray:
+    """Quaternion of a rotation by angle_rad about the NED down axis."""
+    h = 0.5 * angle_rad
+    return np.array([math.cos(h), 0.0, 0.0, math.sin(h)])
 
 
-class ComplementaryAttitude:
-    """Gyro-propagated attitude pulled towards the FC attitude (see the module docstring).
+def _yaw(q: np.ndarray) -> float:
+    R = quat_to_R(q)
+    return math.atan2(R[1, 0], R[0, 0])
 
-    `on_gyro(t, ω)` per IMU sample, `on_fc(t, R_body_to_ned)` per FC attitude sample;
-    `at(t)` returns R_body_to_ned (3, 3) at any time within the last `history_s`.
+
+class OdometryAttitude:
+    """Gyro-propagated attitude, tilt pulled towards the FC, heading corrected by the images
+    (see the module docstring).
+
+    `on_gyro(t, ω)` per IMU sample, `on_fc(t, R_body_to_ned)` per FC attitude sample,
+    `on_visual_yaw(t_ref, t_cur, θ, var)` per odometry fit; `at(t)` returns R_body_to_ned
+    (3, 3) at any time within the last `history_s`.
     """
 
-    def __init__(self, tau_s: float = 3.0, history_s: float = 3.0) -> None:
-        if not tau_s > 0:
-            raise ValueError(f"complementary filter time constant must be > 0 s, got {tau_s}")
-        self.tau_s = float(tau_s)
-        self._history_ns = round(history_s * 1e9)
+    def __init__(self, config: OdometryAttitudeConfig | None = None) -> None:
+        self.config = config or OdometryAttitudeConfig()
+        self._history_ns = round(self.config.history_s * 1e9)
         self._q: np.ndarray | None = None
         self._t_ns: int | None = None
         self._t_fc_ns: int | None = None
-        self._hist: deque[tuple[int, np.ndarray]] = deque()
+        self._turned_rad = 0.0
+        self._hist: deque[_Sample] = deque()
+        self._last_fc_R: np.ndarray | None = None
+        self.bias_radps = 0.0
+        """Estimated bias of the rate about the vertical (rad/s, NED down axis)."""
+        self.bias_var = self.config.gyro_bias_sigma0_radps ** 2
+        self._committed_var = 0.0
+        self._t_committed_ns: int | None = None
+        self._turned_committed = 0.0
+        self.n_visual = 0
+        """Frame pairs whose heading change was taken back into the heading."""
+        self.n_yaw_resets = 0
 
     @property
     def ready(self) -> bool:
         return self._q is not None
 
+    # ---- propagation -------------------------------------------------------------------
     def _push(self, t_ns: int) -> None:
         assert self._q is not None
-        self._hist.append((t_ns, self._q.copy()))
-        while len(self._hist) > 2 and self._hist[0][0] < t_ns - self._history_ns:
+        self._hist.append(_Sample(t_ns, self._q.copy(), self._turned_rad))
+        while len(self._hist) > 2 and self._hist[0].t_ns < t_ns - self._history_ns:
             self._hist.popleft()
 
     def on_gyro(self, t_ns: int, gyro_body_radps: np.ndarray) -> None:
@@ -76,43 +157,160 @@ class ComplementaryAttitude:
         dt = (t_ns - self._t_ns) * 1e-9
         if dt <= 0:
             return
-        self._q = quat_multiply(self._q, rotvec_to_quat(np.asarray(gyro_body_radps) * dt))
-        self._q /= np.linalg.norm(self._q)
+        w = np.asarray(gyro_body_radps, dtype=np.float64)
+        q = quat_multiply(self._q, rotvec_to_quat(w * dt))
+        if self.config.visual_heading:
+            q = quat_multiply(_qz(-self.bias_radps * dt), q)
+            self.bias_var += self.config.gyro_bias_rw_radps_rts ** 2 * dt
+        self._q = q / np.linalg.norm(q)
+        self._turned_rad += abs(float(quat_to_R(self._q)[2] @ w)) * dt
         self._t_ns = t_ns
         self._push(t_ns)
 
     def on_fc(self, t_ns: int, R_body_to_ned: np.ndarray) -> None:
         """One FC attitude sample (at, or just after, the filter's time)."""
+        R_fc = np.asarray(R_body_to_ned, dtype=np.float64)
+        self._last_fc_R = R_fc
         if self._q is None or self._t_fc_ns is None:
-            self._q = R_to_quat(R_body_to_ned)
+            self._q = R_to_quat(R_fc)
             self._t_ns = self._t_fc_ns = t_ns
+            self._t_committed_ns = t_ns
             self._push(t_ns)
             return
         dt = max(0.0, (t_ns - self._t_fc_ns) * 1e-9)
         self._t_fc_ns = t_ns
-        k = min(1.0, dt / self.tau_s)
-        err = _rotvec(quat_to_R(self._q).T @ np.asarray(R_body_to_ned))  # body frame
-        self._q = quat_multiply(self._q, rotvec_to_quat(k * err))
+        k = min(1.0, dt / self.config.tilt_tau_s)
+        R = quat_to_R(self._q)
+        err_ned = R @ _rotvec(R.T @ R_fc)
+        if self.config.visual_heading:
+            err_ned[2] = 0.0  # tilt only: the heading is the images' and the gyro's
+        self._q = quat_multiply(rotvec_to_quat(k * err_ned), self._q)
         self._q /= np.linalg.norm(self._q)
         if self._t_ns is None or t_ns > self._t_ns:
             self._t_ns = t_ns
         self._push(self._t_ns)
 
+    # ---- heading from the images --------------------------------------------------------
+    def _sample_at(self, t_ns: int) -> _Sample | None:
+        h = self._hist
+        if not h or t_ns < h[0].t_ns:
+            return None
+        if t_ns >= h[-1].t_ns:
+            return h[-1]
+        i = self._index_before(t_ns)
+        return h[i]
+
+    def _index_before(self, t_ns: int) -> int:
+        """Index of the last history sample at or before t_ns (history not empty)."""
+        h = self._hist
+        lo, hi = 0, len(h) - 1
+        if h[hi].t_ns <= t_ns:
+            return hi
+        while hi - lo > 1:  # binary search in the deque (indexable)
+            mid = (lo + hi) // 2
+            if h[mid].t_ns <= t_ns:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _gyro_var(self, dt_s: float, turned_rad: float) -> float:
+        """Heading variance the gyro adds over dt_s while turning turned_rad (rad²)."""
+        c = self.config
+        return (c.gyro_noise_radps_rthz ** 2 * dt_s + self.bias_var * dt_s * dt_s
+                + (c.gyro_scale_sigma * turned_rad) ** 2)
+
+    def heading_var_rad2(self, t_ns: int) -> float:
+        """Variance (rad²) the heading has gained since initialisation, up to t_ns: the images'
+        residual noise on every corrected frame pair plus the gyro's over every stretch they
+        did not cover. Monotonic in t_ns."""
+        if self._t_committed_ns is None:
+            return 0.0
+        if not self.config.visual_heading:
+            dt = max(0.0, (t_ns - self._t_committed_ns) * 1e-9)
+            return math.radians(self.config.fc_yaw_wander_deg_per_rts) ** 2 * dt
+        s = self._sample_at(t_ns)
+        turned = (s.turned_rad if s is not None else self._turned_rad) - self._turned_committed
+        dt = max(0.0, (t_ns - self._t_committed_ns) * 1e-9)
+        return self._committed_var + self._gyro_var(dt, max(turned, 0.0))
+
+    def on_visual_yaw(self, t_ref_ns: int, t_cur_ns: int, yaw_error_rad: float,
+                      var_rad2: float) -> bool:
+        """The odometry found the heading change from t_ref to t_cur too large by
+        yaw_error_rad (± sqrt(var_rad2)), with this filter's attitudes at both times.
+
+        The gyro's share of the blame is weighed (K = gyro var / (gyro var + image var)), the
+        heading from t_cur on is turned back by K·error (linearly between the two times),
+        and error / interval is a measurement of the vertical-rate bias. Returns False when
+        the measurement is not used (disabled, implausible, times not in the history)."""
+        c = self.config
+        if (not c.visual_heading or self._q is None or not math.isfinite(yaw_error_rad)
+                or not math.isfinite(var_rad2) or var_rad2 < 0
+                or abs(yaw_error_rad) > c.max_visual_correction_rad or t_cur_ns <= t_ref_ns):
+            return False
+        s_ref, s_cur = self._sample_at(t_ref_ns), self._sample_at(t_cur_ns)
+        if s_ref is None or s_cur is None or self._t_committed_ns is None:
+            return False
+        dt = (t_cur_ns - t_ref_ns) * 1e-9
+        var_gyro = self._gyro_var(dt, max(s_cur.turned_rad - s_ref.turned_rad, 0.0))
+        k = var_gyro / (var_gyro + var_rad2)
+        corr = -k * yaw_error_rad
+        # commit: the gyro's variance up to t_ref (no image covered that stretch), then the
+        # fused variance over the pair
+        gap_s = max(0.0, (t_ref_ns - self._t_committed_ns) * 1e-9)
+        gap_turn = max(s_ref.turned_rad - self._turned_committed, 0.0)
+        if t_ref_ns >= self._t_committed_ns:
+            self._committed_var += self._gyro_var(gap_s, gap_turn)
+        self._committed_var += var_gyro * var_rad2 / (var_gyro + var_rad2)
+        self._t_committed_ns = max(t_cur_ns, self._t_committed_ns)
+        self._turned_committed = s_cur.turned_rad
+        # bias: the error accrued over dt at the current bias estimate's residual
+        r_b = (var_rad2 + var_gyro - self.bias_var * dt * dt) / (dt * dt)
+        kb = self.bias_var / (self.bias_var + max(r_b, 1e-30))
+        self.bias_radps += kb * yaw_error_rad / dt
+        self.bias_var *= 1.0 - kb
+        # turn the heading back from t_ref (0) to t_cur (full) and after
+        for s in self._hist:
+            if s.t_ns <= t_ref_ns:
+                continue
+            a = 1.0 if s.t_ns >= t_cur_ns else (s.t_ns - t_ref_ns) / (t_cur_ns - t_ref_ns)
+            s.q = quat_multiply(_qz(a * corr), s.q)
+        self._q = quat_multiply(_qz(corr), self._q)
+        self._q /= np.linalg.norm(self._q)
+        self.n_visual += 1
+        return True
+
+    def reset_yaw_to_fc(self) -> float:
+        """Turn the whole heading (history included, so relative rotations are kept) onto the
+        FC's latest yaw; the accumulated heading variance starts again from zero. Returns the
+        angle turned (rad). For when the integrated heading has become worse than the FC's."""
+        if self._q is None or self._last_fc_R is None:
+            return 0.0
+        R_fc = self._last_fc_R
+        R_own = self.at(self._t_fc_ns) if self._t_fc_ns is not None else None
+        own = _yaw(self._q) if R_own is None else math.atan2(R_own[1, 0], R_own[0, 0])
+        d = math.atan2(R_fc[1, 0], R_fc[0, 0]) - own  # both at the FC sample's time
+        d = math.atan2(math.sin(d), math.cos(d))
+        qd = _qz(d)
+        for s in self._hist:
+            s.q = quat_multiply(qd, s.q)
+        self._q = quat_multiply(qd, self._q)
+        self._q /= np.linalg.norm(self._q)
+        self._committed_var = 0.0
+        self._t_committed_ns = self._t_ns
+        self._turned_committed = self._turned_rad
+        self.n_yaw_resets += 1
+        return d
+
     def at(self, t_ns: int) -> np.ndarray | None:
         """R_body_to_ned (3, 3) at t_ns, interpolated in the history (held at the ends);
         None before the first FC sample or when t_ns is older than the history."""
         h = self._hist
-        if not h or t_ns < h[0][0]:
+        if not h or t_ns < h[0].t_ns:
             return None
-        if t_ns >= h[-1][0]:
-            return quat_to_R(h[-1][1])
-        lo, hi = 0, len(h) - 1
-        while hi - lo > 1:  # binary search in the deque (indexable)
-            mid = (lo + hi) // 2
-            if h[mid][0] <= t_ns:
-                lo = mid
-            else:
-                hi = mid
-        (t0, q0), (t1, q1) = h[lo], h[hi]
-        a = 0.0 if t1 == t0 else (t_ns - t0) / (t1 - t0)
-        return quat_to_R(quat_slerp(q0, q1, a))
+        if t_ns >= h[-1].t_ns:
+            return quat_to_R(h[-1].q)
+        lo = self._index_before(t_ns)
+        s0, s1 = h[lo], h[lo + 1]
+        a = 0.0 if s1.t_ns == s0.t_ns else (t_ns - s0.t_ns) / (s1.t_ns - s0.t_ns)
+        return quat_to_R(quat_slerp(s0.q, s1.q, a))

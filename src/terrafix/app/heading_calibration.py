@@ -1,15 +1,18 @@
 """Heading and scale calibration of the visual odometry against absolute positions.
 
-Why: odometry deltas are expressed in NED with the flight controller's heading, and a
-magnetometer-based heading is off by a few degrees for minutes at a time (a slowly varying
-bias, not noise). A 2.5° bias turns every delta by 2.5°, i.e. 4% of the distance flown ends
-up sideways, and since each delta's covariance treats its errors as independent, the filter
-cannot see it coming. What *can* see it: two absolute positions (satellite fixes accepted by
-the estimator, or trusted GNSS) a few hundred metres apart, compared with the odometry's own
+Why: odometry deltas are expressed in NED with the odometry's own heading (`app.attitude`:
+the FC's yaw at start-up, then the gyro and the images' measured heading changes). That
+heading starts with the FC's error, a few degrees (magnetometer), and then drifts slowly. A
+2.5° offset turns every delta by 2.5°, i.e. 4 % of the distance flown ends up sideways, and
+since each delta's covariance treats its errors as independent, the filter cannot see it
+coming. What *can* see it: two absolute positions (satellite fixes accepted by the
+estimator, or trusted GNSS) a few hundred metres apart, compared with the odometry's own
 track between the same two instants. The angle between the two displacement vectors is the
-odometry's heading error; a scalar Kalman filter (random walk in time, like the FC's heading
-error) averages those angles, every new delta is turned back by the estimate, and what is
-left of its uncertainty is added to the delta's covariance.
+odometry's heading error; a scalar Kalman filter averages those angles, every new delta is
+turned back by the estimate, and what is left of its uncertainty is added to the delta's
+covariance. Between references the estimate's variance grows by what the heading source
+reports it has gained (`add_heading_noise`) plus a small random walk for what it does not
+model.
 
 The calibration only ever uses positions the integrity layer has already vouched for, and the
 odometry's raw (uncorrected) track, so it never feeds its own output back.
@@ -37,9 +40,10 @@ class HeadingCalibrationConfig(BaseModel):
     scale_random_walk_per_rts: float = Field(0.0005, ge=0)
     prior_sigma_deg: float = Field(3.0, gt=0)
     """Initial uncertainty of the odometry's heading (the FC heading's error)."""
-    random_walk_deg_per_rts: float = Field(0.25, ge=0)
-    """How fast the heading error may wander (a Gauss-Markov error of 2.5° with a 300 s
-    correlation time moves by 2.5° x sqrt(2/300) ≈ 0.2°/√s; a margin on top)."""
+    random_walk_deg_per_rts: float = Field(0.02, ge=0)
+    """How fast the heading error may wander beyond what the heading source reports
+    (`add_heading_noise`): unmodelled effects (terrain relief and lens residuals in the
+    images' rotation, gyro g-sensitivity); 0.35° over 5 minutes."""
     min_baseline_m: float = Field(150.0, gt=0)
     max_baseline_age_s: float = Field(120.0, gt=0)
     odometry_drift_frac: float = Field(0.005, ge=0)
@@ -100,13 +104,39 @@ class OdometryHeadingCalibration:
         if self._t_ns is not None and t_ns > self._t_ns:
             q = math.radians(self.config.random_walk_deg_per_rts) ** 2
             dt = (t_ns - self._t_ns) * 1e-9
-            self.var_rad2 = min(self.var_rad2 + q * dt,
-                                math.radians(self.config.prior_sigma_deg) ** 2)
+            self.var_rad2 += q * dt
             self.var_log_scale = min(
                 self.var_log_scale + self.config.scale_random_walk_per_rts ** 2 * dt,
                 self.config.scale_prior_sigma ** 2)
         if self._t_ns is None or t_ns > self._t_ns:
             self._t_ns = t_ns
+
+    @property
+    def worse_than_prior(self) -> bool:
+        """The heading estimate's variance is now twice the prior's: the odometry's heading
+        has drifted by as much as the FC's heading is off, and the caller should put it back
+        on the FC's and `reset_heading`. (Twice, not once: right after a reset the variance
+        *is* the prior's, and the FC's error is slow, so resetting again at once would only
+        replace the heading by the same FC error.)"""
+        return self.var_rad2 > 2.0 * math.radians(self.config.prior_sigma_deg) ** 2
+
+    def add_heading_noise(self, var_rad2: float) -> None:
+        """Variance (rad²) the odometry's heading has gained since the last call, as its
+        source reports it (gyro over gaps, image noise on each frame pair)."""
+        if not (var_rad2 >= 0.0 and math.isfinite(var_rad2)):
+            raise ValueError(f"heading noise must be a finite variance >= 0 rad², got "
+                             f"{var_rad2}")
+        self.var_rad2 += var_rad2
+
+    def reset_heading(self) -> None:
+        """The odometry's heading was put back on the FC's: the estimate starts again from
+        the prior, and the odometry track (in the old heading) is not compared with new
+        references."""
+        self.theta_rad = 0.0
+        self.var_rad2 = math.radians(self.config.prior_sigma_deg) ** 2
+        self._segment += 1
+        self._track.clear()
+        self._refs.clear()
 
     def add_delta(self, delta: OdometryDelta) -> None:
         """A raw (uncorrected) delta: extends the odometry track, or starts a new segment

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from terrafix.app.attitude import ComplementaryAttitude
+from terrafix.app.attitude import OdometryAttitude, OdometryAttitudeConfig
 from terrafix.app.config_files import load_toml_config, validate_config
 from terrafix.app.heading_calibration import (
     HeadingCalibrationConfig,
@@ -141,9 +141,9 @@ class NavigatorConfig(_Cfg):
     """A frame waits at most this long for an attitude sample after its capture time before
     it is processed with the latest attitude."""
     attitude_history_s: float = Field(3.0, gt=0)
-    attitude_filter_tau_s: float = Field(3.0, gt=0)
-    """Time constant of the gyro/FC complementary attitude the odometry uses (app.attitude):
-    shorter follows the FC's noise, longer lets the gyro bias tilt it."""
+    odometry_attitude: OdometryAttitudeConfig = OdometryAttitudeConfig()
+    """The attitude the odometry projects its frames with (app.attitude): tilt from the FC,
+    heading from the gyro and the images."""
 
     @property
     def backend(self) -> str:
@@ -259,6 +259,9 @@ class NavigatorStats:
     vo_ms_total: float = 0.0
     registration_ms_total: float = 0.0
     registrations_skipped_busy: int = 0
+    odometry_heading_updates: int = 0
+    """Frame pairs whose measured heading change went into the odometry's heading."""
+    odometry_heading_resets: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -269,6 +272,8 @@ class NavigatorStats:
                 "vo_ms_mean": self.vo_ms_total / max(self.frames, 1),
                 "registration_ms_mean": self.registration_ms_total / max(self.registrations, 1),
                 "registrations_skipped_busy": self.registrations_skipped_busy,
+                "odometry_heading_updates": self.odometry_heading_updates,
+                "odometry_heading_resets": self.odometry_heading_resets,
                 "registration_reject_reasons": dict(sorted(self.reasons.items()))}
 
 
@@ -331,8 +336,8 @@ class Navigator:
         self._heading = OdometryHeadingCalibration(config.heading_calibration)
         self._gnss_refs: deque[tuple[int, np.ndarray, float]] = deque()
         self._t_last_gnss_ref_ns = -(10**18)
-        self._cf = ComplementaryAttitude(config.attitude_filter_tau_s,
-                                         config.attitude_history_s)
+        self._cf = OdometryAttitude(config.odometry_attitude)
+        self._heading_var_reported = 0.0
         self._last_baro: BaroSample | None = None
         self._last_gnss: GnssSample | None = None
         self._pending: deque[CameraFrame] = deque()
@@ -639,6 +644,12 @@ class Navigator:
                                     est.v_ned_mps, R_rel)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
+                if delta.tracking and R_rel is not None:
+                    st = self.vo.last_stats
+                    self.stats.odometry_heading_updates += int(self._cf.on_visual_yaw(
+                        delta.t_prev_ns, delta.t_ns, st.heading_error_rad,
+                        st.heading_error_var_rad2))
+                self._account_heading_noise(frame.t_ns)
                 self._heading.add_delta(delta)
                 while self._gnss_refs and self._gnss_refs[0][0] <= frame.t_ns:
                     self._heading.add_reference(*self._gnss_refs.popleft())
@@ -658,6 +669,21 @@ class Navigator:
             self._give_verdict(work)
         if not work.registered:
             self._report(work)
+
+    def _account_heading_noise(self, t_ns: int) -> None:
+        """Hand the heading calibration what the odometry's heading has gained in variance;
+        when that makes it less certain than the FC's own heading, put it back on the FC's
+        (rare: minutes of gyro without images)."""
+        total = self._cf.heading_var_rad2(t_ns)
+        self._heading.add_heading_noise(max(0.0, total - self._heading_var_reported))
+        self._heading_var_reported = max(total, self._heading_var_reported)
+        if self._heading.worse_than_prior:
+            turned = self._cf.reset_yaw_to_fc()
+            self._heading.reset_heading()
+            self._heading_var_reported = self._cf.heading_var_rad2(t_ns)
+            self.stats.odometry_heading_resets += 1
+            log.info("odometry heading put back on the FC's (turned %.2f°): its integrated "
+                     "uncertainty exceeded the FC heading's", math.degrees(turned))
 
     def _maybe_register(self, work: _FrameWork, frame: CameraFrame, R_fc: np.ndarray,
                         alt: float, delta: OdometryDelta | None) -> None:

@@ -59,6 +59,13 @@ class OdometryConfig(BaseModel):
     """Contrast-limited histogram equalisation (clip limit, 8x8 tiles) of the frame before
     detection and tracking: faint grass and haze keep enough gradient for KLT. 0: off."""
     lk_window_px: int = Field(21, ge=7, le=61)
+    border_margin_px: float | None = Field(None, ge=0)
+    """Corners and tracks closer than this to the frame's edge are not used (None: half the
+    KLT window + 2 px). A window the edge cuts off weighs only its inner part, so the track
+    follows a point nearer the centre than the corner itself; under the frame-to-frame
+    rotation of a turn that is a systematic error perpendicular to the radius, i.e. the
+    measured rotation comes out a few tenths of a percent short, and the heading integrated
+    from it drifts by as much in every turn."""
     lk_levels: int = Field(3, ge=0, le=6)
     fb_max_px: float = Field(0.8, gt=0)
     """Forward-backward KLT consistency bound (pixels at process scale)."""
@@ -100,7 +107,11 @@ class OdometryStats:
 
     n_features: corners in the previous frame; n_tracks: KLT survivors; n_inliers: RANSAC
     inliers; residual_rms_m: ground residual of the rigid fit; yaw_correction_rad: fitted
-    relative yaw; overlap: predicted footprint overlap 0-1; sharpness: texture measure.
+    relative yaw of the ground fit; overlap: predicted footprint overlap 0-1; sharpness:
+    texture measure. heading_error_rad: how much further the given attitudes turn about the
+    vertical between the two frames than the images do (from the inter-image homography,
+    see `homography_heading_error`; NaN when it could not be measured), and
+    heading_error_var_rad2 its variance.
     """
 
     n_features: int
@@ -110,6 +121,8 @@ class OdometryStats:
     yaw_correction_rad: float
     overlap: float
     sharpness: float
+    heading_error_rad: float = math.nan
+    heading_error_var_rad2: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +181,100 @@ def ransac_rigid_2d(src: np.ndarray, dst: np.ndarray, threshold: float, iteratio
     return inl
 
 
+def _rotvec(R: np.ndarray) -> np.ndarray:
+    """Rotation vector (3,) of a small-to-moderate rotation matrix."""
+    v, _ = cv2.Rodrigues(np.asarray(R, dtype=np.float64))
+    return v.ravel()
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def _exp(w: np.ndarray) -> np.ndarray:
+    R, _ = cv2.Rodrigues(np.asarray(w, dtype=np.float64).reshape(3, 1))
+    return R
+
+
+def plane_heading_error(x0: np.ndarray, x1: np.ndarray, R_cam0_to_ned: np.ndarray,
+                        R_cam1_to_ned: np.ndarray, delta_ned_m: np.ndarray, height_m: float,
+                        tilt_rel_sigma_rad: float, normal_sigma_rad: float = math.radians(20.0),
+                        iterations: int = 10) -> tuple[float, float] | None:
+    """How much further the given camera attitudes turn about the vertical between two
+    frames than the images do: (angle rad, variance rad²), or None when not measurable.
+
+    Why not the ground fit's yaw: that one is measured on ground points projected with the
+    given attitudes, so their tilt error leaks into it: with a 0.5° roll error, forward flight
+    alone shows ~0.008° of "rotation" per frame pair, always the same way, which integrates
+    into degrees of heading over minutes. Here the two images of the (flat) ground are
+    related by the plane-induced homography x1 ~ (R - t mᵀ) x0, R = R_c1ᵀ Exp(ω) R_c1 R_pred
+    (R_pred: the relative rotation the attitudes give; ω: its error about NED axes), t the
+    displacement in camera 1, m = n / height the ground plane in camera 0; Gauss-Newton on
+    the pixel residuals from ω = 0, t from the ground fit and n from the attitude, with the
+    horizontal components of ω held to the gyro's relative accuracy (over a short baseline a
+    horizontal rotation trades off against translation: the bas-relief ambiguity) and n to
+    its prior. ω about the vertical is then measured from the pixels, to second order free of
+    the attitudes' tilt errors; its variance comes from the normal equations with the
+    residuals' own scale.
+
+    x0, x1: (N, 2) normalised image coordinates (distortion removed) of inlier matches;
+    delta_ned_m: (3,) camera displacement guess; height_m: camera height above the ground.
+    """
+    n = len(x0)
+    if n < 12:
+        return None
+    R_pred = R_cam1_to_ned.T @ R_cam0_to_ned
+    n0 = R_cam0_to_ned.T @ np.array([0.0, 0.0, 1.0])  # ground normal in camera 0
+    e1 = np.cross(n0, [1.0, 0.0, 0.0] if abs(n0[0]) < 0.9 else [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(n0, e1)
+    X0 = np.column_stack((x0, np.ones(n)))
+    sig_tilt = max(tilt_rel_sigma_rad, 1e-6)
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        w, t, a = p[:3], p[3:6], p[6:8]
+        R = R_cam1_to_ned.T @ _exp(w) @ R_cam1_to_ned @ R_pred
+        nn = n0 + a[0] * e1 + a[1] * e2
+        m = nn / (np.linalg.norm(nn) * height_m)
+        q = X0 @ (R - np.outer(t, m)).T
+        return (q[:, :2] / q[:, 2:3] - x1).ravel()
+
+    p = np.zeros(8)
+    p[3:6] = R_cam1_to_ned.T @ np.asarray(delta_ned_m, dtype=np.float64)
+    steps = np.array([1e-6] * 3 + [1e-4] * 3 + [1e-5] * 2)
+    prior_sig = np.array([sig_tilt, sig_tilt, math.inf, math.inf, math.inf, math.inf,
+                          normal_sigma_rad, normal_sigma_rad])
+    prior_w = np.where(np.isfinite(prior_sig), 1.0 / prior_sig, 0.0)
+    sigma2 = (1e-3) ** 2
+    J = np.zeros((2 * n, 8))
+    for _ in range(iterations):
+        r = residuals(p)
+        for k in range(8):
+            dp = np.zeros(8)
+            dp[k] = steps[k]
+            J[:, k] = (residuals(p + dp) - r) / steps[k]
+        sigma2 = max(float(r @ r) / max(2 * n - 8, 1), 1e-14)
+        A = J.T @ J / sigma2 + np.diag(prior_w ** 2)
+        b = J.T @ r / sigma2 + prior_w ** 2 * p
+        try:
+            step = np.linalg.solve(A, b)
+        except np.linalg.LinAlgError:
+            return None
+        p = p - step
+        if np.max(np.abs(step[:3])) < 1e-9:
+            break
+    r = residuals(p)
+    sigma2 = max(float(r @ r) / max(2 * n - 8, 1), 1e-14)
+    A = J.T @ J / sigma2 + np.diag(prior_w ** 2)
+    try:
+        cov = np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        return None
+    if not (np.all(np.isfinite(p)) and cov[2, 2] > 0):
+        return None
+    return float(p[2]), float(cov[2, 2])
+
+
 def polygon_overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Area of the intersection of convex polygons a, b (K, 2) over the area of b."""
     area_b = abs(cv2.contourArea(b.astype(np.float32)))
@@ -206,6 +313,17 @@ class VisualOdometry:
         self._lk_criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
         corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
         self._corner_rays = self.intrinsics.pixel_to_ray(corners)
+        m = self.config.border_margin_px
+        self._margin_px = float(self.config.lk_window_px // 2 + 2 if m is None else m)
+        mi = math.ceil(self._margin_px)
+        self._detect_mask = np.zeros((h, w), np.uint8)
+        self._detect_mask[mi:h - mi, mi:w - mi] = 255
+
+    def _inner(self, px: np.ndarray) -> np.ndarray:
+        """Mask (N,) of pixels at least the border margin inside the frame."""
+        m, intr = self._margin_px, self.intrinsics
+        return ((px[:, 0] >= m - 0.5) & (px[:, 0] <= intr.width - 0.5 - m)
+                & (px[:, 1] >= m - 0.5) & (px[:, 1] <= intr.height - 0.5 - m))
 
     def reset(self) -> None:
         """Forget the reference frame (e.g. after a long gap)."""
@@ -260,7 +378,7 @@ class VisualOdometry:
         sharpness = float(np.mean(lap * lap))
         smooth_t = smooth if track is raw else cv2.GaussianBlur(track, (0, 0), 1.0)
         pts = cv2.goodFeaturesToTrack(smooth_t, c.max_corners, c.quality_level,
-                                      c.min_distance_px, blockSize=5)
+                                      c.min_distance_px, mask=self._detect_mask, blockSize=5)
         if pts is None:
             return np.zeros((0, 2), np.float32), 0, sharpness
         pts = pts.reshape(-1, 2)
@@ -403,7 +521,7 @@ class VisualOdometry:
         fb = np.linalg.norm((pb - p0).reshape(-1, 2), axis=1)
         good = (st.ravel() == 1) & (st_b.ravel() == 1) & (fb < c.fb_max_px)
         u1 = p1.reshape(-1, 2)[good]
-        inside = self.intrinsics.contains(u1)
+        inside = self._inner(u1)
         u0 = p0.reshape(-1, 2)[good][inside]
         u1 = u1[inside]
         n_tracks = len(u1)
@@ -433,6 +551,7 @@ class VisualOdometry:
         res = b - (a @ _rot2(theta).T + t)
         dof = max(2 * n_in - 3, 1)
         sigma2 = float(np.sum(res * res)) / dof
+        var_theta = sigma2 / max(float(np.sum((a - a.mean(axis=0)) ** 2)), 1e-9)
         self.last_stats = OdometryStats(len(prev.corners), n_tracks, n_in,
                                         math.sqrt(sigma2), theta, overlap, cur.sharpness)
         if abs(theta) > c.max_yaw_correction_rad:
@@ -444,19 +563,32 @@ class VisualOdometry:
         # Aircraft (body) displacement: remove the lever arm's rotation.
         lever = self.extrinsics.p_cam_in_body
         delta_body = delta_cam - ((cur.R_body_to_ned - prev.R_body_to_ned) @ lever)[:2]
-        cov = self._covariance(a, b, theta, sigma2, delta_body, prev, cur, rel_sigma)
+        cov = self._covariance(b, var_theta, sigma2, delta_body, prev, cur, rel_sigma)
+        self._measure_heading(u0[okg][inl], u1[okg][inl], prev, cur, delta_cam, rel_sigma)
         return OdometryDelta(prev.t_ns, cur.t_ns, delta_body, cov, True, n_tracks)
 
-    def _covariance(self, a: np.ndarray, b: np.ndarray, theta: float, sigma2: float,
+    def _measure_heading(self, u0: np.ndarray, u1: np.ndarray, prev: _Keyframe,
+                         cur: _Keyframe, delta_cam_ne_m: np.ndarray, rel_sigma: float) -> None:
+        """Heading error of the given attitudes from the inter-image homography, into
+        `last_stats` (see `plane_heading_error`)."""
+        r0 = self.intrinsics.pixel_to_ray(u0.astype(np.float64))
+        r1 = self.intrinsics.pixel_to_ray(u1.astype(np.float64))
+        d = np.array([delta_cam_ne_m[0], delta_cam_ne_m[1], prev.height_m - cur.height_m])
+        out = plane_heading_error(r0[:, :2] / r0[:, 2:3], r1[:, :2] / r1[:, 2:3],
+                                  prev.R_cam_to_ned, cur.R_cam_to_ned, d, prev.height_m,
+                                  rel_sigma)
+        if out is not None and self.last_stats is not None:
+            self.last_stats = replace(self.last_stats, heading_error_rad=out[0],
+                                      heading_error_var_rad2=out[1])
+
+    def _covariance(self, b: np.ndarray, var_theta: float, sigma2: float,
                     delta: np.ndarray, prev: _Keyframe, cur: _Keyframe,
                     rel_sigma: float) -> np.ndarray:
         """(2, 2) covariance of the displacement: fit (residual variance over the inliers and
         the yaw lever of the point cloud), relative attitude noise x height, and the height
         (scale) uncertainty."""
-        n = len(a)
-        ca, cb = a.mean(axis=0), b.mean(axis=0)
-        spread = float(np.sum((a - ca) ** 2))
-        var_theta = sigma2 / max(spread, 1e-9)
+        n = len(b)
+        cb = b.mean(axis=0)
         # Δ = ca - Rot(-θ) cb: the yaw uncertainty moves it perpendicular to cb.
         perp = np.array([cb[1], -cb[0]])
         cov = np.eye(2) * (sigma2 / n) + var_theta * np.outer(perp, perp)
