@@ -16,8 +16,9 @@ Scenarios and what they measure:
   receiver does not flag, for the "jump rejected within 1 s" bar (in the shipped
   jam-then-spoof the jump comes while the gate is already closed by jamming);
 - long-synthetic-trueyaw (diagnostic, ESKF): the same flights with the FC's yaw error removed
-  from the attitude stream (roll/pitch errors kept): the odometry's own drift, apart from the
-  FC heading error that a downward camera cannot observe;
+  from the attitude stream (roll/pitch errors kept). The odometry's heading comes from the
+  gyro and the images after start-up (app.attitude), so the FC's wandering yaw error should
+  no longer show in the drift: the two figures should agree;
 - clean flights: 10 flights without any attack (procedural farmland, 300 s, GNSS only: no
   frames), for false gate closures; closures outside attacks in every other run count too.
 

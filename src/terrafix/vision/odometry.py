@@ -181,16 +181,6 @@ def ransac_rigid_2d(src: np.ndarray, dst: np.ndarray, threshold: float, iteratio
     return inl
 
 
-def _rotvec(R: np.ndarray) -> np.ndarray:
-    """Rotation vector (3,) of a small-to-moderate rotation matrix."""
-    v, _ = cv2.Rodrigues(np.asarray(R, dtype=np.float64))
-    return v.ravel()
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-
-
 def _exp(w: np.ndarray) -> np.ndarray:
     R, _ = cv2.Rodrigues(np.asarray(w, dtype=np.float64).reshape(3, 1))
     return R
