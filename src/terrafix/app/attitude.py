@@ -106,6 +106,13 @@ def _qz(angle_rad: float) -> np.ndarray:
     return np.array([math.cos(h), 0.0, 0.0, math.sin(h)])
 
 
+def _down_row(q: np.ndarray) -> np.ndarray:
+    """Third row of R_body_to_ned for quaternion q (w, x, y, z): the NED down axis in body
+    coordinates (the IMU hot path needs only this, not the whole matrix)."""
+    w, x, y, z = q
+    return np.array([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
+
+
 def _yaw(q: np.ndarray) -> float:
     R = quat_to_R(q)
     return math.atan2(R[1, 0], R[0, 0])
@@ -163,7 +170,7 @@ class OdometryAttitude:
             q = quat_multiply(_qz(-self.bias_radps * dt), q)
             self.bias_var += self.config.gyro_bias_rw_radps_rts ** 2 * dt
         self._q = q / np.linalg.norm(q)
-        self._turned_rad += abs(float(quat_to_R(self._q)[2] @ w)) * dt
+        self._turned_rad += abs(float(_down_row(self._q) @ w)) * dt
         self._t_ns = t_ns
         self._push(t_ns)
 
@@ -195,10 +202,7 @@ class OdometryAttitude:
         h = self._hist
         if not h or t_ns < h[0].t_ns:
             return None
-        if t_ns >= h[-1].t_ns:
-            return h[-1]
-        i = self._index_before(t_ns)
-        return h[i]
+        return h[self._index_before(t_ns)]
 
     def _index_before(self, t_ns: int) -> int:
         """Index of the last history sample at or before t_ns (history not empty)."""
