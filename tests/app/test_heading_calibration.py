@@ -55,25 +55,75 @@ def test_fixes_calibrate_heading_and_scale_and_corrected_odometry_follows_the_tr
     assert drift < 0.5 * uncorrected
 
 
-def test_correlated_errors_are_budgeted_to_match_a_bias_at_the_matching_distance():
-    """Summed over the deltas of one matching distance (200 m), the added variance equals
-    (sigma x 200 m)^2: across the track from the heading, along it from the scale, in both
-    axes from drift_frac."""
-    cfg = HeadingCalibrationConfig(drift_frac=0.01, drift_match_m=200.0)
-    cal = OdometryHeadingCalibration(cfg)
-    d = np.array([5.0, 0.0])
+def _straight(cal: OdometryHeadingCalibration, k0: int, n: int, d: np.ndarray) -> np.ndarray:
+    """n deltas d (NE metres) from frame k0 on; returns the summed covariance the calibration
+    gave them, (2, 2) m²."""
     total = np.zeros((2, 2))
-    for k in range(40):  # 200 m straight north, no reference
+    for k in range(k0, k0 + n):
         delta = OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.zeros((2, 2)), True, 200)
         cal.add_delta(delta)
         total += cal.correct(delta).cov_ne_m2
+    return total
+
+
+def test_correlated_errors_are_budgeted_to_match_a_bias_at_the_matching_distance():
+    """Summed over the deltas of half the matching distance (100 m), the added variance
+    equals a random walk's that reaches (sigma x 200 m)^2 at 200 m: across the track from
+    the heading, along it from the scale, in both axes from drift_frac."""
+    cfg = HeadingCalibrationConfig(drift_frac=0.01, drift_match_m=200.0)
+    cal = OdometryHeadingCalibration(cfg)
+    total = _straight(cal, 0, 20, np.array([5.0, 0.0]))  # 100 m north, no reference
     sigma_theta = math.radians(cfg.prior_sigma_deg)
-    assert math.sqrt(total[0, 0]) == pytest.approx(
-        math.hypot(cfg.scale_prior_sigma, 0.01) * 200.0, rel=0.01)
-    assert math.sqrt(total[1, 1]) == pytest.approx(
-        math.hypot(sigma_theta, 0.01) * 200.0, rel=0.02)
+    assert total[0, 0] == pytest.approx(
+        (cfg.scale_prior_sigma ** 2 + 0.01 ** 2) * 200.0 * 100.0, rel=0.01)
+    assert total[1, 1] == pytest.approx((sigma_theta ** 2 + 0.01 ** 2) * 200.0 * 100.0,
+                                        rel=0.02)
     lost = OdometryDelta(0, 1, np.full(2, np.nan), np.full((2, 2), np.nan), False, 0, "x")
     assert cal.correct(lost) is lost
+
+
+def test_far_from_any_reference_the_heading_and_scale_budget_grows_as_a_bias():
+    """Kilometres without an absolute position (GNSS jammed, no fix): a heading error sigma
+    puts the odometry sigma x L sideways after L metres, and the budget must follow that, not
+    a random walk's square root (which under-reported the error 3x after 5 minutes). A
+    reference (the estimator's position is known again) restarts the growth."""
+    cfg = HeadingCalibrationConfig(drift_frac=0.0, drift_match_m=200.0)
+    cal = OdometryHeadingCalibration(cfg)
+    d = np.array([5.0, 0.0])
+    total = _straight(cal, 0, 400, d)  # 2 km north
+    sigma_theta = math.radians(cfg.prior_sigma_deg)
+    # the first 100 m as a random walk matched at 200 m, the rest as a bias: sigma² L²
+    expected = sigma_theta ** 2 * (200.0 * 100.0 + 2000.0 ** 2 - 100.0 ** 2)
+    assert total[1, 1] == pytest.approx(expected, rel=0.02)
+    assert math.sqrt(total[1, 1]) > 0.98 * sigma_theta * 2000.0
+    last = _straight(cal, 400, 1, d)
+    # a reference at the end of the track, arriving one frame late, restarts the growth
+    cal.add_reference(401 * S // 3, np.array([2005.0, 0.0]), 4.0)
+    after = _straight(cal, 401, 1, d)
+    assert after[1, 1] == pytest.approx(sigma_theta ** 2 * 200.0 * 5.0, rel=0.02)
+    assert last[1, 1] > 15 * after[1, 1]
+
+
+def test_overlapping_baselines_weigh_as_the_independent_ones_they_contain():
+    """References every 30 m: each new reference closes a 150 m baseline that shares 120 m
+    of odometry with the previous one. Together they must carry the information of the
+    ~12 independent baselines in 1800 m, not of the 55 overlapping ones (counting the same
+    stretch of odometry, and its errors, five times over)."""
+    cfg = HeadingCalibrationConfig()
+    cal = OdometryHeadingCalibration(cfg)
+    d = np.array([6.0, 0.0])
+    p = np.zeros(2)
+    for k in range(300):  # 1800 m
+        cal.add_delta(OdometryDelta(k * S // 3, (k + 1) * S // 3, d, np.eye(2) * 0.01,
+                                    True, 200))
+        p = p + d
+        if k % 5 == 4:
+            cal.add_reference((k + 1) * S // 3, p.copy(), 2.5 ** 2)
+    assert cal.n_updates > 40
+    r_one = 2 * 2.5 ** 2 / 150.0 ** 2 + cfg.odometry_drift_frac ** 2
+    info_independent = 1 / math.radians(cfg.prior_sigma_deg) ** 2 + (1800 / 150) / r_one
+    assert 1 / cal.var_rad2 < 1.3 * info_independent
+    assert 1 / cal.var_rad2 > 0.5 * info_independent
 
 
 def test_references_across_a_tracking_loss_are_not_compared():
