@@ -154,15 +154,14 @@ class OdometryHeadingCalibration:
         """A raw (uncorrected) delta: extends the odometry track, or starts a new segment
         when tracking was lost (the track is only continuous within a segment)."""
         horizon = delta.t_ns - round(self.config.max_baseline_age_s * 1e9)
-        if delta.tracking:
-            self._path_m += float(np.linalg.norm(delta.delta_ne_m))
-            self._path_log.append((delta.t_ns, self._path_m))
-            while len(self._path_log) > 2 and self._path_log[0][0] < horizon:
-                self._path_log.popleft()
         if not delta.tracking:
             self._segment += 1
             self._track.clear()
             return
+        self._path_m += float(np.linalg.norm(delta.delta_ne_m))
+        self._path_log.append((delta.t_ns, self._path_m))
+        while len(self._path_log) > 2 and self._path_log[0][0] < horizon:
+            self._path_log.popleft()
         if not self._track or self._track[-1][0] != delta.t_prev_ns:
             self._segment += 1
             self._track.clear()
