@@ -17,7 +17,7 @@ Scenarios and what they measure:
   jam-then-spoof the jump comes while the gate is already closed by jamming);
 - long-synthetic-trueyaw (diagnostic, ESKF): the same flights with the FC's yaw error removed
   from the attitude stream (roll/pitch errors kept). The odometry's heading comes from the
-  gyro and the images after start-up (app.attitude), so the FC's wandering yaw error should
+  gyro and the images after start-up (navigation.attitude), so the FC's wandering yaw error should
   no longer show in the drift: the two figures should agree;
 - clean flights: 10 flights without any attack (procedural farmland, 300 s, GNSS only: no
   frames), for false gate closures; closures outside attacks in every other run count too.
@@ -134,13 +134,13 @@ def true_heading_dataset(name: str, seed: int) -> Path:
 
 def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str, Any]:
     """Replay + evaluation of one dataset; returns the summary plus per-tick arrays."""
-    from terrafix.app.navigator import NavigatorConfig
     from terrafix.app.replay import ReplayConf, ReplayPaths
     from terrafix.app.replay import main as replay
     from terrafix.eval.evaluate import EvalConf, EvalPaths, score_track
     from terrafix.eval.evaluate import main as evaluate
     from terrafix.eval.metrics import CHI2_95_2DOF, mahalanobis_sq
     from terrafix.eval.records import load_results
+    from terrafix.navigation.navigator import NavigatorConfig
     from terrafix.sim.dataset import load_dataset
 
     ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)

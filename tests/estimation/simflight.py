@@ -17,7 +17,7 @@ import numpy as np
 from terrafix.estimation.backend import make_backend
 from terrafix.estimation.config import EstimatorConfig, IntegrityConfig
 from terrafix.estimation.events import NavEvent
-from terrafix.estimation.integrity import Navigator
+from terrafix.estimation.integrity import IntegrityMonitor
 from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
 from terrafix.measurements import (
@@ -113,7 +113,7 @@ class RunLog:
     gnss_reports: list = field(default_factory=list)
     outliers: int = 0
     outliers_accepted: int = 0
-    navigator: Navigator | None = None
+    navigator: IntegrityMonitor | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = np.array(self.t_ns) * 1e-9
@@ -144,13 +144,13 @@ def replay(flight: SimFlight, vision: VisionPlan, *, seed: int, backend: str = "
            use_gnss: bool = True, use_attitude: bool = True, output_hz: float = 5.0,
            gnss_trusted: bool = True, until_s: float | None = None,
            hooks: dict[float, object] | None = None) -> RunLog:
-    """Drive a Navigator over the flight in time order, as the replay loop will.
+    """Drive an IntegrityMonitor over the flight in time order, as the replay loop will.
 
     hooks: {time_s: callable(navigator, t_ns)} run once when the replay passes time_s.
     """
     rng = np.random.default_rng(10_000 + seed)
     cfg = (estimator or EstimatorConfig()).model_copy(update={"backend": backend})
-    nav = Navigator(make_backend(cfg, flight.frame, initial_state(flight, rng)),
+    nav = IntegrityMonitor(make_backend(cfg, flight.frame, initial_state(flight, rng)),
                     integrity or IntegrityConfig(), gnss_trusted=gnss_trusted)
     log = RunLog(navigator=nav)
     frame_ns = round(1e9 / vision.frame_rate_hz)

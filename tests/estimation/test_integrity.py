@@ -1,4 +1,4 @@
-"""Navigator rules on a closed-form flight (fast, deterministic): labels, hint request
+"""IntegrityMonitor rules on a closed-form flight (fast, deterministic): labels, hint request
 timing, failsafes, no-estimate notice, LOST, search prior, backend choice by config."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from terrafix.estimation import (
     FilterLost,
     HintRequested,
     InitialState,
+    IntegrityMonitor,
     LabelChanged,
-    Navigator,
     NoEstimate,
     VisualBlackoutFailsafe,
     make_backend,
@@ -34,11 +34,11 @@ TRUTH = TurnTruth(yaw_rate_radps=0.05)
 FRAME_NS = 333_333_333
 
 
-def navigator(sigma_p: float = 3.0, backend: str = "eskf") -> Navigator:
+def navigator(sigma_p: float = 3.0, backend: str = "eskf") -> IntegrityMonitor:
     init = InitialState(0, TRUTH.position(0), TRUTH.velocity(0),
                         R_to_quat(TRUTH.R_body_to_ned(0)), np.eye(3) * sigma_p**2,
                         np.eye(3) * 0.04, np.eye(3) * 1e-4)
-    return Navigator(make_backend(EstimatorConfig(backend=backend), FRAME, init),
+    return IntegrityMonitor(make_backend(EstimatorConfig(backend=backend), FRAME, init),
                      gnss_trusted=False)
 
 
@@ -48,7 +48,7 @@ def fix(t_ns: int) -> AbsoluteFix:
                        float(lat), float(lon), 1.0, 100, 0.5)
 
 
-def fly(nav: Navigator, t0: float, t1: float, *, fixes: bool, blackout: bool = False,
+def fly(nav: IntegrityMonitor, t0: float, t1: float, *, fixes: bool, blackout: bool = False,
         frames: bool = True, odometry: bool = False, last: list | None = None) -> list:
     """Feed IMU and frames over [t0, t1); returns the events."""
     events = []

@@ -44,23 +44,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from terrafix.app.config_files import load_toml_config, validate_config
 from terrafix.app.frame_sources import (
     DatasetFrameSource,
     FrameSource,
     SimulatedCameraSource,
     VideoCaptureSource,
 )
-from terrafix.app.navigator import (
-    FlightContext,
-    Navigator,
-    NavigatorConfig,
-    NavigatorError,
-    OperatorHint,
-    event_record,
-)
 from terrafix.app.preflight import PreflightError, verify_flight_cache
-from terrafix.app.registration_runner import ThreadedRegistration
 from terrafix.autopilot import (
     ArduPilotLink,
     ArduPilotLinkConfig,
@@ -70,9 +60,19 @@ from terrafix.autopilot import (
     GroundStationConfig,
 )
 from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
+from terrafix.config_files import load_toml_config, validate_config
 from terrafix.eval.records import JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
 from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
+from terrafix.navigation.navigator import (
+    FlightContext,
+    Navigator,
+    NavigatorConfig,
+    NavigatorError,
+    OperatorHint,
+    event_record,
+)
+from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
 
 log = logging.getLogger(__name__)

@@ -25,13 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from terrafix.app.navigator import (
-    FlightContext,
-    Navigator,
-    NavigatorConfig,
-    NavigatorError,
-    event_record,
-)
 from terrafix.camera import NavCameraConfig
 from terrafix.eval.records import (
     EVENTS_FILE,
@@ -39,6 +32,13 @@ from terrafix.eval.records import (
     RUN_FILE,
     JsonlWriter,
     solution_record,
+)
+from terrafix.navigation.navigator import (
+    FlightContext,
+    Navigator,
+    NavigatorConfig,
+    NavigatorError,
+    event_record,
 )
 from terrafix.sim.dataset import FlightDataset, load_dataset
 

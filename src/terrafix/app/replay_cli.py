@@ -29,9 +29,9 @@ def replay_command(
 
     Writes results.jsonl (one record per output tick), events.jsonl and run.json into OUT.
     """
-    from terrafix.app.navigator import NavigatorConfig, NavigatorError
     from terrafix.app.replay import ReplayConf, ReplayPaths, main
     from terrafix.eval.records import RESULTS_FILE, RUN_FILE
+    from terrafix.navigation.navigator import NavigatorConfig, NavigatorError
     from terrafix.sim.errors import SimError
 
     try:

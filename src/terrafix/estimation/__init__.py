@@ -2,7 +2,7 @@
 
 Two backends behind one Protocol (`backend.NavigationBackend`), chosen by
 `EstimatorConfig.backend`: the error-state Kalman filter (`eskf.Eskf`, the baseline) and the
-iSAM2 fixed-lag smoother (`isam2.Isam2Smoother`). The integrity layer (`integrity.Navigator`)
+iSAM2 fixed-lag smoother (`isam2.Isam2Smoother`). The integrity layer (`integrity.IntegrityMonitor`)
 sits on either and produces the `NavSolution` with its source label, anchor age, GNSS trust and
 failsafe, plus typed events (`events.py`) for the recorder and the ground station.
 
@@ -10,7 +10,7 @@ How a replay loop or the onboard program drives it, in time order:
 
     frame = LocalFrame(lat0, lon0, alt0)                       # take-off point
     init = from_takeoff_origin(t0, first_attitude)              # or from_fc_state(...)
-    nav = Navigator(make_backend(cfg.estimator, frame, init), cfg.integrity)
+    nav = IntegrityMonitor(make_backend(cfg.estimator, frame, init), cfg.integrity)
     for each sample:  nav.feed(sample)     # ImuSample, AttitudeSample, BaroSample, GnssSample,
                                            # AbsoluteFix, OdometryDelta (or nav.on_* directly)
     camera frame captured at t:            nav.on_frame_captured(t)
@@ -47,7 +47,7 @@ from terrafix.estimation.events import (
     SpoofRejected,
     VisualBlackoutFailsafe,
 )
-from terrafix.estimation.integrity import Navigator, SearchPrior, radius95_m
+from terrafix.estimation.integrity import IntegrityMonitor, SearchPrior, radius95_m
 from terrafix.estimation.outputs import (
     MeasurementKind,
     NavEstimate,
@@ -72,12 +72,12 @@ __all__ = [
     "ImuNoise",
     "InitialState",
     "IntegrityConfig",
+    "IntegrityMonitor",
     "LabelChanged",
     "MeasurementKind",
     "NavEstimate",
     "NavEvent",
     "NavigationBackend",
-    "Navigator",
     "NoEstimate",
     "SearchPrior",
     "SmoothedState",

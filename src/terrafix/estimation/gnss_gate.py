@@ -15,7 +15,7 @@ close the gate passing), a GNSS-vs-estimate distance ≤ 200 m, and agreement (a
 on the difference) with the next satellite anchor.
 
 The gate is pure bookkeeping: it is told what the backend computed (the horizontal innovation
-and its NIS) and returns events; the `Navigator` decides what is fused.
+and its NIS) and returns events; the `IntegrityMonitor` decides what is fused.
 """
 
 from __future__ import annotations

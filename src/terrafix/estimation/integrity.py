@@ -86,7 +86,7 @@ class SearchPrior:
     confident: bool
 
 
-class Navigator:
+class IntegrityMonitor:
     """The integrity layer. Feed it the sensor stream in time order (see each `on_*`), ask
     `solution(t)` at output rate, call `watchdog(t)` from the output scheduler, forward
     `drain_events()`.
@@ -148,7 +148,7 @@ class Navigator:
             return self.on_fix(sample)
         if isinstance(sample, OdometryDelta):
             return self.on_odometry(sample)
-        raise TypeError(f"Navigator.feed: unsupported sample type {type(sample).__name__}")
+        raise TypeError(f"IntegrityMonitor.feed: unsupported sample type {type(sample).__name__}")
 
     def on_imu(self, imu: ImuSample) -> None:
         self.backend.propagate(imu)

@@ -1,4 +1,4 @@
-"""Reading the TOML configs of the navigator and the onboard program.
+"""Reading the TOML configs of the navigator, the onboard program and the tools around them.
 
 One place for the error an integrator sees when a config is wrong: every offending key with
 its dotted path, what was wrong with it and the value that was given, so a bad config is a

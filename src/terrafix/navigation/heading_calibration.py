@@ -1,6 +1,6 @@
 """Heading and scale calibration of the visual odometry against absolute positions.
 
-Why: odometry deltas are expressed in NED with the odometry's own heading (`app.attitude`:
+Why: odometry deltas are expressed in NED with the odometry's own heading (`navigation.attitude`:
 the FC's yaw at start-up, then the gyro and the images' measured heading changes). That
 heading starts with the FC's error, a few degrees (magnetometer), and then drifts slowly. A
 2.5° offset turns every delta by 2.5°, i.e. 4 % of the distance flown ends up sideways, and

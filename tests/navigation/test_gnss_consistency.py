@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from terrafix.app.navigator import Navigator, NavigatorConfig
 from terrafix.app.replay import flight_context
 from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.eval.metrics import CHI2_95_2DOF, mahalanobis_sq
+from terrafix.navigation.navigator import Navigator, NavigatorConfig
 from terrafix.sim.dataset import load_dataset
 from terrafix.sim.flight import simulate_flight
 from terrafix.sim.scenario import parse_scenario

@@ -15,15 +15,15 @@ import time
 import numpy as np
 import pytest
 
-from terrafix.app.navigator import Navigator, NavigatorConfig
-from terrafix.app.registration_runner import (
+from terrafix.app.replay import flight_context
+from terrafix.inference.thermal import ThermalState
+from terrafix.measurements import AbsoluteFix, CameraFrame, SourceLabel
+from terrafix.navigation.navigator import Navigator, NavigatorConfig
+from terrafix.navigation.registration_runner import (
     InlineRegistration,
     RegistrationJob,
     ThreadedRegistration,
 )
-from terrafix.app.replay import flight_context
-from terrafix.inference.thermal import ThermalState
-from terrafix.measurements import AbsoluteFix, CameraFrame, SourceLabel
 from terrafix.sim.dataset import load_dataset
 from terrafix.vision.registration import RegistrationResult
 

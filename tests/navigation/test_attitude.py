@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from terrafix.app.attitude import OdometryAttitude, OdometryAttitudeConfig, _rotvec
 from terrafix.geo.rotation import euler_to_R_body_to_ned
+from terrafix.navigation.attitude import OdometryAttitude, OdometryAttitudeConfig, _rotvec
 
 S = 1_000_000_000
 

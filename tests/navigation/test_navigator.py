@@ -11,15 +11,15 @@ import math
 import numpy as np
 import pytest
 
-from terrafix.app.navigator import (
+from terrafix.app.replay import flight_context
+from terrafix.measurements import CameraFrame, FrameCaptured, ImuSample, SourceLabel
+from terrafix.navigation.navigator import (
     FlightContext,
     Navigator,
     NavigatorConfig,
     NavigatorError,
     OperatorHint,
 )
-from terrafix.app.replay import flight_context
-from terrafix.measurements import CameraFrame, FrameCaptured, ImuSample, SourceLabel
 from terrafix.sim.dataset import load_dataset
 
 from .navdata import synthetic_flight

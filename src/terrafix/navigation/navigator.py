@@ -42,22 +42,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from terrafix.app.attitude import OdometryAttitude, OdometryAttitudeConfig
-from terrafix.app.config_files import load_toml_config, validate_config
-from terrafix.app.heading_calibration import (
-    HeadingCalibrationConfig,
-    OdometryHeadingCalibration,
-)
-from terrafix.app.registration_runner import (
-    InlineRegistration,
-    RegistrationJob,
-    RegistrationRunner,
-)
 from terrafix.camera import Extrinsics, Intrinsics
+from terrafix.config_files import load_toml_config, validate_config
 from terrafix.estimation.backend import make_backend
 from terrafix.estimation.config import EstimationConfig
 from terrafix.estimation.events import NavEvent
-from terrafix.estimation.integrity import Navigator as IntegrityLayer
+from terrafix.estimation.integrity import IntegrityMonitor
 from terrafix.estimation.outputs import SmoothedState, UpdateReport
 from terrafix.estimation.warm_start import InitialState, attitude_prior
 from terrafix.geo.frames import LocalFrame
@@ -72,6 +62,16 @@ from terrafix.measurements import (
     ImuSample,
     NavSolution,
     OdometryDelta,
+)
+from terrafix.navigation.attitude import OdometryAttitude, OdometryAttitudeConfig
+from terrafix.navigation.heading_calibration import (
+    HeadingCalibrationConfig,
+    OdometryHeadingCalibration,
+)
+from terrafix.navigation.registration_runner import (
+    InlineRegistration,
+    RegistrationJob,
+    RegistrationRunner,
 )
 from terrafix.vision.odometry import OdometryConfig, VisualOdometry
 from terrafix.vision.registration import RegistrationResult, VisualPositioner, VpsConfig
@@ -142,7 +142,7 @@ class NavigatorConfig(_Cfg):
     it is processed with the latest attitude."""
     attitude_history_s: float = Field(3.0, gt=0)
     odometry_attitude: OdometryAttitudeConfig = OdometryAttitudeConfig()
-    """The attitude the odometry projects its frames with (app.attitude): tilt from the FC,
+    """The attitude the odometry projects its frames with (navigation.attitude): tilt from the FC,
     heading from the gyro and the images."""
 
     @property
@@ -328,7 +328,7 @@ class Navigator:
         self._t_last_verdict_ns = -(1 << 62)
         self.vo = VisualOdometry(context.intrinsics, context.extrinsics, config.odometry) \
             if config.odometry_enabled else None
-        self.integrity: IntegrityLayer | None = None
+        self.integrity: IntegrityMonitor | None = None
         self.stats = NavigatorStats()
         self._period_ns = round(1e9 / config.output_rate_hz)
         self._next_tick_ns: int | None = None
@@ -555,7 +555,7 @@ class Navigator:
             how = "take-off origin"
         init = InitialState(t_ns, p, v, q, cov_p, cov_v, cov_att)
         backend = make_backend(self.config.estimation.estimator, frame, init)
-        self.integrity = IntegrityLayer(backend, integ_cfg)
+        self.integrity = IntegrityMonitor(backend, integ_cfg)
         self._next_tick_ns = (t_ns // self._period_ns + 1) * self._period_ns
         log.info("navigator initialised at t=%.3f s from the %s (backend %s)", t_ns * 1e-9, how,
                  self.config.backend)

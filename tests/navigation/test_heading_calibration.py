@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from terrafix.app.heading_calibration import (
+from terrafix.measurements import OdometryDelta
+from terrafix.navigation.heading_calibration import (
     HeadingCalibrationConfig,
     OdometryHeadingCalibration,
 )
-from terrafix.measurements import OdometryDelta
 
 S = 1_000_000_000
 
