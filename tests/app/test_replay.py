@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from terrafix.app.cli import app
 from terrafix.eval.records import load_events, load_results
 from terrafix.sim.dataset import load_dataset
-
-from .navdata import demo_flight, synthetic_flight
+from tests.navigation.navdata import demo_flight, synthetic_flight
 
 runner = CliRunner()
 

@@ -1,7 +1,7 @@
 """The navigation core on simulated flights: output ticks, odometry through the estimator,
 labels on a visual blackout, configuration.
 
-Datasets come from the simulator (tests/app/navdata.py) with seeds 3 (developed on) and 8.
+Datasets come from the simulator (tests/navigation/navdata.py) with seeds 3 (developed on) and 8.
 """
 
 from __future__ import annotations
