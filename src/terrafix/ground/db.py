@@ -238,7 +238,7 @@ class GroundDb:
     def close(self) -> None:
         self._c.close()
 
-    def _tx(self, write: bool = False):  # noqa: ANN202 - a context manager of _Cursor
+    def _tx(self, write: bool = False):
         return self._c.transaction(write)
 
     # --- devices -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Exception family of the ground service.
 
-`Refusal` is what a client is told: an HTTP status, a protocol `ErrorCode` and a reason that
+`RefusedError` is what a client is told: an HTTP status, a protocol `ErrorCode` and a reason that
 names the offending value. Everything else is a server-side problem (configuration, storage).
 """
 
@@ -21,7 +21,7 @@ class GroundStorageError(GroundError):
     """A blob or metadata write failed (the batch's tiles are answered `retry`)."""
 
 
-class Refusal(GroundError):
+class RefusedError(GroundError):
     """A request refused with a reason; answered as {"error": code, "detail": detail}."""
 
     def __init__(self, status: int, code: ErrorCode, detail: str,

@@ -30,7 +30,7 @@ from terrafix.geo.tiles import TileId, tile_bounds
 from terrafix.ground.blobs import BlobStore
 from terrafix.ground.config import AreaConfig, LimitsConfig
 from terrafix.ground.db import GroundDb
-from terrafix.ground.errors import Refusal
+from terrafix.ground.errors import RefusedError
 from terrafix.ground.records import CandidateRecord, DeviceRecord, SessionRecord
 from terrafix.tiles.errors import InvalidTileError
 from terrafix.tiles.jpeg import check_tile_jpeg
@@ -119,12 +119,12 @@ class Ingest:
         """Register a device key; returns (record, created). Re-registering the same key is
         harmless (created False); a revoked key stays revoked."""
         if not name or len(name) > 200:
-            raise Refusal(400, ErrorCode.MALFORMED,
+            raise RefusedError(400, ErrorCode.MALFORMED,
                           f"device name must be 1-200 characters, got {len(name)}")
         try:
             raw = device_key_from_text(public_key_text)
         except ProtocolError as exc:
-            raise Refusal(400, ErrorCode.MALFORMED, str(exc)) from None
+            raise RefusedError(400, ErrorCode.MALFORMED, str(exc)) from None
         fp = fingerprint(public_key_from_raw(raw, "device public key"))
         created = self.db.add_device(fp, b64(raw), name, _now_s())
         rec = self.db.get_device(fp)
@@ -137,7 +137,7 @@ class Ingest:
         if not self.db.revoke_device(fp, reason or "revoked by the operator", _now_s()):
             rec = self.db.get_device(fp)
             if rec is None:
-                raise Refusal(404, ErrorCode.UNKNOWN_DEVICE, f"no device {fp!r} is registered")
+                raise RefusedError(404, ErrorCode.UNKNOWN_DEVICE, f"no device {fp!r} is registered")
             return rec
         with self._keys_lock:
             self._session_keys.clear()
@@ -321,7 +321,7 @@ class Ingest:
                 if self._fault_pause_s:
                     time.sleep(self._fault_pause_s)
                 inserted = self.db.commit_candidates(sid, cands, rejected, known_dup)
-            except Exception as exc:  # noqa: BLE001 - any storage failure is transient
+            except Exception as exc:  # any storage failure is transient
                 log.error("session %s batch %d: storing %d tiles failed: %r", sid,
                           manifest.batch_seq, len(to_store), exc)
                 for e, _ in to_store:
@@ -411,7 +411,7 @@ class Ingest:
                         len(orphans))
         return ReconcileReport(partial, tuple(orphans), tuple(missing))
 
-    def _refuse(self, status: int, code: ErrorCode, detail: str, remote: str) -> Refusal:
+    def _refuse(self, status: int, code: ErrorCode, detail: str, remote: str) -> RefusedError:
         log.warning("refused %d %s: %s (%s)", status, code, detail, remote)
-        return Refusal(status, code, detail)
+        return RefusedError(status, code, detail)
 

@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from terrafix.ground.errors import Refusal
+from terrafix.ground.errors import RefusedError
 from terrafix.ground.service import GroundService
 from terrafix.tiles.provider_server import create_app
 from terrafix.upload.protocol import API_PREFIX, ErrorCode
@@ -42,8 +42,8 @@ _TILE_NAME = re.compile(r"^[0-9a-f]{64}\.jpg$")
 MAX_CONCURRENT_BATCHES = 16
 
 
-class _BodyTooLarge(Refusal):
-    """Raised by the limited receive() inside the endpoint, answered by the Refusal handler."""
+class _BodyTooLargeError(RefusedError):
+    """Raised by the limited receive() inside a route, answered by the refusal handler."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, ErrorCode.TOO_LARGE, f"request body over {limit} bytes")
@@ -89,7 +89,7 @@ class BodyLimitMiddleware:
                 seen += len(msg.get("body", b""))
                 if seen > limit:
                     log.warning("refused 413: %s body over %d bytes", scope["path"], limit)
-                    raise _BodyTooLarge(limit)
+                    raise _BodyTooLargeError(limit)
             return msg
 
         async def tracking_send(msg: Message) -> None:
@@ -100,7 +100,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge as exc:  # raised outside the routes' handlers
+        except _BodyTooLargeError as exc:  # raised outside the routes' handlers
             if not started:
                 await _json(send, 413, ErrorCode.TOO_LARGE, exc.detail)
 
@@ -122,14 +122,14 @@ def _remote(request: Request) -> str:
 async def _json_body(request: Request, limit: int) -> Any:
     body = await request.body()
     if len(body) > limit:
-        raise Refusal(413, ErrorCode.TOO_LARGE, f"JSON body of {len(body)} bytes, at most "
+        raise RefusedError(413, ErrorCode.TOO_LARGE, f"JSON body of {len(body)} bytes, at most "
                                                 f"{limit}")
     if not body:
         return {}
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Refusal(400, ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+        raise RefusedError(400, ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
 
 
 def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
@@ -146,8 +146,8 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
     busy = asyncio.Semaphore(max_concurrent_batches)
     ingest = svc.ingest
 
-    @app.exception_handler(Refusal)
-    async def refusal_handler(request: Request, exc: Refusal) -> JSONResponse:
+    @app.exception_handler(RefusedError)
+    async def refusal_handler(request: Request, exc: RefusedError) -> JSONResponse:
         return JSONResponse({"error": str(exc.code), "detail": exc.detail},
                             status_code=exc.status, headers=exc.headers)
 
@@ -157,7 +157,7 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
                 hmac.compare_digest(token.strip().encode(), t) for t in ops)):
             log.warning("refused 401: operator API without a valid token (%s)",
                         _remote(request))
-            raise Refusal(401, ErrorCode.UNAUTHORIZED, "operator bearer token missing or "
+            raise RefusedError(401, ErrorCode.UNAUTHORIZED, "operator bearer token missing or "
                                                        "invalid", {"WWW-Authenticate": "Bearer"})
 
     # --- upload --------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
         except TimeoutError:
             log.warning("refused 503: %d batches in progress (%s)", max_concurrent_batches,
                         remote)
-            raise Refusal(503, ErrorCode.BUSY, "too many batches in progress; retry later",
+            raise RefusedError(503, ErrorCode.BUSY, "too many batches in progress; retry later",
                           {"Retry-After": str(limits.busy_retry_after_s)}) from None
         try:
             manifest, signature, tiles = await _read_batch(request, limits, remote)
@@ -217,7 +217,7 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
         body = await _json_body(request, limits.max_json_bytes)
         if not isinstance(body, dict) or not isinstance(body.get("public_key"), str) \
                 or not isinstance(body.get("name"), str):
-            raise Refusal(400, ErrorCode.MALFORMED,
+            raise RefusedError(400, ErrorCode.MALFORMED,
                           "body must be {\"name\": str, \"public_key\": b64 raw or PEM}")
         rec, created = await run_in_threadpool(ingest.register_device, body["public_key"],
                                                body["name"])
@@ -246,7 +246,7 @@ async def _read_batch(request: Request, limits: Any, remote: str
                       ) -> tuple[bytes, str, dict[str, bytes]]:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
-        raise Refusal(400, ErrorCode.MALFORMED,
+        raise RefusedError(400, ErrorCode.MALFORMED,
                       f"a batch is multipart/form-data, got {ctype or 'no content type'!r}")
     try:
         form = await request.form(max_files=limits.max_tiles_per_batch + 2, max_fields=4,
@@ -255,7 +255,7 @@ async def _read_batch(request: Request, limits: Any, remote: str
         detail = str(exc.detail)
         status = 413 if ("Too many" in detail or "maximum size" in detail) else 400
         log.warning("refused %d: multipart: %s (%s)", status, detail, remote)
-        raise Refusal(status, ErrorCode.TOO_LARGE if status == 413 else ErrorCode.MALFORMED,
+        raise RefusedError(status, ErrorCode.TOO_LARGE if status == 413 else ErrorCode.MALFORMED,
                       f"multipart body refused: {detail}") from None
     try:
         manifest = await _part_bytes(form.get("manifest"), limits.max_manifest_bytes,
@@ -267,15 +267,15 @@ async def _read_batch(request: Request, limits: Any, remote: str
             if key in ("manifest", "signature"):
                 continue
             if key != "tile" or not isinstance(part, UploadFile):
-                raise Refusal(400, ErrorCode.MALFORMED,
+                raise RefusedError(400, ErrorCode.MALFORMED,
                               f"unexpected part {key!r}; a batch has manifest, signature and "
                               "tile files")
             name = part.filename or ""
             if not _TILE_NAME.match(name):
-                raise Refusal(400, ErrorCode.MALFORMED,
+                raise RefusedError(400, ErrorCode.MALFORMED,
                               f"tile part file name must be <sha256>.jpg, got {name[:80]!r}")
             if name in tiles:
-                raise Refusal(400, ErrorCode.MALFORMED, f"tile part {name} sent twice")
+                raise RefusedError(400, ErrorCode.MALFORMED, f"tile part {name} sent twice")
             tiles[name] = await _part_bytes(part, limits.max_tile_bytes, f"tile {name}")
         return manifest, signature, tiles
     finally:
@@ -284,11 +284,11 @@ async def _read_batch(request: Request, limits: Any, remote: str
 
 async def _part_bytes(part: Any, limit: int, what: str) -> bytes:
     if part is None:
-        raise Refusal(400, ErrorCode.MALFORMED, f"the batch has no {what} part")
+        raise RefusedError(400, ErrorCode.MALFORMED, f"the batch has no {what} part")
     if isinstance(part, UploadFile):
         data = await part.read(limit + 1)
     else:
         data = str(part).encode("utf-8")
     if len(data) > limit:
-        raise Refusal(413, ErrorCode.TOO_LARGE, f"{what} part over {limit} bytes")
+        raise RefusedError(413, ErrorCode.TOO_LARGE, f"{what} part over {limit} bytes")
     return data

@@ -58,15 +58,16 @@ class Voter:
                 continue
             if img is not None:
                 images[c.sha256] = img
-        w, s, e, n = tile_bounds(tile)
-        m_per_px = ground_resolution_m_per_px(tile.z, (s + n) / 2)
+        _, south, _, north = tile_bounds(tile)
+        m_per_px = ground_resolution_m_per_px(tile.z, (south + north) / 2)
         decision = decide(cands, images, m_per_px, self.cfg)
         prev = self.db.get_vote(tile)
         served = prev.served_sha256 if prev else None
         rep = decision.representative
-        if decision.status == VoteStatus.TRUSTED and rep is not None and served != rep.sha256:
-            if publish(self.serving, tile, self.blobs.get(rep.sha256), rep.captured_utc_s):
-                served = rep.sha256
+        if (decision.status == VoteStatus.TRUSTED and rep is not None and served != rep.sha256
+                and publish(self.serving, tile, self.blobs.get(rep.sha256),
+                            rep.captured_utc_s)):
+            served = rep.sha256
         record = VoteRecord(tile, decision.status, rep.sha256 if rep else None,
                             rep.captured_utc_s if rep else None, decision.flights,
                             decision.devices, json.dumps(decision.evidence()), time.time(),
@@ -87,7 +88,7 @@ class Voter:
             for tile, seq in dirty:
                 try:
                     self.evaluate(tile, seq)
-                except Exception:  # noqa: BLE001 - one bad tile must not stop the voter
+                except Exception:  # one bad tile must not stop the voter
                     log.exception("vote %s failed; it stays dirty", tile.path())
                     return n
                 n += 1
@@ -109,7 +110,7 @@ class Voter:
             self._wake.clear()
             try:
                 self.run_pending()
-            except Exception:  # noqa: BLE001 - keep the worker alive, log the cause
+            except Exception:  # keep the worker alive, log the cause
                 log.exception("voter round failed")
                 time.sleep(1.0)
             if not self._wake.is_set():
