@@ -214,23 +214,30 @@ class GroundDb:
     """Every query of the ground service (see module docstring)."""
 
     def __init__(self, connector: _SqliteConnector | _PostgresConnector, *,
-                 create: bool = True) -> None:
+                 create: bool = True, check_schema: bool = True) -> None:
         self._c = connector
         self.dialect = connector.dialect
         self.location = connector.location
         if create and connector.schema_version() == 0:
             connector.migrate()
-        check_version(connector.schema_version(), self.dialect, self.location)
+        if check_schema:
+            check_version(connector.schema_version(), self.dialect, self.location)
 
     @classmethod
     def open(cls, root: str | Path, *, dsn: str | None = None,
              schema: str = "terrafix_ground", max_connections: int = 16,
-             create: bool = True) -> GroundDb:
+             create: bool = True, check_schema: bool = True) -> GroundDb:
+        """The database of a ground root (SQLite file) or of a PostgreSQL schema (dsn).
+        check_schema=False only for `migrate`."""
         if dsn:
-            return cls(_PostgresConnector(dsn, schema, max_connections), create=create)
+            return cls(_PostgresConnector(dsn, schema, max_connections), create=create,
+                       check_schema=check_schema)
         root = Path(root)
+        if not create and not (root / SQLITE_FILE).exists():
+            raise GroundConfigError(f"no ground database at {root / SQLITE_FILE}")
         root.mkdir(parents=True, exist_ok=True)
-        return cls(_SqliteConnector(root / SQLITE_FILE), create=create)
+        return cls(_SqliteConnector(root / SQLITE_FILE), create=create,
+                   check_schema=check_schema)
 
     def migrate(self) -> int:
         return self._c.migrate()
