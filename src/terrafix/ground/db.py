@@ -298,6 +298,10 @@ class GroundDb:
                                (session_id,))
         return SessionRecord(*rows[0]) if rows else None
 
+    def session_count(self) -> int:
+        with self._tx() as cur:
+            return int(cur.execute("SELECT count(*) FROM sessions")[0][0])
+
     def close_session(self, session_id: str, now_s: float) -> None:
         with self._tx(True) as cur:
             cur.execute("UPDATE sessions SET closed_utc = ? WHERE session_id = ?"
