@@ -33,8 +33,8 @@ class VotingConfig(BaseModel):
     min_flights: int = Field(2, ge=2, description="different flights that must agree")
     min_devices: int = Field(2, ge=1, description="different aircraft among them")
     max_offset_m: float = Field(2.0, gt=0, le=5.0, description="registration offset allowed")
-    min_ssim: float = Field(0.45, gt=0, lt=1, description="structural similarity after "
-                                                            "alignment and normalisation")
+    min_ssim: float = Field(0.75, gt=0, lt=1, description="structural similarity after "
+                                                            "alignment (voting/compare.py)")
     max_candidates: int = Field(16, ge=2, description="newest candidates compared per tile")
 
     @model_validator(mode="after")
@@ -91,6 +91,10 @@ class GroundConfig(BaseModel):
     area: AreaConfig = AreaConfig()
     limits: LimitsConfig = LimitsConfig()
     fsync: bool = True
+    # Start-up reconcile deletes blobs no row names only when older than this. None: 0 s for
+    # SQLite (one server process), 600 s for PostgreSQL, where another server process
+    # sharing the database may have a batch in flight.
+    orphan_grace_s: float | None = Field(None, ge=0)
     # Fault injection for the crash tests only: sleep this long after a batch's blobs are
     # written and before its rows are committed (the window a kill -9 must hit).
     fault_pause_before_commit_s: float = Field(0.0, ge=0, le=60)

@@ -48,8 +48,10 @@ class GroundService:
         ingest = Ingest(db, blobs, area=config.area, limits=config.limits,
                         on_committed=voter.wake,
                         fault_pause_before_commit_s=config.fault_pause_before_commit_s)
-        report = ingest.reconcile(
-            orphan_grace_s=POSTGRES_ORPHAN_GRACE_S if config.dsn else 0.0)
+        grace = config.orphan_grace_s
+        if grace is None:
+            grace = POSTGRES_ORPHAN_GRACE_S if config.dsn else 0.0
+        report = ingest.reconcile(orphan_grace_s=grace)
         log.info("ground service at %s (%s): %d candidates, reconcile removed %d partial "
                  "writes and %d orphan blobs", root, db.location, db.candidate_count(),
                  report.partial_writes, len(report.orphan_blobs))

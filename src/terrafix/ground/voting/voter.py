@@ -86,6 +86,8 @@ class Voter:
             if not dirty:
                 return n
             for tile, seq in dirty:
+                if self._stop.is_set():
+                    return n
                 try:
                     self.evaluate(tile, seq)
                 except Exception:  # one bad tile must not stop the voter
