@@ -160,7 +160,7 @@ def test_kill9_mid_batch_then_restart_loses_nothing_and_leaves_no_orphan(
         def doomed() -> None:
             try:
                 client.send(second, seq=1)
-            except BaseException as exc:  # noqa: BLE001 - the kill breaks the connection
+            except BaseException as exc:
                 failure.append(exc)
 
         t = threading.Thread(target=doomed)
@@ -210,8 +210,9 @@ def test_kill9_during_concurrent_uploads(tmp_path: Path, tls_files: TlsFiles,
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .conftest import AREA
     from terrafix.ground.config import AreaConfig
+
+    from .conftest import AREA
 
     cfg = GroundConfig(root=tmp_path / "g", operator_tokens=(secrets.token_hex(16),),
                        provider_api_keys=(secrets.token_hex(16),), area=AreaConfig(bbox=AREA))
@@ -237,7 +238,7 @@ def test_kill9_during_concurrent_uploads(tmp_path: Path, tls_files: TlsFiles,
                     continue
                 try:
                     outs = clients[i].send(plans[i][seq * 8:(seq + 1) * 8], seq=seq)
-                except Exception:  # noqa: BLE001 - server down: stop, re-send later
+                except Exception:
                     return
                 with lock:
                     answered[i].add(seq)
@@ -254,6 +255,8 @@ def test_kill9_during_concurrent_uploads(tmp_path: Path, tls_files: TlsFiles,
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(upload, range(4)))
         assert all(a == set(range(6)) for a in answered)
+        for c in clients:
+            c.close()
         server.stop()
         every = sorted(hashlib.sha256(x.jpeg).hexdigest() for p in plans for x in p)
         db = GroundDb.open(cfg.root)

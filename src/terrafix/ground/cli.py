@@ -93,6 +93,7 @@ def serve_cmd(
                "candidates", err=True)
     try:
         uvicorn.run(create_ground_app(svc), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=10,
                     ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None)
     finally:
