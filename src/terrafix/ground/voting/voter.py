@@ -9,8 +9,10 @@ next start (the publication is idempotent).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ from terrafix.tiles import TileStore
 from terrafix.tiles.jpeg import decode_gray
 
 log = logging.getLogger(__name__)
+
+VOTER_NICE = 10
 
 
 class Voter:
@@ -107,6 +111,12 @@ class Voter:
         self._wake.set()
 
     def _loop(self) -> None:
+        # Voting is background work; answering aircraft is not. On Linux a thread has its own
+        # nice value: lower this one's so ingest keeps the cores under load.
+        with contextlib.suppress(AttributeError, OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + VOTER_NICE))
         while not self._stop.is_set():
             self._wake.wait(timeout=2.0)
             self._wake.clear()
