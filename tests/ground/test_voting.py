@@ -38,14 +38,14 @@ def ground_img() -> np.ndarray:
 def test_compare_measures_offset_and_structure(ground_img: np.ndarray) -> None:
     a = view(ground_img, (0.5, -0.4), seed=1)
     b = view(ground_img, (-0.6, 0.7), seed=2, gain=1.15)
-    ev = compare("a", a, "b", b, M_PER_PX_Z19, 2.0, 0.75)
+    ev = compare("a", a, "b", b, M_PER_PX_Z19, 2.0, 0.8)
     assert ev.agree and abs(ev.offset_m - np.hypot(1.1, 1.1)) < 0.3 and ev.ssim > 0.9
     shifted = view(ground_img, (5.0, 0.0), seed=3)
-    ev = compare("a", view(ground_img, seed=1), "c", shifted, M_PER_PX_Z19, 2.0, 0.75)
+    ev = compare("a", view(ground_img, seed=1), "c", shifted, M_PER_PX_Z19, 2.0, 0.8)
     assert not ev.agree and abs(ev.offset_m - 5.0) < 0.3
     swapped = view(scene(99), seed=4)
-    ev = compare("a", a, "d", swapped, M_PER_PX_Z19, 2.0, 0.75)
-    assert not ev.agree and ev.ssim < 0.75
+    ev = compare("a", a, "d", swapped, M_PER_PX_Z19, 2.0, 0.8)
+    assert not ev.agree and ev.ssim < 0.8
 
 
 def test_two_flights_of_two_aircraft_that_agree_promote(ground_img: np.ndarray) -> None:
@@ -84,7 +84,7 @@ def test_content_swap_is_never_promoted(ground_img: np.ndarray) -> None:
     d = run([(cand("h", "dev1", "f1"), view(ground_img, seed=1)),
              (cand("s", "dev2", "f2"), view(scene(12), seed=2))])
     assert d.status == VoteStatus.CONFLICT
-    assert "disagree" in d.reason and d.pairs[0].ssim < 0.75
+    assert "disagree" in d.reason and d.pairs[0].ssim < 0.8
 
 
 def test_one_aircraft_poisoning_twice_consistently_is_not_promoted(ground_img: np.ndarray

@@ -33,7 +33,7 @@ class VotingConfig(BaseModel):
     min_flights: int = Field(2, ge=2, description="different flights that must agree")
     min_devices: int = Field(2, ge=1, description="different aircraft among them")
     max_offset_m: float = Field(2.0, gt=0, le=5.0, description="registration offset allowed")
-    min_ssim: float = Field(0.75, gt=0, lt=1, description="structural similarity after "
+    min_ssim: float = Field(0.8, gt=0, lt=1, description="structural similarity after "
                                                             "alignment (voting/compare.py)")
     max_candidates: int = Field(16, ge=2, description="newest candidates compared per tile")
 
