@@ -148,6 +148,8 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
 
     @app.exception_handler(RefusedError)
     async def refusal_handler(request: Request, exc: RefusedError) -> JSONResponse:
+        log.info("answered %d %s to %s %s (%s): %s", exc.status, exc.code, request.method,
+                 request.url.path, _remote(request), exc.detail)
         return JSONResponse({"error": str(exc.code), "detail": exc.detail},
                             status_code=exc.status, headers=exc.headers)
 
