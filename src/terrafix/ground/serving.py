@@ -24,10 +24,16 @@ log = logging.getLogger(__name__)
 SOURCE = "ground-vote"
 
 
+# The serving store is the ground's own copy of the map, not a cache: nothing may be evicted
+# from it (the tile store's LRU budget is set out of reach; the disk is the operator's limit).
+_NO_EVICTION_BYTES = 1 << 60
+
+
 def open_serving_store(root: str | Path, dsn: str | None, schema: str) -> TileStore:
     if dsn:
-        return open_store(Path(root) / "serving", dsn=dsn, schema=f"{schema}_serving")
-    return open_store(Path(root) / "serving")
+        return open_store(Path(root) / "serving", dsn=dsn, schema=f"{schema}_serving",
+                          budget_bytes=_NO_EVICTION_BYTES)
+    return open_store(Path(root) / "serving", budget_bytes=_NO_EVICTION_BYTES)
 
 
 def publish(store: TileStore, tile: TileId, jpeg: bytes, captured_utc_s: float) -> bool:
