@@ -447,6 +447,9 @@ def main() -> None:
     area = (w - 0.05, s - 0.05, e + 0.05, n + 0.05)
     result: dict = {"machine": f"{os.cpu_count()} CPU cores (shared)",
                     "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                    "code_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                                  capture_output=True, text=True, cwd=REPO,
+                                                  check=False).stdout.strip(),
                     "started_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     voting = []
     for seed in args.seeds:

@@ -267,3 +267,38 @@ def test_kill9_during_concurrent_uploads(tmp_path: Path, tls_files: TlsFiles,
         assert not list((cfg.root / "blobs").rglob("*.tmp"))
     finally:
         server.stop()
+
+
+def test_busy_server_answers_503_with_retry_after(ground_config: GroundConfig,
+                                                  tls_files: TlsFiles) -> None:
+    """With its one batch slot held (fault pause), a second batch is told to come back."""
+    from terrafix.ground.server import create_ground_app
+    from terrafix.ground.service import GroundService
+    from terrafix.tiles.provider_server import serve_in_thread
+
+    cfg = ground_config.model_copy(update={"fault_pause_before_commit_s": 3.0})
+    svc = GroundService.open(cfg)
+    try:
+        app = create_ground_app(svc, max_concurrent_batches=1)
+        with serve_in_thread(app, tls_cert=tls_files.server_cert,  # type: ignore[arg-type]
+                             tls_key=tls_files.server_key) as url:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            key = Ed25519PrivateKey.generate()
+            svc.ingest.register_device(public_key_b64(key), "a1")
+            slow = UploadClient(url, key, "f1", ca_file=tls_files.ca_cert)
+            fast = UploadClient(url, key, "f2", ca_file=tls_files.ca_cert)
+            slow.open()
+            fast.open()
+            holder = threading.Thread(target=slow.send, args=(upload_tiles(2, seed=8),))
+            holder.start()
+            time.sleep(1.0)
+            resp = fast.post_parts(*fast.batch_parts(upload_tiles(2, seed=9)))
+            holder.join(timeout=30)
+            assert resp.status_code == 503 and resp.json()["error"] == "busy"
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert [o["status"] for o in fast.send(upload_tiles(2, seed=9))] == ["accepted"] * 2
+            slow.close()
+            fast.close()
+    finally:
+        svc.close()
