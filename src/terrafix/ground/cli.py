@@ -164,7 +164,7 @@ def vote_cmd(
         raise typer.BadParameter(f"--bbox must be W,S,E,N degrees, got {bbox!r}") from None
     cfg = _config(config)
     try:
-        with GroundService.open(cfg, start_voter=False) as svc:
+        with GroundService.open(cfg, start_voter=False, reconcile=False) as svc:
             tiles = []
             for z in zoom:
                 nw, se = lonlat_to_tile(w, n, z), lonlat_to_tile(e, s, z)
@@ -182,7 +182,8 @@ def seed_base_cmd(
     config: ConfigOpt,
     from_cache: Annotated[Path, typer.Option(help="A provisioned tile cache root.")],
 ) -> None:
-    """Load base imagery into the serving store (tiles already served are kept)."""
+    """Load base imagery into the serving store (tiles already served are kept). Run it with
+    the service stopped."""
     from terrafix.ground.serving import copy_from_store, open_serving_store, seed_base
     from terrafix.tiles import TileCacheError, open_store
 

@@ -38,12 +38,16 @@ class GroundService:
     startup_reconcile: ReconcileReport
 
     @classmethod
-    def open(cls, config: GroundConfig, *, start_voter: bool = True) -> GroundService:
+    def open(cls, config: GroundConfig, *, start_voter: bool = True,
+             reconcile: bool = True) -> GroundService:
+        """reconcile=False opens beside a running service (`terrafix ground vote`): the
+        start-up repair would take a batch in flight for crash debris."""
         root = config.root
         root.mkdir(parents=True, exist_ok=True)
         db = GroundDb.open(root, dsn=config.dsn, schema=config.schema_name)
         blobs = FilesystemBlobStore(root / "blobs", fsync=config.fsync)
-        serving = open_serving_store(root, config.dsn, config.schema_name)
+        serving = open_serving_store(root, config.dsn, config.schema_name,
+                                     reconcile=reconcile)
         voter = Voter(db, blobs, serving, config.voting)
         ingest = Ingest(db, blobs, area=config.area, limits=config.limits,
                         on_committed=voter.wake,
@@ -51,7 +55,8 @@ class GroundService:
         grace = config.orphan_grace_s
         if grace is None:
             grace = POSTGRES_ORPHAN_GRACE_S if config.dsn else 0.0
-        report = ingest.reconcile(orphan_grace_s=grace)
+        report = (ingest.reconcile(orphan_grace_s=grace) if reconcile
+                  else ReconcileReport(0, (), ()))
         log.info("ground service at %s (%s): %d candidates, reconcile removed %d partial "
                  "writes and %d orphan blobs", root, db.location, db.candidate_count(),
                  report.partial_writes, len(report.orphan_blobs))

@@ -29,11 +29,15 @@ SOURCE = "ground-vote"
 _NO_EVICTION_BYTES = 1 << 60
 
 
-def open_serving_store(root: str | Path, dsn: str | None, schema: str) -> TileStore:
+def open_serving_store(root: str | Path, dsn: str | None, schema: str, *,
+                       reconcile: bool = True) -> TileStore:
+    """The serving store; reconcile=False for a process opened beside a running service
+    (a start-up repair must not race the service's own writes)."""
+    mode = "full" if reconcile else "none"
     if dsn:
         return open_store(Path(root) / "serving", dsn=dsn, schema=f"{schema}_serving",
-                          budget_bytes=_NO_EVICTION_BYTES)
-    return open_store(Path(root) / "serving", budget_bytes=_NO_EVICTION_BYTES)
+                          budget_bytes=_NO_EVICTION_BYTES, reconcile=mode)
+    return open_store(Path(root) / "serving", budget_bytes=_NO_EVICTION_BYTES, reconcile=mode)
 
 
 def publish(store: TileStore, tile: TileId, jpeg: bytes, captured_utc_s: float) -> bool:
