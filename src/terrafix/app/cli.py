@@ -13,6 +13,7 @@ import typer
 from terrafix import __version__
 from terrafix.app import fly_cli, replay_cli
 from terrafix.eval import cli as eval_cli
+from terrafix.ground import cli as ground_cli
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
 from terrafix.sim import cli as sim_cli
@@ -31,6 +32,7 @@ app.command("eval")(eval_cli.evaluate_command)
 app.command("demo")(fly_cli.demo_command)
 app.add_typer(recorder_cli.app, name="fdr")
 app.command("fly")(fly_cli.fly_command)
+app.add_typer(ground_cli.app, name="ground")
 app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
 app.add_typer(sim_cli.app, name="sim")

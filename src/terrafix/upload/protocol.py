@@ -21,9 +21,18 @@ Wire (HTTPS only; JSON bodies UTF-8):
         -> 200 {"outcomes": [{"sha256": str, "status": TileOutcomeStatus, "reason": str|null}]}
            A tile with no outcome, or with status "retry", was not stored: send it again.
     POST {API}/sessions/{session_id}/close    {} -> 200 {"accepted": n, "duplicate": n, ...}
+          (with {"signature": b64 session-key signature of close_message(session_id)} the
+          ground also ends the session: later batches are refused with "session_closed";
+          without it the call only reports, and writes nothing)
 Errors: a JSON body {"error": ErrorCode, "detail": human-readable reason}; 400 malformed,
 401 unknown device / bad signature / expired session, 403 revoked device, 413 too large,
 429 or 503 with Retry-After (seconds or HTTP-date), other 5xx are transient.
+
+Plausibility of a tile (refused per tile, status "rejected", with the reason): zoom within the
+ground's range, the tile inside its service area, capture time within the certificate's
+[not_before, expires] window (and not in the future), beyond a clock skew the ground allows
+(default 300 s). So the certificate window must cover the flight the tiles were made in, not
+only the upload (the per-flight key of U2/U4 is certified for the flight and its upload).
 
 Identity of a tile is its content hash: the ground stores a hash once; a re-sent hash is a
 `duplicate`, which the uploader treats like `accepted` (it is safely on the ground).
@@ -71,6 +80,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"  # operator API without a valid operator credential
     BUSY = "busy"
+    SESSION_CLOSED = "session_closed"  # the session was ended by a signed close
 
 
 # --- canonical bytes, keys, signatures ------------------------------------------------------
@@ -174,6 +184,16 @@ class SessionCertificate:
         return cls(device, public_key_from_raw(unb64(key, "session_key"), "session_key"),
                    flight, parse_iso(d.get("not_before"), "not_before"),
                    parse_iso(d.get("expires"), "expires"))
+
+
+def close_message(session_id: str) -> bytes:
+    """What the session key signs to end its session (`POST .../close` with a signature)."""
+    return canonical_bytes({"v": PROTOCOL_VERSION, "close": session_id})
+
+
+def close_body(session_id: str, session_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The body of a signed `POST {API}/sessions/{session_id}/close`."""
+    return {"signature": b64(session_key.sign(close_message(session_id)))}
 
 
 # --- batch manifest -----------------------------------------------------------------------
