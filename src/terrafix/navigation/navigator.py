@@ -734,6 +734,10 @@ class Navigator:
             else:
                 key = result.reason.split(":")[0][:40]
                 self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+            # an attempt that gave no fused fix counts towards a hint request; frames not
+            # registered because the estimate is confident are never told (no failure)
+            integ.on_registration(work.t_ns, fixed=work.fix_rep is not None
+                                  and work.fix_rep.accepted)
             if not work.verdict_given:
                 self._give_verdict(work)
             self._report(work)
