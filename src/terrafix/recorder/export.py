@@ -77,8 +77,10 @@ TRACK_ANNOTATION = "x-terrafix-track"
 """Top-level key of a topic schema that marks it as the flight's track (the navigation
 solution): preferred over other topics with positions (e.g. each frame's fix)."""
 
-POINT_PROPERTIES = ("label", "radius95_m", "anchor_age_s", "gnss_trusted", "failsafe")
-"""Per-point fields of the track topic exported beside the time, when its schema has them."""
+POINT_PROPERTIES = ("label", "radius95_m")
+"""Per-point fields of the track topic exported beside the time, when its schema has them.
+Only fields that are (almost) never null: GDAL types a list holding nulls as JSON text, and
+boolean lists are not read by every GDAL client (pyogrio fails on them)."""
 
 
 def track_topic(log: FlightLog, lat_field: str = "lat_deg", lon_field: str = "lon_deg") -> str:
