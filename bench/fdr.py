@@ -52,7 +52,8 @@ from terrafix.recorder.producer import encode_payload
 from terrafix.recorder.torture import crash_trials, disk_full_on_small_fs
 
 RESULT = Path(__file__).parent / "results" / "fdr.json"
-SCHEMA = {"type": "object"}
+SCHEMA = {"type": "object", "title": "bench.Payload", "description": "synthetic payloads",
+          "properties": {"data": {"type": "string"}}}
 EIGHT_H_S = 8 * 3600
 
 

@@ -30,6 +30,8 @@ replay speed is pessimistic; the CPU-time speed is reported next to it.
 
     .venv/bin/python bench/nav.py                       # everything -> bench/results/nav.json
     .venv/bin/python bench/nav.py --scenarios demo --seeds 1 --backends eskf   # a subset
+    .venv/bin/python bench/nav.py --scenarios demo jam-then-spoof --clean 0 \
+        --out bench/results/nav-signals.json    # operator signals + the blackout label bar
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -57,6 +60,7 @@ CLEAN_SEEDS = tuple(range(41, 51))
 BACKENDS = ("eskf", "isam2")
 ODOMETRY_WINDOW_S = 300.0
 CODE_PATHS = ("src/terrafix/app", "src/terrafix/estimation", "src/terrafix/vision",
+              "src/terrafix/navigation",
               "src/terrafix/inference", "src/terrafix/eval", "src/terrafix/sim",
               "src/terrafix/measurements.py", "src/terrafix/camera.py")
 
@@ -216,6 +220,31 @@ def odometry_drift_pct(r: dict[str, Any]) -> float:
     return 100.0 * e1 / flown if flown > 0 else math.nan
 
 
+def operator_signals(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`demo_label_changes` and `demo_hint_requests`: the most LabelChanged and HintRequested
+    events of one demo flight (any seed, either backend), read from each run's events.jsonl
+    (what the recorder and the ground station get). A label change must mean something
+    changed for the operator; a hint request, that registration really kept failing or the
+    radius grew too wide (issue bars: <= 12 and <= 1 per flight)."""
+    from terrafix.eval.records import EVENTS_FILE, iter_jsonl
+
+    per_run = []
+    for r in runs:
+        if r["name"] != "demo":
+            continue
+        kinds = [e["kind"] for e in iter_jsonl(RUNS / f"demo-s{r['seed']}-{r['backend']}"
+                                               / EVENTS_FILE)]
+        per_run.append({"seed": r["seed"], "backend": r["backend"],
+                        "label_changes": kinds.count("LabelChanged"),
+                        "hint_requests": kinds.count("HintRequested"),
+                        "flight_s": r["run"]["stats"]["flight_s"]})
+    if not per_run:
+        return {}
+    return {"demo_label_changes": max(x["label_changes"] for x in per_run),
+            "demo_hint_requests": max(x["hint_requests"] for x in per_run),
+            "operator_signals_per_run": per_run}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
@@ -281,6 +310,7 @@ def main() -> None:
         "replay_speed_x": (float(np.mean([r["run"]["stats"]["replay_speed_x"]
                                           for r in eskf_speed])) if eskf_speed else None),
     })
+    result.update(operator_signals(all_runs))
     result["extras"] = {
         "seeds": list(args.seeds), "clean_seeds": list(CLEAN_SEEDS[: args.clean]),
         "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8]},
@@ -309,6 +339,8 @@ def main() -> None:
         "vo_ms_mean": (float(np.mean([r["run"]["stats"]["vo_ms_mean"] for r in eskf_speed]))
                        if eskf_speed else None),
         "code_hash": stamp, "bench_wall_s": time.perf_counter() - t_start,
+        "command": " ".join(["bench/nav.py", *sys.argv[1:]]),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_count": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +369,8 @@ def print_table(result: dict[str, Any], backends: list[str]) -> None:
             print(f"{b:8s} {name:16s} {m['p95_m']:7.2f} {m['max_m']:7.2f} "
                   f"{100 * m['within_20m']:6.1f}% {100 * m['cov_consistency']:6.1f}%")
     for k in ("odometry_drift_pct", "pulloff_offset_at_detection_m", "jump_detection_s",
-              "blackout_label_latency_s", "false_closures", "clean_flights", "replay_speed_x"):
+              "blackout_label_latency_s", "false_closures", "clean_flights", "replay_speed_x",
+              "demo_label_changes", "demo_hint_requests"):
         print(f"{k:32s} {result.get(k)}")
 
 

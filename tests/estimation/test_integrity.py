@@ -1,5 +1,6 @@
-"""IntegrityMonitor rules on a closed-form flight (fast, deterministic): labels, hint request
-timing, failsafes, no-estimate notice, LOST, search prior, backend choice by config."""
+"""IntegrityMonitor rules on a closed-form flight (fast, deterministic): labels and their
+hysteresis, hint request rule, failsafes, no-estimate notice, LOST, search prior, backend
+choice by config."""
 
 from __future__ import annotations
 
@@ -49,8 +50,14 @@ def fix(t_ns: int) -> AbsoluteFix:
 
 
 def fly(nav: IntegrityMonitor, t0: float, t1: float, *, fixes: bool, blackout: bool = False,
-        frames: bool = True, odometry: bool = False, last: list | None = None) -> list:
-    """Feed IMU and frames over [t0, t1); returns the events."""
+        frames: bool = True, odometry: bool = False, last: list | None = None,
+        fix_every: int = 1, failed_registrations: bool = False) -> list:
+    """Feed IMU and frames over [t0, t1); returns the events.
+
+    fixes: a registration on every `fix_every`-th frame (by frame number) gives an accepted
+    fix (as the navigator does while confident: the other frames are not registered, and the
+    integrity layer is not told about them). failed_registrations: every frame's registration
+    is attempted and fails (told with on_registration)."""
     events = []
     t_frame = (math.floor(t0 * 1e9 / FRAME_NS) + 1) * FRAME_NS
     prev = last if last is not None else [None]
@@ -62,8 +69,10 @@ def fly(nav: IntegrityMonitor, t0: float, t1: float, *, fixes: bool, blackout: b
                 d = TRUTH.position(s.t_ns * 1e-9) - TRUTH.position(prev[0] * 1e-9)
                 nav.on_odometry(OdometryDelta(prev[0], s.t_ns, d[:2], np.eye(2) * 0.04, True,
                                               200))
-            if fixes and not blackout:
-                nav.on_fix(fix(s.t_ns))
+            if fixes and not blackout and round(t_frame / FRAME_NS) % fix_every == 0:
+                nav.on_registration(s.t_ns, fixed=nav.on_fix(fix(s.t_ns)).accepted)
+            elif failed_registrations:
+                nav.on_registration(s.t_ns, fixed=False)
             nav.on_frame(s.t_ns, blackout=blackout)
             prev[0] = None if blackout else s.t_ns
             t_frame += FRAME_NS
@@ -73,6 +82,17 @@ def fly(nav: IntegrityMonitor, t0: float, t1: float, *, fixes: bool, blackout: b
     return events
 
 
+def label_changes(events: list) -> list[LabelChanged]:
+    return [e for e in events if isinstance(e, LabelChanged)]
+
+
+def hints(events: list) -> list[HintRequested]:
+    return [e for e in events if isinstance(e, HintRequested)]
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["eskf", "isam2"])
+
+
 def test_backend_is_chosen_by_config() -> None:
     assert isinstance(navigator(backend="eskf").backend, Eskf)
     assert isinstance(navigator(backend="isam2").backend, Isam2Smoother)
@@ -80,8 +100,9 @@ def test_backend_is_chosen_by_config() -> None:
         EstimatorConfig(backend="kalman")
 
 
-def test_labels_anchored_then_dead_reckoned_on_the_first_blackout_frame() -> None:
-    nav = navigator()
+@BACKENDS
+def test_labels_anchored_then_dead_reckoned_on_the_first_blackout_frame(backend: str) -> None:
+    nav = navigator(backend=backend)
     ev = fly(nav, 0.0, 3.0, fixes=True)
     assert nav.solution(3_000_000_000).label == SourceLabel.SATELLITE_ANCHORED
     assert nav.solution(3_000_000_000).anchor_age_s < 0.4
@@ -91,41 +112,136 @@ def test_labels_anchored_then_dead_reckoned_on_the_first_blackout_frame() -> Non
     assert changes[0].t_ns <= 3_000_000_000 + FRAME_NS + 5_000_000
 
 
-def test_visual_propagated_while_odometry_flows_without_fixes() -> None:
-    nav = navigator()
+@BACKENDS
+def test_anchored_is_held_between_anchors_then_visual_propagated(backend: str) -> None:
+    """The anchor is kept for anchored_hold_s (5 s) after the last fix, then odometry
+    carries the estimate: one change, when the anchors have really stopped."""
+    nav = navigator(backend=backend)
     last = [None]
-    fly(nav, 0.0, 2.0, fixes=True, odometry=True, last=last)
-    fly(nav, 2.0, 5.0, fixes=False, odometry=True, last=last)
-    sol = nav.solution(5_000_000_000)
-    assert sol.label == SourceLabel.VISUAL_PROPAGATED and 2.5 < sol.anchor_age_s < 3.5
+    fly(nav, 0.0, 3.0, fixes=True, odometry=True, last=last)
+    assert nav.label == SourceLabel.SATELLITE_ANCHORED
+    ev = fly(nav, 3.0, 7.5, fixes=False, odometry=True, last=last)
+    assert label_changes(ev) == []
+    assert nav.solution(7_500_000_000).anchor_age_s > 4.0
+    ev = fly(nav, 7.5, 9.0, fixes=False, odometry=True, last=last)
+    changes = label_changes(ev)
+    assert [(c.old, c.new) for c in changes] == [(SourceLabel.SATELLITE_ANCHORED,
+                                                  SourceLabel.VISUAL_PROPAGATED)]
+    t_last_fix_s = 3.0 - 3.0 % (FRAME_NS * 1e-9)
+    assert 5.0 <= changes[0].t_ns * 1e-9 - t_last_fix_s <= 5.2
+    sol = nav.solution(9_000_000_000)
+    assert sol.label == SourceLabel.VISUAL_PROPAGATED and sol.anchor_age_s > 5.0
+
+
+@BACKENDS
+def test_anchors_at_the_registration_pace_give_one_label_change(backend: str) -> None:
+    """A fix on every 5th frame (1.67 s, the confident registration pace; the frames between
+    are not registered): the label turns satellite_anchored once and stays (it used to
+    flip to visual_propagated and back at every anchor). At the start odometry is there
+    before the second fix: visual_propagated first, then anchored, then nothing."""
+    nav = navigator(backend=backend)
+    ev = fly(nav, 0.0, 20.0, fixes=True, fix_every=5, odometry=True)
+    changes = label_changes(ev)
+    assert [(c.old, c.new) for c in changes] == [
+        (SourceLabel.DEAD_RECKONED, SourceLabel.VISUAL_PROPAGATED),
+        (SourceLabel.VISUAL_PROPAGATED, SourceLabel.SATELLITE_ANCHORED)]
+    assert changes[1].t_ns < 6_000_000_000
+    assert hints(ev) == []
+
+
+@BACKENDS
+def test_better_label_waits_for_its_reason_to_hold(backend: str) -> None:
+    """Worse at once, better only after label_upgrade_after_s: one lost frame is two changes
+    (dead_reckoned with that frame, N8), and the way back waits for a new anchor stream."""
+    nav = navigator(backend=backend)
+    last = [None]
+    fly(nav, 0.0, 6.0, fixes=True, fix_every=5, odometry=True, last=last)
+    assert nav.label == SourceLabel.SATELLITE_ANCHORED
+    ev = fly(nav, 6.0, 6.34, fixes=False, blackout=True, last=last)  # one frame
+    assert [c.new for c in label_changes(ev)] == [SourceLabel.DEAD_RECKONED]
+    t_lost = label_changes(ev)[0].t_ns
+    ev = fly(nav, 6.34, 14.0, fixes=True, fix_every=5, odometry=True, last=last)
+    changes = label_changes(ev)
+    # odometry back with the next frame (2 s later visual_propagated), then the anchors
+    assert [c.new for c in changes] == [SourceLabel.VISUAL_PROPAGATED,
+                                        SourceLabel.SATELLITE_ANCHORED]
+    assert changes[0].t_ns - t_lost >= 2_000_000_000
+    # two fixes after the loss (5-frame pace) plus the 2 s the reason must hold
+    assert changes[1].t_ns - t_lost >= 2_000_000_000 + 5 * FRAME_NS
+
+
+def test_lone_fixes_far_apart_do_not_flip_the_label() -> None:
+    """A fix every 8 s is not an anchor stream: visual_propagated throughout (with the
+    anchor age saying how old the last fix is), not anchored/propagated at every fix."""
+    nav = navigator()
+    ev = fly(nav, 0.0, 40.0, fixes=True, fix_every=24, odometry=True)
+    assert [c.new for c in label_changes(ev)] == [SourceLabel.VISUAL_PROPAGATED]
 
 
 def test_missing_frames_for_400ms_count_as_blackout() -> None:
     nav = navigator()
-    fly(nav, 0.0, 2.0, fixes=True)
-    fly(nav, 2.0, 2.3, fixes=False, frames=False)
-    assert nav.solution(2_300_000_000).label == SourceLabel.SATELLITE_ANCHORED
-    fly(nav, 2.3, 2.9, fixes=False, frames=False)
-    assert nav.solution(2_900_000_000).label == SourceLabel.DEAD_RECKONED
+    fly(nav, 0.0, 3.0, fixes=True)
+    fly(nav, 3.0, 3.3, fixes=False, frames=False)
+    assert nav.solution(3_300_000_000).label == SourceLabel.SATELLITE_ANCHORED
+    fly(nav, 3.3, 3.9, fixes=False, frames=False)
+    assert nav.solution(3_900_000_000).label == SourceLabel.DEAD_RECKONED
 
 
-def test_hint_request_needs_three_frames_and_two_seconds() -> None:
-    nav = navigator()
+@BACKENDS
+def test_hint_request_needs_three_failed_registrations_over_two_seconds(backend: str) -> None:
+    nav = navigator(backend=backend)
     fly(nav, 0.0, 2.0, fixes=True)
-    ev = fly(nav, 2.0, 3.9, fixes=False)  # 5 frames but < 2 s
-    assert not any(isinstance(e, HintRequested) for e in ev)
-    ev = fly(nav, 3.9, 4.5, fixes=False)
-    req = [e for e in ev if isinstance(e, HintRequested)]
-    assert len(req) == 1 and req[0].seconds_without_fix >= 2.0
-    assert req[0].frames_without_fix >= 3
-    nav2 = navigator()  # slow camera: 2 s pass with fewer than 3 frames -> not yet
+    ev = fly(nav, 2.0, 3.9, fixes=False, failed_registrations=True)  # 5 failures in < 2 s
+    assert hints(ev) == []
+    ev = fly(nav, 3.9, 4.5, fixes=False, failed_registrations=True)
+    req = hints(ev)
+    assert len(req) == 1 and req[0].reason == "registration failing"
+    assert req[0].frames_without_fix >= 3 and req[0].seconds_without_fix >= 2.0
+    assert req[0].statustext().startswith("NAV need RELOC hint")
+    ev = fly(nav, 4.5, 20.0, fixes=False, failed_registrations=True)
+    assert hints(ev) == []  # repeated only every hint_repeat_s (30 s)
+    nav2 = navigator(backend=backend)  # slow camera: 2 failures over 3 s -> not yet
     fly(nav2, 0.0, 2.0, fixes=True)
     for s in imu_stream(TRUTH, 2.0, 5.0)[1:]:
         nav2.on_imu(s)
         if s.t_ns in (3_000_000_000, 4_500_000_000):
             nav2.on_frame_captured(s.t_ns)
+            nav2.on_registration(s.t_ns, fixed=False)
             nav2.on_frame(s.t_ns, blackout=False)
-    assert not any(isinstance(e, HintRequested) for e in nav2.drain_events())
+    assert hints(nav2.drain_events()) == []
+
+
+@BACKENDS
+def test_no_hint_while_registration_is_skipped_because_confident(backend: str) -> None:
+    """Frames with odometry but no registration attempt (the estimate is confident) are no
+    failure, however long it lasts while the radius stays within its limit."""
+    nav = navigator(backend=backend)
+    last = [None]
+    fly(nav, 0.0, 2.0, fixes=True, odometry=True, last=last)
+    ev = fly(nav, 2.0, 14.0, fixes=False, odometry=True, last=last)
+    assert nav.search_prior().radius95_m < nav.config.hint_radius95_m
+    assert hints(ev) == []
+
+
+def test_hint_after_blackout_frames_and_a_fix_resets_the_count() -> None:
+    """Frames without texture count like failed registrations (no fix can come from them,
+    the estimate dead-reckons: N8); an accepted fix starts the count again."""
+    nav = navigator()
+    fly(nav, 0.0, 2.0, fixes=True)
+    ev = fly(nav, 2.0, 4.5, fixes=False, blackout=True)
+    assert len(hints(ev)) == 1
+    fly(nav, 4.5, 5.0, fixes=True)
+    ev = fly(nav, 5.0, 6.5, fixes=False, failed_registrations=True)
+    assert hints(ev) == []
+
+
+def test_hint_when_the_radius_passes_its_limit() -> None:
+    nav = navigator(sigma_p=50.0)  # 95% radius ≈ 122 m: beyond 100 m, not a failsafe
+    ev = fly(nav, 0.0, 0.5, fixes=False, odometry=True)
+    req = hints(ev)
+    assert len(req) == 1 and req[0].reason == "radius" and req[0].radius95_m > 100.0
+    assert "r95" in req[0].statustext()
+    assert not nav.failsafe
 
 
 def test_radius_beyond_500m_is_an_explicit_no_fix() -> None:

@@ -31,7 +31,8 @@ NAV_SCHEMA = {
         "gate": {"type": "object"},
     },
 }
-IMU_SCHEMA = {"title": "terrafix.Imu", "type": "object"}
+IMU_SCHEMA = {"title": "terrafix.Imu", "type": "object",
+              "properties": {"accel": {"type": "array"}, "gyro": {"type": "array"}}}
 runner = CliRunner()
 
 

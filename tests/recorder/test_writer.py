@@ -148,13 +148,15 @@ def test_producer_registration_rules(open_recorder: Factory, tmp_path: Path) -> 
     a = rec.producer("/a", SCHEMA)
     assert rec.producer("/a", dict(SCHEMA)) is a
     with pytest.raises(RecorderError, match="another schema"):
-        rec.producer("/a", {"type": "object", "title": "other"})
+        rec.producer("/a", {**SCHEMA, "title": "other"})
     with pytest.raises(RecorderError, match="reserved"):
         rec.producer("/fdr/mine", SCHEMA)
     with pytest.raises(RecorderError, match="topic"):
         rec.producer("bad topic", SCHEMA)
     with pytest.raises(RecorderError, match="object"):
         rec.producer("/arr", {"type": "array"})
+    with pytest.raises(RecorderError, match="properties of its records"):
+        rec.producer("/empty", {"type": "object"})
     rec.close()
     with pytest.raises(RecorderError, match="empty flight folder"):
         FlightRecorder(rec.folder, flight_id="again", config_hash="c")

@@ -61,10 +61,12 @@ from terrafix.autopilot import (
 )
 from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.config_files import load_toml_config, validate_config
-from terrafix.eval.records import JsonlWriter, solution_record
+from terrafix.eval.records import SOLUTION_SCHEMA, JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
 from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
 from terrafix.navigation.navigator import (
+    FRAME_REPORT_SCHEMA,
+    NAV_EVENT_SCHEMA,
     FlightContext,
     Navigator,
     NavigatorConfig,
@@ -74,6 +76,7 @@ from terrafix.navigation.navigator import (
 )
 from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
+from terrafix.recorder.schemas import model_schema
 
 log = logging.getLogger(__name__)
 
@@ -355,10 +358,10 @@ class OnboardProgram:
             Path(cfg.recorder.folder) / self.flight_id, flight_id=self.flight_id,
             config_hash=config_hash,
             on_disk_full=lambda msg: self._gcs_text("CRITICAL", f"FDR DISK FULL {msg}"[:50]))
-        self._rec_solution = self.recorder.producer("nav/solution", {"type": "object"})
-        self._rec_event = self.recorder.producer("nav/event", {"type": "object"})
-        self._rec_frame = self.recorder.producer("nav/frame", {"type": "object"})
-        self._rec_config = self.recorder.producer("config", {"type": "object"})
+        self._rec_solution = self.recorder.producer("nav/solution", SOLUTION_SCHEMA)
+        self._rec_event = self.recorder.producer("nav/event", NAV_EVENT_SCHEMA)
+        self._rec_frame = self.recorder.producer("nav/frame", FRAME_REPORT_SCHEMA)
+        self._rec_config = self.recorder.producer("config", model_schema(FlyConfig))
         self._rec_config.record(time.monotonic_ns(), json.loads(cfg.model_dump_json()))
         logging.getLogger().addHandler(self.recorder.log_handler())
         # map: read-only, verified
@@ -517,8 +520,9 @@ class OnboardProgram:
                     self.navigator.flush()
                 sols = self.navigator.drain_solutions()
                 for s in sols:
-                    results.write(solution_record(s))
-                    self._rec_solution.record(s.t_ns, solution_record(s))
+                    record = solution_record(s)
+                    results.write(record)
+                    self._rec_solution.record(s.t_ns, record)
                 n_solutions += len(sols)
                 latest: NavSolution | None = self.navigator.current_solution()
                 if latest is not None:

@@ -10,6 +10,7 @@ their frame's time); `estimate()` whenever an output is due. Every update return
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -70,6 +71,27 @@ class NavigationBackend(Protocol):
     def drain_smoothed(self) -> list[SmoothedState]:
         """Retroactively corrected states for the recorder (empty for a filter)."""
         ...
+
+
+HEADING_MAX_PITCH_RAD = math.radians(70.0)
+"""Beyond this pitch the yaw of a Euler triple is ill-defined (gimbal lock): not used."""
+
+
+def heading_aiding(config: EstimatorConfig, attitude: AttitudeSample,
+                   last_heading_t_ns: int | None, lost: bool) -> tuple[float, str]:
+    """(variance rad², refusal) of the FC's yaw in `attitude` as aiding: refusal says why it
+    must not be fused now ("" when it may be). The checks both backends make before their
+    own time lookup (see EstimatorConfig.heading_sigma_deg and heading_min_interval_s)."""
+    if config.heading_sigma_deg is None:
+        return math.nan, "heading aiding disabled"
+    if last_heading_t_ns is not None and \
+            (attitude.t_ns - last_heading_t_ns) * 1e-9 < config.heading_min_interval_s:
+        return math.nan, "rate limited"
+    if lost:
+        return math.nan, "lost"
+    if abs(attitude.pitch_rad) > HEADING_MAX_PITCH_RAD:
+        return math.nan, "pitch beyond 70°: yaw ill-defined"
+    return math.radians(config.heading_sigma_deg) ** 2, ""
 
 
 def make_backend(config: EstimatorConfig, frame: LocalFrame,

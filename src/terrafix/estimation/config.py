@@ -110,14 +110,38 @@ class IntegrityConfig(_Frozen):
     """Labels, failsafes, hint requests and the GNSS trust gate (REQUIREMENTS N6, N8–N10)."""
 
     anchored_max_age_s: float = Field(1.5, gt=0)
-    """A solution is `satellite_anchored` while the last accepted fix is at most this old
-    (about four frames at 3 fps)."""
+    """A fix at most this old is fresh (about four frames at 3 fps); odometry at most this
+    old keeps a solution `visual_propagated`."""
+    anchored_hold_s: float = Field(5.0, gt=0)
+    """Once `satellite_anchored`, the label stays while the last accepted fix is at most this
+    old. The registration policy asks for a fix every 1.5 s while the estimate is confident
+    (retrying 0.6 s after a failure), so anchors come 1.5-2 s apart: holding the label only
+    for `anchored_max_age_s` turned it to `visual_propagated` and back at every anchor (~180
+    changes on the 150 s demo flight). 5 s covers a missed anchor and two retries; beyond it
+    the anchors have stopped, which is a change the operator must see. The solution's
+    anchor age always says how old the last fix is."""
+    anchored_enter_fixes: int = Field(2, ge=1)
+    """`satellite_anchored` is (re-)entered only on this many accepted fixes, each within
+    `anchored_hold_s` of the previous and all after the label was last made worse: an anchor
+    stream, not a lone fix between long gaps (which would turn the label back after
+    `anchored_hold_s`)."""
+    label_upgrade_after_s: float = Field(2.0, ge=0)
+    """A better label is shown only once the reason for it has held this long; worse labels
+    are shown at once (a blackout turns the label `dead_reckoned` with its first frame, N8).
+    A single tracked frame between lost ones is not a recovery."""
     blackout_label_after_s: float = Field(0.4, gt=0)
     """No frame at all for this long counts as a visual blackout (N8: 400 ms)."""
     blackout_failsafe_s: float = Field(30.0, gt=0)
     failsafe_radius95_m: float = Field(500.0, gt=0)
     hint_after_frames: int = Field(3, ge=1)
+    """A re-localisation hint is requested after this many frames whose registration was
+    attempted and gave no accepted fix (or that showed no texture at all) since the last
+    accepted fix, the first and the last of them at least `hint_after_s` apart (N8). Frames
+    not registered because the estimate is confident do not count: they are no failure."""
     hint_after_s: float = Field(2.0, ge=0)
+    hint_radius95_m: float = Field(100.0, gt=0)
+    """... or when the 95% horizontal radius grows beyond this, whatever the registration
+    does (e.g. flying on odometry alone where the map has no fix to give)."""
     hint_repeat_s: float = Field(30.0, gt=0)
     """While still without a fix, the hint request is repeated this often."""
     no_estimate_after_s: float = Field(3.0, gt=0)

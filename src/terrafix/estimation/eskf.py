@@ -22,6 +22,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.stats import chi2
 
+from terrafix.estimation.backend import heading_aiding
 from terrafix.estimation.config import EstimatorConfig
 from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.estimation.errors import EstimationError
@@ -380,19 +381,14 @@ class Eskf:
     def update_heading(self, attitude: AttitudeSample) -> UpdateReport:
         """FC yaw as aiding, at most every `heading_min_interval_s` (see config)."""
         kind = MeasurementKind.HEADING
-        sigma_deg = self.config.heading_sigma_deg
-        if sigma_deg is None:
-            return self._stale(attitude.t_ns, kind, 1, "heading aiding disabled")
-        last = self._last_heading_t_ns
-        if last is not None and (attitude.t_ns - last) * 1e-9 < self.config.heading_min_interval_s:
-            return self._stale(attitude.t_ns, kind, 1, "rate limited")
-        if abs(attitude.pitch_rad) > math.radians(70.0):
-            return self._stale(attitude.t_ns, kind, 1, "pitch beyond 70°: yaw ill-defined")
+        var, refusal = heading_aiding(self.config, attitude, self._last_heading_t_ns, self.lost)
+        if refusal:
+            return self._stale(attitude.t_ns, kind, 1, refusal)
         stale = self._locate(attitude.t_ns)[2]
         if stale:
             return self._stale(attitude.t_ns, kind, 1, stale)
         self._last_heading_t_ns = attitude.t_ns
-        inn = heading_model(self.state, attitude.yaw_rad, math.radians(sigma_deg) ** 2)
+        inn = heading_model(self.state, attitude.yaw_rad, var)
         return self._apply(attitude.t_ns, kind, inn, self.config.gates.heading)
 
     def apply_position_prior(self, t_ns: int, p_ne_m: np.ndarray,

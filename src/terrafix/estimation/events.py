@@ -95,8 +95,11 @@ class FailsafeCleared:
 
 @dataclass(frozen=True, slots=True)
 class HintRequested:
-    """Ask the operator for a re-localisation hint (≥ N frames and ≥ T s without a fix).
-    lat/lon/radius95_m: the current estimate, to show the operator where we think we are."""
+    """Ask the operator for a re-localisation hint: registration was attempted and failed on
+    ≥ N frames over ≥ T s (reason "registration failing"), or the 95% radius passed its limit
+    ("radius"). frames_without_fix: failed frames since the last accepted fix;
+    seconds_without_fix: since that fix (or the start). lat/lon/radius95_m: the current
+    estimate, to show the operator where we think we are."""
 
     t_ns: int
     frames_without_fix: int
@@ -104,10 +107,13 @@ class HintRequested:
     lat_deg: float
     lon_deg: float
     radius95_m: float
+    reason: str = "registration failing"
     severity: ClassVar[str] = "WARNING"
     MANDATORY: ClassVar[bool] = True
 
     def statustext(self) -> str:
+        if self.reason == "radius":
+            return _clip(f"NAV need RELOC hint, r95 {self.radius95_m:.0f}m")
         return _clip(f"NAV need RELOC hint, no fix {self.seconds_without_fix:.0f}s")
 
 

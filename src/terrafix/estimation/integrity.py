@@ -3,10 +3,13 @@
 Sits on top of either backend (`backend.py`) and turns its estimate into the `NavSolution`
 the autopilot, ground station and recorder get (REQUIREMENTS N6, N8–N10):
 
-- source label: `satellite_anchored` while the last accepted fix is recent;
-  `visual_propagated` while frames with texture arrive and odometry is accepted;
-  `dead_reckoned` otherwise — in particular at once when a frame reports a total visual
-  blackout, or when no frame has been captured for 400 ms; `no_fix` in failsafe.
+- source label: `satellite_anchored` while anchors flow (entered on a stream of accepted
+  fixes, kept while the last is at most `anchored_hold_s` old); `visual_propagated` while
+  frames with texture arrive and odometry is accepted; `dead_reckoned` otherwise — in
+  particular at once when a frame reports a total visual blackout, or when no frame has been
+  captured for 400 ms; `no_fix` in failsafe. A label change means something changed for the
+  operator: worse labels are shown at once, better ones only once their reason has held for
+  `label_upgrade_after_s` (see `_next_label`).
 - anchor age: time since the capture of the last accepted fix.
 - GNSS trust gate (`gnss_gate.py`). Trusted GNSS is fused only while no satellite anchor is
   recent (`gnss_fuse_after_anchor_age_s`): while anchors flow, GNSS is only *tested*, so the
@@ -15,9 +18,12 @@ the autopilot, ground station and recorder get (REQUIREMENTS N6, N8–N10):
 - failsafes: a visual blackout of 30 s without trusted GNSS being fused latches an explicit
   no-fix until the next accepted fix; a 95% horizontal radius beyond 500 m or a LOST backend
   is a no-fix while it lasts. Entering it emits `VISUAL_BLACKOUT_FAILSAFE`.
-- operator hint: requested after ≥ 3 frames and ≥ 2 s without an accepted fix (repeated every
-  30 s); a hint (lat, lon, radius) is fused as a position prior, or replaces the horizontal
-  position when the filter disagrees with it or is LOST.
+- operator hint: requested when registration was attempted and failed (or the frames showed
+  no texture) on ≥ 3 frames over ≥ 2 s since the last accepted fix, or when the 95% radius
+  passes `hint_radius95_m` — never because registration was skipped while the estimate is
+  confident (repeated every 30 s while it lasts); a hint (lat, lon, radius) is fused as a
+  position prior, or replaces the horizontal position when the filter disagrees with it or
+  is LOST.
 - re-acquisition: a run of consecutive gated fixes that agree with each other means the
   filter, not the fixes, is wrong: the horizontal position is re-initialised on them.
 - no estimate for 3 s: said once (`NoEstimate`), and `EstimateResumed` when it comes back.
@@ -29,6 +35,7 @@ them to the recorder and the ground station (see `events.py`).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +71,10 @@ from terrafix.measurements import (
     OdometryDelta,
     SourceLabel,
 )
+
+_LABEL_RANK = {SourceLabel.NO_FIX: 0, SourceLabel.DEAD_RECKONED: 1,
+               SourceLabel.VISUAL_PROPAGATED: 2, SourceLabel.SATELLITE_ANCHORED: 3}
+"""Which label says more: a change up the ranks waits, a change down is shown at once."""
 
 CHI2_2_95 = float(chi2.ppf(0.95, 2))
 """Scale from the largest horizontal variance to the squared 95% radius (2 dof)."""
@@ -108,8 +119,15 @@ class IntegrityMonitor:
         self._blackout_frame = False
         self._blackout_since_ns: int | None = t0
         self._frames_without_fix = 0
+        """Frames since the last accepted fix whose registration failed (or had no texture)."""
+        self._t_first_failure_ns: int | None = None
+        self._t_last_failure_ns: int | None = None
+        self._failed_frame_times: deque[int] = deque(maxlen=16)
         self._t_hint_requested_ns: int | None = None
         self._label = SourceLabel.DEAD_RECKONED
+        self._t_downgraded_ns = t0
+        self._supported_since_ns: dict[str, int] = {}
+        self._fix_times: deque[int] = deque(maxlen=max(self.config.anchored_enter_fixes, 1))
         self._failsafe = False
         self._blackout_latched = False
         self._t_last_valid_ns = t0
@@ -175,7 +193,10 @@ class IntegrityMonitor:
         rep = self.backend.update_fix(fix)
         if rep.accepted:
             self._t_last_fix_ns = max(fix.t_ns, self._t_last_fix_ns or fix.t_ns)
+            if not self._fix_times or fix.t_ns > self._fix_times[-1]:
+                self._fix_times.append(fix.t_ns)
             self._frames_without_fix = 0
+            self._t_first_failure_ns = self._t_last_failure_ns = None
             self._t_hint_requested_ns = None
             self._rejected_fixes.clear()
             if self._blackout_latched:
@@ -196,7 +217,9 @@ class IntegrityMonitor:
         """A frame's processing is complete (after its on_odometry/on_fix calls).
 
         blackout: the frame showed no usable ground texture or tracking was lost (the vision
-        pipeline's verdict). The label turns dead_reckoned with this very frame.
+        pipeline's verdict). The label turns dead_reckoned with this very frame, and the
+        frame counts towards a hint request like a failed registration (no fix can come
+        from it).
         """
         if self._t_last_captured_ns is None or t_ns > self._t_last_captured_ns:
             self._t_last_captured_ns = t_ns
@@ -204,12 +227,32 @@ class IntegrityMonitor:
             if not self._blackout_frame:
                 self._blackout_since_ns = t_ns
             self._blackout_frame = True
+            self._note_failed_frame(t_ns)
         else:
             self._blackout_frame = False
             self._blackout_since_ns = None
-        if self._t_last_fix_ns is None or t_ns > self._t_last_fix_ns:
-            self._frames_without_fix += 1
         self._update_status(t_ns, self.backend.estimate())
+
+    def on_registration(self, t_ns: int, *, fixed: bool) -> None:
+        """The registration attempted on the frame captured at t_ns has ended (after the
+        on_fix of its fix, if it gave one): fixed says whether a fix was accepted. Attempts
+        that failed count towards a hint request; frames the navigator chose not to register
+        (the estimate is confident) are never told and never count."""
+        if not fixed:
+            self._note_failed_frame(t_ns)
+
+    def _note_failed_frame(self, t_ns: int) -> None:
+        """Count a frame without a usable fix once (a blackout frame that was also registered
+        is told twice), unless a fix newer than it was accepted since."""
+        if t_ns in self._failed_frame_times or (self._t_last_fix_ns is not None
+                                                and t_ns <= self._t_last_fix_ns):
+            return
+        self._failed_frame_times.append(t_ns)
+        self._frames_without_fix += 1
+        if self._t_first_failure_ns is None or t_ns < self._t_first_failure_ns:
+            self._t_first_failure_ns = t_ns
+        if self._t_last_failure_ns is None or t_ns > self._t_last_failure_ns:
+            self._t_last_failure_ns = t_ns
 
     def on_gnss(self, gnss: GnssSample) -> UpdateReport | None:
         """One GNSS solution: tested always, fused only while trusted and no anchor is recent.
@@ -353,32 +396,91 @@ class IntegrityMonitor:
                                        else "estimate usable"))
         self._failsafe = failsafe
 
-        if failsafe:
-            label = SourceLabel.NO_FIX
-        elif since is not None and since <= t_ns:
-            label = SourceLabel.DEAD_RECKONED  # a blackout overrides a still-young anchor
-        elif self._anchor_age_s(t_ns) <= cfg.anchored_max_age_s:
-            label = SourceLabel.SATELLITE_ANCHORED
-        elif self._t_last_odometry_ns is not None \
-                and (t_ns - self._t_last_odometry_ns) * 1e-9 <= cfg.anchored_max_age_s:
-            label = SourceLabel.VISUAL_PROPAGATED
-        else:
-            label = SourceLabel.DEAD_RECKONED
+        label = self._next_label(t_ns, failsafe, since is not None and since <= t_ns)
         if label != self._label:
             self._emit(LabelChanged(t_ns, self._label, label))
+            if _LABEL_RANK[label] < _LABEL_RANK[self._label]:
+                self._t_downgraded_ns = t_ns
             self._label = label
-
-        t_nofix = self._t_last_fix_ns if self._t_last_fix_ns is not None else self._t_start_ns
-        s_nofix = (t_ns - t_nofix) * 1e-9
-        if (self._frames_without_fix >= cfg.hint_after_frames and s_nofix >= cfg.hint_after_s
-                and (self._t_hint_requested_ns is None
-                     or (t_ns - self._t_hint_requested_ns) * 1e-9 >= cfg.hint_repeat_s)):
-            self._t_hint_requested_ns = t_ns
-            lat, lon, _ = self.frame.ned_to_lla(est.p_ned_m)
-            self._emit(HintRequested(t_ns, self._frames_without_fix, s_nofix, float(lat),
-                                     float(lon), r95))
+        self._maybe_request_hint(t_ns, est, r95)
         self._watch(t_ns, not failsafe, reason)
         return label, failsafe, r95
+
+    def _anchors_flow(self, t_ns: int) -> bool:
+        """`satellite_anchored` may be entered: the last `anchored_enter_fixes` accepted fixes
+        each within `anchored_hold_s` of the previous and of t_ns, all taken after the label
+        was last made worse (a lost frame or a failsafe in between asks for a new stream)."""
+        cfg = self.config
+        times = self._fix_times
+        if len(times) < cfg.anchored_enter_fixes or times[0] < self._t_downgraded_ns:
+            return False
+        if (t_ns - times[-1]) * 1e-9 > cfg.anchored_hold_s:
+            return False
+        return all((b - a) * 1e-9 <= cfg.anchored_hold_s
+                   for a, b in zip(list(times)[:-1], list(times)[1:], strict=True))
+
+    def _supported_label(self, t_ns: int, failsafe: bool, blackout: bool) -> str:
+        """The best label the evidence at t_ns supports, given the label shown now (the
+        satellite anchor is kept for `anchored_hold_s`, but entered only on a stream)."""
+        cfg = self.config
+        if failsafe:
+            return SourceLabel.NO_FIX
+        if blackout:
+            return SourceLabel.DEAD_RECKONED  # a blackout overrides a still-young anchor
+        if self._label == SourceLabel.SATELLITE_ANCHORED:
+            if self._anchor_age_s(t_ns) <= cfg.anchored_hold_s:
+                return SourceLabel.SATELLITE_ANCHORED
+        elif self._anchors_flow(t_ns):
+            return SourceLabel.SATELLITE_ANCHORED
+        if self._t_last_odometry_ns is not None \
+                and (t_ns - self._t_last_odometry_ns) * 1e-9 <= cfg.anchored_max_age_s:
+            return SourceLabel.VISUAL_PROPAGATED
+        return SourceLabel.DEAD_RECKONED
+
+    def _next_label(self, t_ns: int, failsafe: bool, blackout: bool) -> str:
+        """The label to show at t_ns: a worse one at once (N8: dead_reckoned with the first
+        blackout frame, no_fix with the failsafe); a better one once the evidence has
+        supported it (or better) for `label_upgrade_after_s` without a break. Leaving the
+        failsafe goes to dead_reckoned at once (no_fix must not outlive the failsafe)."""
+        supported = self._supported_label(t_ns, failsafe, blackout)
+        rank = _LABEL_RANK[supported]
+        for label, r in _LABEL_RANK.items():  # since when the evidence supports >= label
+            if rank >= r:
+                self._supported_since_ns.setdefault(label, t_ns)
+            else:
+                self._supported_since_ns.pop(label, None)
+        current = self._label
+        if current == SourceLabel.NO_FIX and not failsafe:
+            return SourceLabel.DEAD_RECKONED
+        if rank <= _LABEL_RANK[current]:
+            return supported
+        wait_ns = self.config.label_upgrade_after_s * 1e9
+        best = current
+        for label, since in self._supported_since_ns.items():
+            if _LABEL_RANK[label] > _LABEL_RANK[best] and t_ns - since >= wait_ns:
+                best = label
+        return best
+
+    def _maybe_request_hint(self, t_ns: int, est: NavEstimate, r95: float) -> None:
+        """HintRequested when registration keeps failing or the radius is too wide (see the
+        module doc), at most every `hint_repeat_s` while it lasts."""
+        cfg = self.config
+        failing = (self._frames_without_fix >= cfg.hint_after_frames
+                   and self._t_first_failure_ns is not None
+                   and self._t_last_failure_ns is not None
+                   and (self._t_last_failure_ns - self._t_first_failure_ns) * 1e-9
+                   >= cfg.hint_after_s)
+        wide = math.isfinite(r95) and r95 > cfg.hint_radius95_m
+        if not (failing or wide) or (
+                self._t_hint_requested_ns is not None
+                and (t_ns - self._t_hint_requested_ns) * 1e-9 < cfg.hint_repeat_s):
+            return
+        self._t_hint_requested_ns = t_ns
+        t_nofix = self._t_last_fix_ns if self._t_last_fix_ns is not None else self._t_start_ns
+        lat, lon, _ = self.frame.ned_to_lla(est.p_ned_m)
+        self._emit(HintRequested(t_ns, self._frames_without_fix, (t_ns - t_nofix) * 1e-9,
+                                 float(lat), float(lon), r95,
+                                 "registration failing" if failing else "radius"))
 
     def _watch(self, t_ns: int, valid: bool, reason: str) -> None:
         if valid:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import gtsam
 import numpy as np
 
+from terrafix.estimation.backend import heading_aiding
 from terrafix.estimation.config import EstimatorConfig
 from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.estimation.errors import EstimationError
@@ -573,21 +574,13 @@ class Isam2Smoother:
 
     def update_heading(self, attitude: AttitudeSample) -> UpdateReport:
         kind = MeasurementKind.HEADING
-        sigma_deg = self.config.heading_sigma_deg
-        if sigma_deg is None:
-            return self._refused(attitude.t_ns, kind, 1, "heading aiding disabled")
-        last = self._last_heading_t_ns
-        if last is not None and (attitude.t_ns - last) * 1e-9 < self.config.heading_min_interval_s:
-            return self._refused(attitude.t_ns, kind, 1, "rate limited")
-        if self.lost:
-            return self._refused(attitude.t_ns, kind, 1, "lost")
-        if abs(attitude.pitch_rad) > math.radians(70.0):
-            return self._refused(attitude.t_ns, kind, 1, "pitch beyond 70°: yaw ill-defined")
+        var, refusal = heading_aiding(self.config, attitude, self._last_heading_t_ns, self.lost)
+        if refusal:
+            return self._refused(attitude.t_ns, kind, 1, refusal)
         kf = self._keyframe_for(attitude.t_ns)
         if isinstance(kf, str):
             return self._refused(attitude.t_ns, kind, 1, kf)
         self._last_heading_t_ns = attitude.t_ns
-        var = math.radians(sigma_deg) ** 2
         inn = heading_model(self._rt, attitude.yaw_rad, var)
         return self._gate_and_add(attitude.t_ns, kind, inn.y, inn.S, self.config.gates.heading,
                                   [heading_factor(X(kf.index), attitude.yaw_rad,

@@ -39,6 +39,7 @@ from terrafix.eval.records import (
     load_results,
 )
 from terrafix.eval.report import write_report
+from terrafix.json_values import jsonable
 from terrafix.measurements import SourceLabel
 from terrafix.sim.dataset import FlightDataset, load_dataset
 
@@ -124,20 +125,6 @@ def _output_stats(track: ResultTrack) -> dict[str, float]:
             "gap_std_s": float(np.std(gaps))}
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def summarise(track: ResultTrack, ds: FlightDataset, events: list[dict[str, Any]],
               run_info: dict[str, Any]) -> tuple[dict[str, Any], ScoredTrack]:
     """All metrics of one run as a JSON-able dict, and the scored track (for plots)."""
@@ -168,7 +155,7 @@ def summarise(track: ResultTrack, ds: FlightDataset, events: list[dict[str, Any]
         "events": _event_counts(events),
         "run_stats": run_info.get("stats", {}),
     }
-    return _jsonable(summary), scored
+    return jsonable(summary), scored
 
 
 def _event_counts(events: list[dict[str, Any]]) -> dict[str, int]:

@@ -18,14 +18,16 @@ A result record (keys):
     anchor_age_s  seconds since the last satellite anchor (null = never anchored)
     gnss_trusted  bool
     failsafe    bool (explicit no-fix)
-An event record: `t_ns`, `kind` and whatever fields the event carries.
+    radius95_m  radius of the circle holding the horizontal 95% ellipse (null if unknown)
+(`SolutionRecord`, whose JSON Schema `SOLUTION_SCHEMA` the flight log's /nav/solution topic
+carries.) An event record: `t_ns`, `kind` and whatever fields the event carries.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,37 +35,73 @@ import numpy as np
 import orjson
 
 from terrafix.eval.errors import EvalError
-from terrafix.measurements import NavSolution
+from terrafix.eval.metrics import radius95_m
+from terrafix.measurements import NavSolution, SourceLabel
+from terrafix.recorder.schemas import dataclass_schema, doc, record_of
 
 RESULTS_FILE = "results.jsonl"
 EVENTS_FILE = "events.jsonl"
 RUN_FILE = "run.json"
 
 _LABEL_CODES = ("satellite_anchored", "visual_propagated", "dead_reckoned", "no_fix")
+SOURCE_LABELS = (SourceLabel.SATELLITE_ANCHORED, SourceLabel.VISUAL_PROPAGATED,
+                 SourceLabel.DEAD_RECKONED, SourceLabel.NO_FIX)
 
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+@dataclass(frozen=True, slots=True)
+class SolutionRecord:
+    """One navigation solution at an output tick: what the autopilot's GPS_INPUT is made
+    from (position, velocity, covariances in the flight's local NED frame, source label)."""
+
+    t_ns: int = field(metadata=doc("time of the solution on the navigator's sample clock"))
+    t_s: float = field(metadata=doc("the same in seconds"))
+    lat_deg: float | None = field(metadata=doc("WGS84 latitude (null in an explicit no-fix)"))
+    lon_deg: float | None = field(metadata=doc("WGS84 longitude (null in an explicit no-fix)"))
+    alt_m: float | None = field(metadata=doc("altitude above mean sea level"))
+    v_ned_mps: list[float] = field(metadata=doc("velocity north, east, down", shape=(3,)))
+    cov_p_ned_m2: list[list[float]] = field(metadata=doc(
+        "position covariance (1-sigma squared) in NED", shape=(3, 3)))
+    cov_v_ned_m2s2: list[list[float]] = field(metadata=doc(
+        "velocity covariance in NED", shape=(3, 3)))
+    yaw_rad: float | None = field(metadata=doc("heading, from north towards east"))
+    label: str = field(metadata=doc("source label (REQUIREMENTS N6)", choices=SOURCE_LABELS))
+    anchor_age_s: float | None = field(metadata=doc(
+        "time since the capture of the last accepted satellite fix (null: never anchored)"))
+    gnss_trusted: bool = field(metadata=doc("the GNSS trust gate is open"))
+    failsafe: bool = field(metadata=doc("explicit no-fix: the position must not be used"))
+    radius95_m: float | None = field(metadata=doc(
+        "radius of the circle holding the horizontal 95% error ellipse"))
+
+
+SOLUTION_SCHEMA = dataclass_schema(SolutionRecord,
+                                   annotations={"x-terrafix-track": True})
+"""/nav/solution: the track `terrafix fdr export -f geojson` draws (see recorder.export)."""
+
+
 def solution_record(sol: NavSolution) -> dict[str, Any]:
     """One results.jsonl object for a NavSolution (non-finite numbers become null)."""
     finite_pos = all(math.isfinite(v) for v in (sol.lat_deg, sol.lon_deg, sol.alt_m))
-    return {
-        "t_ns": int(sol.t_ns),
-        "t_s": round(sol.t_ns * 1e-9, 6),
-        "lat_deg": sol.lat_deg if finite_pos else None,
-        "lon_deg": sol.lon_deg if finite_pos else None,
-        "alt_m": sol.alt_m if finite_pos else None,
-        "v_ned_mps": np.asarray(sol.v_ned_mps, dtype=np.float64).tolist(),
-        "cov_p_ned_m2": np.asarray(sol.cov_p_ned_m2, dtype=np.float64).tolist(),
-        "cov_v_ned_m2s2": np.asarray(sol.cov_v_ned_m2s2, dtype=np.float64).tolist(),
-        "yaw_rad": _finite_or_none(sol.yaw_rad),
-        "label": sol.label,
-        "anchor_age_s": _finite_or_none(sol.anchor_age_s),
-        "gnss_trusted": bool(sol.gnss_trusted),
-        "failsafe": bool(sol.failsafe),
-    }
+    cov = np.asarray(sol.cov_p_ned_m2, dtype=np.float64)
+    return record_of(SolutionRecord(
+        t_ns=int(sol.t_ns),
+        t_s=round(sol.t_ns * 1e-9, 6),
+        lat_deg=sol.lat_deg if finite_pos else None,
+        lon_deg=sol.lon_deg if finite_pos else None,
+        alt_m=sol.alt_m if finite_pos else None,
+        v_ned_mps=np.asarray(sol.v_ned_mps, dtype=np.float64).tolist(),
+        cov_p_ned_m2=cov.tolist(),
+        cov_v_ned_m2s2=np.asarray(sol.cov_v_ned_m2s2, dtype=np.float64).tolist(),
+        yaw_rad=_finite_or_none(sol.yaw_rad),
+        label=sol.label,
+        anchor_age_s=_finite_or_none(sol.anchor_age_s),
+        gnss_trusted=bool(sol.gnss_trusted),
+        failsafe=bool(sol.failsafe),
+        radius95_m=_finite_or_none(float(radius95_m(cov[None, :2, :2])[0])),
+    ))
 
 
 def _default(obj: Any) -> Any:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import typing
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -73,6 +74,7 @@ from terrafix.navigation.registration_runner import (
     RegistrationJob,
     RegistrationRunner,
 )
+from terrafix.recorder.schemas import dataclass_schema, doc, one_of_schema, record_of
 from terrafix.vision.odometry import OdometryConfig, VisualOdometry
 from terrafix.vision.registration import RegistrationResult, VisualPositioner, VpsConfig
 
@@ -194,7 +196,8 @@ class OperatorHint:
 
 @dataclass(frozen=True, slots=True)
 class FrameReport:
-    """What happened to one frame (recorder, evaluation).
+    """What happened to one camera frame: its odometry, its registration against the map
+    and the verdict told to the integrity layer (recorder, evaluation).
 
     vo: the odometry delta (None for a reference frame); vo_update: its estimator report.
     registered: registration was attempted; fix_reason: why it was rejected ("" if accepted);
@@ -202,47 +205,69 @@ class FrameReport:
     blackout: the verdict told to the integrity layer. vo_ms / registration_ms: CPU time.
     """
 
-    t_ns: int
-    index: int
-    vo_tracking: bool | None
-    vo_reason: str
-    vo_n_tracks: int
-    vo_accepted: bool | None
-    registered: bool
-    fix_accepted_by_vision: bool
-    fix_reason: str
-    fix_lat_deg: float
-    fix_lon_deg: float
-    fix_cov_ne_m2: np.ndarray | None
-    fix_fused: bool | None
-    fix_nis: float
-    blackout: bool
-    vo_ms: float
-    registration_ms: float
+    t_ns: int = field(metadata=doc("capture time on the navigator's sample clock"))
+    index: int = field(metadata=doc("frame number"))
+    vo_tracking: bool | None = field(metadata=doc(
+        "odometry tracked the previous frame (null: a reference frame, no odometry)"))
+    vo_reason: str = field(metadata=doc("why odometry lost track ('' if it did not)"))
+    vo_n_tracks: int = field(metadata=doc("feature tracks kept"))
+    vo_accepted: bool | None = field(metadata=doc(
+        "the estimator accepted the odometry delta (null: none was offered)"))
+    registered: bool = field(metadata=doc("registration against the map was attempted"))
+    fix_accepted_by_vision: bool = field(metadata=doc("registration produced a fix"))
+    fix_reason: str = field(metadata=doc("why there is no fused fix ('' if fused)"))
+    fix_lat_deg: float = field(metadata=doc("WGS84 latitude of the fix (null: no fix)"))
+    fix_lon_deg: float = field(metadata=doc("WGS84 longitude of the fix (null: no fix)"))
+    fix_cov_ne_m2: np.ndarray | None = field(metadata=doc(
+        "horizontal covariance of the fix, north-east (null: no fix)", shape=(2, 2)))
+    fix_fused: bool | None = field(metadata=doc(
+        "the estimator fused the fix (null: no fix offered)"))
+    fix_nis: float = field(metadata=doc("normalised innovation squared of the fix", unit=""))
+    blackout: bool = field(metadata=doc("verdict: no usable ground texture and no fix"))
+    vo_ms: float = field(metadata=doc("odometry CPU time"))
+    registration_ms: float = field(metadata=doc("registration wall time"))
 
     def record(self) -> dict[str, Any]:
-        """A JSON-able dict (kind "frame")."""
-        return {
-            "kind": "frame", "t_ns": self.t_ns, "index": self.index,
-            "vo_tracking": self.vo_tracking, "vo_reason": self.vo_reason,
-            "vo_n_tracks": self.vo_n_tracks, "vo_accepted": self.vo_accepted,
-            "registered": self.registered, "fix_accepted_by_vision":
-            self.fix_accepted_by_vision, "fix_reason": self.fix_reason,
-            "lat_deg": self.fix_lat_deg, "lon_deg": self.fix_lon_deg,
-            "fix_cov_ne_m2": None if self.fix_cov_ne_m2 is None else self.fix_cov_ne_m2.tolist(),
-            "fix_fused": self.fix_fused, "fix_nis": self.fix_nis, "blackout": self.blackout,
-            "vo_ms": round(self.vo_ms, 2), "registration_ms": round(self.registration_ms, 2)}
+        """A JSON-able dict (kind "frame"), described by FRAME_REPORT_SCHEMA."""
+        return {"kind": "frame", **record_of(self, _FRAME_RECORD_NAMES)}
+
+
+_FRAME_RECORD_NAMES = {"fix_lat_deg": "lat_deg", "fix_lon_deg": "lon_deg"}
+
+FRAME_REPORT_SCHEMA = dataclass_schema(
+    FrameReport, renames=_FRAME_RECORD_NAMES,
+    extra={"kind": {"const": "frame", "description": "record kind"}})
+"""/nav/frame (and the frame records of a replay's events.jsonl)."""
 
 
 def event_record(ev: NavEvent) -> dict[str, Any]:
-    """An integrity event as a JSON-able dict with its `kind` (class name) and status text."""
+    """An integrity event as a JSON-able dict with its `kind` (class name) and status text
+    (described by NAV_EVENT_SCHEMA)."""
     d: dict[str, Any] = {"kind": type(ev).__name__}
-    for name in ev.__dataclass_fields__:
-        d[name] = getattr(ev, name)
+    d.update(record_of(ev))
     d["severity"] = ev.severity
     d["mandatory"] = ev.MANDATORY
     d["statustext"] = ev.statustext()
     return d
+
+
+def _event_schema(cls: type) -> dict[str, Any]:
+    return dataclass_schema(cls, extra={
+        "kind": {"const": cls.__name__, "description": "event class"},
+        "severity": {"const": cls.severity,  # type: ignore[attr-defined]
+                     "description": "MAVLink severity name of its STATUSTEXT"},
+        "mandatory": {"const": cls.MANDATORY,  # type: ignore[attr-defined]
+                      "description": "must reach the ground station even when rate-limited"},
+        "statustext": {"type": "string", "maxLength": 50,
+                       "description": "the STATUSTEXT line sent to the ground station"}})
+
+
+NAV_EVENT_SCHEMA = one_of_schema(
+    "terrafix.NavEvent",
+    "An integrity event (estimation.events): GNSS trust, spoof rejections, labels, "
+    "failsafes, hints, resets. `kind` names the event class.",
+    [_event_schema(cls) for cls in typing.get_args(NavEvent)])
+"""/nav/event (and the event records of a replay's events.jsonl)."""
 
 
 @dataclass(slots=True)
@@ -734,6 +759,10 @@ class Navigator:
             else:
                 key = result.reason.split(":")[0][:40]
                 self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+            # an attempt that gave no fused fix counts towards a hint request; frames not
+            # registered because the estimate is confident are never told (no failure)
+            integ.on_registration(work.t_ns, fixed=work.fix_rep is not None
+                                  and work.fix_rep.accepted)
             if not work.verdict_given:
                 self._give_verdict(work)
             self._report(work)

@@ -81,6 +81,7 @@ def format_info(d: dict[str, Any]) -> str:
         f"software      {h['software_version']}",
         f"config hash   {h['config_hash']}",
         f"started (UTC) {h['start_utc']}",
+        f"versions      record schemas {h['schema_version']}, format {h['format_version']}",
         "keys          "
         + (", ".join(f"{k}={v}" for k, v in sorted(h["key_fingerprints"].items())) or "-"),
     ]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import orjson
 
 from terrafix.recorder.errors import RecorderFormatError
+from terrafix.recorder.schemas import SCHEMA_VERSION
 from terrafix.recorder.topics import FORMAT_VERSION
 
 
@@ -25,7 +26,9 @@ class FlightHeader:
     start_utc: ISO-8601 UTC wall time at open; start_t_ns: the monotonic clock at the same
     instant, so record times (monotonic ns) convert to UTC as start_utc + (t_ns - start_t_ns).
     key_fingerprints: name -> fingerprint of the public keys in force (e.g. the per-flight
-    upload key), never the keys themselves.
+    upload key), never the keys themselves. schema_version: the version of the record
+    schemas the topics carry (recorder.schemas.SCHEMA_VERSION; 1 for logs written before the
+    header said, whose onboard topics had empty schemas).
     """
 
     flight_id: str
@@ -35,6 +38,7 @@ class FlightHeader:
     start_t_ns: int
     key_fingerprints: Mapping[str, str] = field(default_factory=dict)
     format_version: str = FORMAT_VERSION
+    schema_version: int = SCHEMA_VERSION
 
     def to_metadata(self, segment_index: int) -> dict[str, str]:
         return {
@@ -47,6 +51,7 @@ class FlightHeader:
                 dict(self.key_fingerprints), option=orjson.OPT_SORT_KEYS
             ).decode(),
             "format_version": self.format_version,
+            "schema_version": str(self.schema_version),
             "segment_index": str(segment_index),
         }
 
@@ -61,6 +66,7 @@ class FlightHeader:
                 start_t_ns=int(values["start_t_ns"]),
                 key_fingerprints=dict(orjson.loads(values["key_fingerprints"])),
                 format_version=values["format_version"],
+                schema_version=int(values.get("schema_version", "1")),
             )
         except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
             raise RecorderFormatError(

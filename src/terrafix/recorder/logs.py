@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from terrafix.recorder.producer import Producer
 from terrafix.recorder.ratelimit import RateLimiter
-from terrafix.recorder.topics import EventKind
+from terrafix.recorder.schemas import record_of
+from terrafix.recorder.topics import EventKind, LogEntry
 
 
 class RecorderLogHandler(logging.Handler):
@@ -61,16 +62,16 @@ class RecorderLogHandler(logging.Handler):
             message = record.getMessage()
         except Exception as exc:  # bad %-args: keep the template and say so
             message = f"{record.msg!r} (unformattable args: {exc})"
-        payload = {
-            "level": record.levelname,
-            "levelno": record.levelno,
-            "logger": record.name,
-            "message": message,
-            "thread": record.threadName or "",
-            "where": f"{record.pathname}:{record.lineno}",
-            "exception": (
+        payload = record_of(LogEntry(
+            level=record.levelname,
+            levelno=record.levelno,
+            logger=record.name,
+            message=message,
+            thread=record.threadName or "",
+            where=f"{record.pathname}:{record.lineno}",
+            exception=(
                 logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
             ),
-        }
+        ))
         # Log records carry wall time; the flight log's clock is the recorder's (monotonic).
         self._producer.record(self._clock_ns(), payload)

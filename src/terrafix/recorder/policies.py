@@ -18,25 +18,36 @@ from __future__ import annotations
 
 import base64
 import threading
+from dataclasses import dataclass, field
 
 from terrafix.recorder.errors import RecorderPolicyError
-from terrafix.recorder.topics import COMPRESSED_IMAGE_SCHEMA, EventKind
+from terrafix.recorder.schemas import dataclass_schema, doc, record_of
+from terrafix.recorder.topics import (
+    COMPRESSED_IMAGE_SCHEMA,
+    CompressedImage,
+    EventKind,
+    ImageTimestamp,
+)
 from terrafix.recorder.writer import FlightRecorder
 
 THUMBNAIL_TOPIC = "/vision/failed_match_thumbnail"
 TILE_SNAPSHOT_TOPIC = "/tiles/snapshot"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-TILE_SNAPSHOT_SCHEMA = {
-    "title": "terrafix.TileSnapshot",
-    "type": "object",
-    "properties": {
-        "tile": {"type": "string", "description": "z/x/y"},
-        "format": {"type": "string"},
-        "data": {"type": "string", "contentEncoding": "base64"},
-        "sigma_m": {"type": "number", "description": "1-sigma pose uncertainty when made"},
-    },
-}
+
+
+@dataclass(frozen=True, slots=True)
+class TileSnapshot:
+    """A map tile made in flight from the camera (capped per flight)."""
+
+    tile: str = field(metadata=doc("slippy-map tile address z/x/y"))
+    format: str = field(metadata=doc("image format", choices=("jpeg",)))
+    data: str = field(metadata=doc("base64 of the image bytes"))
+    sigma_m: float = field(metadata=doc("1-sigma pose uncertainty when it was made"))
+
+
+TILE_SNAPSHOT_SCHEMA = dataclass_schema(TileSnapshot)
+TILE_SNAPSHOT_SCHEMA["properties"]["data"]["contentEncoding"] = "base64"
 
 
 def _check_jpeg(what: str, jpeg: bytes, max_bytes: int) -> None:
@@ -92,15 +103,10 @@ class FailedMatchThumbnails:
                 self.coalesced,
                 f"thumbnails not stored (limit one per {self._interval_ns / 1e9:g} s)",
             )
-        self._producer.record(
-            t_ns,
-            {
-                "timestamp": {"sec": t_ns // 1_000_000_000, "nsec": t_ns % 1_000_000_000},
-                "frame_id": frame_id,
-                "format": "jpeg",
-                "data": base64.b64encode(bytes(jpeg)).decode("ascii"),
-            },
-        )
+        self._producer.record(t_ns, record_of(CompressedImage(
+            timestamp=ImageTimestamp(t_ns // 1_000_000_000, t_ns % 1_000_000_000),
+            frame_id=frame_id, format="jpeg",
+            data=base64.b64encode(bytes(jpeg)).decode("ascii"))))
         return True
 
     def _flush_pending(self) -> None:
@@ -157,15 +163,9 @@ class TileSnapshots:
                     f"tile snapshot cap of {self._max} per flight reached",
                 )
             return False
-        self._producer.record(
-            t_ns,
-            {
-                "tile": tile,
-                "format": "jpeg",
-                "data": base64.b64encode(bytes(jpeg)).decode("ascii"),
-                "sigma_m": sigma_m,
-            },
-        )
+        self._producer.record(t_ns, record_of(TileSnapshot(
+            tile=tile, format="jpeg", data=base64.b64encode(bytes(jpeg)).decode("ascii"),
+            sigma_m=sigma_m)))
         return True
 
     def _report(self) -> None:

@@ -32,8 +32,9 @@ from mcap.records import Channel, Metadata, Schema
 from terrafix.recorder.container import MAGIC, MESSAGE_HEAD, RECORD_HEAD
 from terrafix.recorder.errors import RecorderFormatError
 from terrafix.recorder.flight import FlightFooter, FlightHeader
+from terrafix.recorder.schemas import SCHEMA_VERSION
 from terrafix.recorder.segments import SEGMENT_GLOB
-from terrafix.recorder.topics import FOOTER_METADATA, HEADER_METADATA
+from terrafix.recorder.topics import FOOTER_METADATA, FORMAT_VERSION, HEADER_METADATA
 
 _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 
@@ -214,6 +215,10 @@ class FlightLog:
             raise RecorderFormatError(f"{self.folder}: expected {SEGMENT_GLOB} files, found none")
         self.warnings: list[str] = []
         self.header = self._read_header()
+        newer = newer_than_reader(self.header)
+        if newer:
+            self.warnings.append(newer)
+            warnings.warn(newer, RecorderWarning, stacklevel=2)
         self.footer = read_footer(self.segment_paths[-1])
         self.scans: dict[str, SegmentScan] = {}
 
@@ -274,6 +279,27 @@ class FlightLog:
                         _max(prev.last_t_ns, info.last_t_ns),
                     )
         return totals
+
+
+def newer_than_reader(header: FlightHeader) -> str:
+    """What a flight log written by newer software means for this reader ("" if nothing):
+    it still reads every record, but fields and record kinds may be unknown to it."""
+    problems = []
+    if header.schema_version > SCHEMA_VERSION:
+        problems.append(f"record schema version {header.schema_version}")
+    try:
+        newer_format = int(header.format_version) > int(FORMAT_VERSION)
+    except ValueError:
+        newer_format = header.format_version != FORMAT_VERSION
+    if newer_format:
+        problems.append(f"recorder format version {header.format_version}")
+    if not problems:
+        return ""
+    return (f"flight {header.flight_id} was recorded by terrafix {header.software_version} "
+            f"with {' and '.join(problems)}, newer than this reader's (schema version "
+            f"{SCHEMA_VERSION}, format version {FORMAT_VERSION}): its records are read as "
+            f"they are, but fields and record kinds may be unknown here; use a terrafix at "
+            f"least as new as {header.software_version} to interpret them")
 
 
 def _min(a: int | None, b: int | None) -> int | None:

@@ -7,7 +7,10 @@ them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+
+from terrafix.recorder.schemas import dataclass_schema, doc
 
 RESERVED_PREFIX = "/fdr/"
 EVENTS_TOPIC = "/fdr/events"
@@ -38,47 +41,56 @@ class EventKind:
     LOG_RECURSION = "log_recursion"  # log records refused by the handler's recursion guard
 
 
-EVENT_SCHEMA: dict[str, Any] = {
-    "title": "terrafix.fdr.Event",
-    "description": "Recorder bookkeeping: drops, rollovers, disk errors, policy coalescing.",
-    "type": "object",
-    "properties": {
-        "kind": {"type": "string"},
-        "producer": {"type": "string", "description": "topic the event is about, or ''"},
-        "count": {"type": "integer", "description": "records concerned"},
-        "total": {"type": "integer", "description": "running total for this producer/kind"},
-        "detail": {"type": "string"},
-    },
-    "required": ["kind", "producer", "count", "total", "detail"],
-}
+@dataclass(frozen=True, slots=True)
+class RecorderEvent:
+    """Recorder bookkeeping: drops, rollovers, disk errors, policy coalescing (EventKind)."""
 
-LOG_SCHEMA: dict[str, Any] = {
-    "title": "terrafix.fdr.LogRecord",
-    "description": "A WARNING-or-above record of Python logging.",
-    "type": "object",
-    "properties": {
-        "level": {"type": "string"},
-        "levelno": {"type": "integer"},
-        "logger": {"type": "string"},
-        "message": {"type": "string"},
-        "thread": {"type": "string"},
-        "where": {"type": "string", "description": "path:line of the logging call"},
-        "exception": {"type": "string"},
-    },
-    "required": ["level", "levelno", "logger", "message"],
-}
+    kind: str = field(metadata=doc("what happened", choices=tuple(
+        v for k, v in vars(EventKind).items() if k.isupper())))
+    producer: str = field(metadata=doc("topic the event is about, or ''"))
+    count: int = field(metadata=doc("records concerned"))
+    total: int = field(metadata=doc("running total for this producer and kind"))
+    detail: str = field(metadata=doc("human-readable detail"))
 
-#: Foxglove's well-known image schema (JSON flavour), so failed-match thumbnails show as images.
-COMPRESSED_IMAGE_SCHEMA: dict[str, Any] = {
-    "title": "foxglove.CompressedImage",
-    "type": "object",
-    "properties": {
-        "timestamp": {
-            "type": "object",
-            "properties": {"sec": {"type": "integer"}, "nsec": {"type": "integer"}},
-        },
-        "frame_id": {"type": "string"},
-        "data": {"type": "string", "contentEncoding": "base64"},
-        "format": {"type": "string"},
-    },
-}
+
+EVENT_SCHEMA: dict[str, Any] = dataclass_schema(RecorderEvent, title="terrafix.fdr.Event")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A WARNING-or-above record of Python logging (R3)."""
+
+    level: str = field(metadata=doc("level name (WARNING, ERROR, CRITICAL)"))
+    levelno: int = field(metadata=doc("numeric level"))
+    logger: str = field(metadata=doc("logger name"))
+    message: str = field(metadata=doc("formatted message"))
+    thread: str = field(metadata=doc("name of the thread that logged"))
+    where: str = field(metadata=doc("path:line of the logging call"))
+    exception: str = field(metadata=doc("formatted traceback, or ''"))
+
+
+LOG_SCHEMA: dict[str, Any] = dataclass_schema(LogEntry, title="terrafix.fdr.LogRecord")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTimestamp:
+    sec: int = field(metadata=doc("seconds of the recorder clock", unit="s"))
+    nsec: int = field(metadata=doc("nanoseconds within the second", unit="ns"))
+
+
+@dataclass(frozen=True, slots=True)
+class CompressedImage:
+    """A JPEG image in Foxglove's well-known CompressedImage layout (JSON flavour), so that
+    failed-match thumbnails show as images in Foxglove."""
+
+    timestamp: ImageTimestamp = field(metadata=doc("capture time"))
+    frame_id: str = field(metadata=doc("camera frame the image was taken in"))
+    format: str = field(metadata=doc("image format", choices=("jpeg",)))
+    data: str = field(metadata=doc("base64 of the image bytes"))
+
+
+COMPRESSED_IMAGE_SCHEMA: dict[str, Any] = dataclass_schema(
+    CompressedImage, title="foxglove.CompressedImage")
+COMPRESSED_IMAGE_SCHEMA["properties"]["data"]["contentEncoding"] = "base64"
+
+

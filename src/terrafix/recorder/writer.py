@@ -48,6 +48,7 @@ from terrafix.recorder.flight import FlightFooter, FlightHeader, ProducerCounter
 from terrafix.recorder.logs import RecorderLogHandler
 from terrafix.recorder.producer import Producer, encode_payload
 from terrafix.recorder.ratelimit import RateLimiter
+from terrafix.recorder.schemas import is_real_schema, record_of
 from terrafix.recorder.segments import SEGMENT_GLOB, ChannelDecl, SegmentFile, segment_name
 from terrafix.recorder.topics import (
     EVENT_SCHEMA,
@@ -58,6 +59,7 @@ from terrafix.recorder.topics import (
     LOG_TOPIC,
     RESERVED_PREFIX,
     EventKind,
+    RecorderEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -281,9 +283,7 @@ class FlightRecorder:
     def event(self, kind: str, producer: str, count: int, total: int, detail: str = "") -> None:
         """Put a bookkeeping event on /fdr/events (used by the policy helpers). Never raises."""
         self._events.producer.record(
-            self._clock_ns(),
-            {"kind": kind, "producer": producer, "count": count, "total": total, "detail": detail},
-        )
+            self._clock_ns(), record_of(RecorderEvent(kind, producer, count, total, detail)))
 
     def on_close(self, hook: Callable[[], None]) -> None:
         """Run `hook` at the start of close(), while producers still accept records."""
@@ -367,6 +367,11 @@ class FlightRecorder:
             raise RecorderError(
                 f"schema for {name!r}: expected a JSON schema dict of type 'object', "
                 f"got {schema!r:.80}"
+            )
+        if not is_real_schema(schema):
+            raise RecorderError(
+                f"schema for {name!r}: expected the properties of its records (a schema made "
+                f"by terrafix.recorder.schemas from the record's class), got {schema!r:.80}"
             )
         schema_json = encode_payload(dict(schema))
         with self._registry_lock:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 import io
 import json
-import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import numpy as np
 from terrafix.camera import CameraPose, Extrinsics, Intrinsics
 from terrafix.geo.frames import LocalFrame
 from terrafix.geo.rotation import R_to_euler, quat_slerp, quat_to_R
+from terrafix.json_values import jsonable
 from terrafix.measurements import (
     AttitudeSample,
     BaroSample,
@@ -91,29 +91,9 @@ def gps_week_ms(utc_start: str, t_ns: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------- writing
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Deterministic JSON: sorted keys, fixed indentation, trailing newline."""
-    path.write_text(json.dumps(_jsonable(obj), sort_keys=True, indent=2) + "\n",
+    path.write_text(json.dumps(jsonable(obj), sort_keys=True, indent=2) + "\n",
                     encoding="utf-8")
 
 

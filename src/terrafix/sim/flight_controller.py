@@ -38,6 +38,7 @@ import numpy as np
 from terrafix.autopilot import constants as C
 from terrafix.autopilot.fc_emulation import FcEmulator, GpsInputRecord
 from terrafix.geo.geodesic import distance_m
+from terrafix.recorder.schemas import dataclass_schema, record_of
 from terrafix.sim.dataset import FlightDataset
 from terrafix.sim.errors import SimError
 
@@ -280,17 +281,21 @@ class SimulatedFlightController:
     def write_log(self, out_dir: Path, summary: FcRunSummary) -> Path:
         """Write `fc_gps_input.jsonl` (every GPS_INPUT the FC received, with the dataset time
         of its arrival and the error of its position against truth at that instant) and
-        `fc_summary.json`. GPS_INPUTs received before playback started (during the signing
-        handshake) have `t_dataset_ns` None. Returns the folder."""
+        `fc_summary.json`, and the same as a flight log in `flight/` (MCAP: topics
+        `fc/gps_input` at each arrival time and `fc/summary`, with their JSON Schemas, so
+        the track the autopilot received opens in Foxglove or `terrafix fdr export`).
+        GPS_INPUTs received before playback started (during the signing handshake) have
+        `t_dataset_ns` None. Returns the folder."""
         out_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             arrivals = list(self._arrivals_dataset_ns)
         records: list[GpsInputRecord] = list(self.fc.acceptance.records)
         # arrivals were captured by our own hook in the same order as the emulator's records
         n = min(len(arrivals), len(records))
+        rows: list[tuple[int, dict]] = []
         with (out_dir / "fc_gps_input.jsonl").open("w") as f:
             for t_ds, rec in zip(arrivals[:n], records[:n], strict=True):
-                row = asdict(rec)
+                row = record_of(rec)
                 row["t_dataset_ns"] = t_ds
                 if rec.decoded and t_ds is not None \
                         and 0 <= t_ds <= int(self.dataset.truth.t_ns[-1]):
@@ -300,9 +305,42 @@ class SimulatedFlightController:
                 else:
                     row["error_m"] = None
                 f.write(json.dumps(row, allow_nan=False, default=_json_default) + "\n")
+                rows.append((rec.arrival_ns, row))
         (out_dir / "fc_summary.json").write_text(
             json.dumps(asdict(summary), indent=2, default=_json_default) + "\n")
+        _record_fc_log(out_dir / "flight", rows, summary)
         return out_dir
+
+
+FC_GPS_INPUT_SCHEMA = dataclass_schema(
+    GpsInputRecord, title="terrafix.sim.FcGpsInput",
+    description="One GPS_INPUT as the simulated FC received it (autopilot.fc_emulation), with "
+                "the dataset time of its arrival and its horizontal error against truth.",
+    extra={"t_dataset_ns": {"type": ["integer", "null"], "description": (
+               "dataset time of the arrival (null: before playback). Unit: ns.")},
+           "error_m": {"type": ["number", "null"], "description": (
+               "horizontal distance to the true position at arrival (null: not decoded or "
+               "outside the flight). Unit: m.")}})
+FC_SUMMARY_SCHEMA = dataclass_schema(FcRunSummary, title="terrafix.sim.FcRunSummary")
+
+
+def _record_fc_log(folder: Path, rows: list[tuple[int, dict]], summary: FcRunSummary) -> None:
+    """The FC's log as a flight log (a previous one in the same folder is replaced)."""
+    from terrafix.recorder import FlightRecorder
+
+    if folder.is_dir():
+        for old in folder.glob("*.mcap"):
+            old.unlink()
+    rec = FlightRecorder(folder, flight_id=f"sim-fc-{time.strftime('%Y%m%dT%H%M%S')}",
+                         config_hash="simulated-fc")
+    try:
+        gps = rec.producer("fc/gps_input", FC_GPS_INPUT_SCHEMA, capacity=len(rows) + 16)
+        for arrival_ns, row in rows:
+            gps.record(arrival_ns, row)
+        rec.producer("fc/summary", FC_SUMMARY_SCHEMA).record(time.monotonic_ns(),
+                                                             record_of(summary))
+    finally:
+        rec.close()
 
 
 def _json_default(x: object) -> object:
