@@ -52,13 +52,28 @@ RUNS = REPO / "build" / "bench" / "nav"
 RESULT = REPO / "bench" / "results" / "nav.json"
 SCENARIOS = ("demo", "spoof-pulloff", "jam-then-spoof", "long-synthetic", "spoof-jump")
 SHIPPED = ("demo", "spoof-pulloff", "jam-then-spoof", "long-synthetic")
+NOMAP_FAMILY = ("nomap-clean", "nomap-pulloff-slow", "nomap-pulloff-medium",
+                "nomap-pulloff-fast", "nomap-meaconing-short", "nomap-meaconing-long")
+"""Procedural flights, registration off: one trajectory per seed (same world, flight plan and
+camera), different GNSS attacks; the frames are rendered once per seed (nomap-clean) and
+linked into the others (a frame depends on the trajectory, world and camera only)."""
+MEACONING_MAP = ("meaconing-short", "meaconing-long")
+"""Bench-only, over the real imagery with map fixes (derived from spoof-pulloff)."""
+DEAD_RECKONING = ("dead-reckoning-low", "dead-reckoning-mid", "dead-reckoning-high")
+NO_REGISTRATION = NOMAP_FAMILY + DEAD_RECKONING
+GROUPS = {
+    "classic": SCENARIOS,
+    "nomap": NOMAP_FAMILY,
+    "meaconing-map": MEACONING_MAP,
+    "dead-reckoning": DEAD_RECKONING,
+}
 BENCH_SEEDS = (1, 2, 3)
 CLEAN_SEEDS = tuple(range(41, 51))
 BACKENDS = ("eskf", "isam2")
 ODOMETRY_WINDOW_S = 300.0
-CODE_PATHS = ("src/terrafix/app", "src/terrafix/estimation", "src/terrafix/vision",
-              "src/terrafix/inference", "src/terrafix/eval", "src/terrafix/sim",
-              "src/terrafix/measurements.py", "src/terrafix/camera.py")
+CODE_PATHS = ("src/terrafix/app", "src/terrafix/navigation", "src/terrafix/estimation",
+              "src/terrafix/vision", "src/terrafix/inference", "src/terrafix/eval",
+              "src/terrafix/sim", "src/terrafix/measurements.py", "src/terrafix/camera.py")
 
 
 def code_hash() -> str:
@@ -82,6 +97,16 @@ def scenario_dict(name: str) -> dict[str, Any]:
         d["gnss"]["attacks"] = [{"kind": "jump", "start_s": 40.0,
                                  "offset_ned_m": [90.0, 120.0, 0.0], "flag": False}]
         return d
+    if name in MEACONING_MAP:
+        d = load_scenario("spoof-pulloff").model_dump(mode="json")
+        d["name"] = name
+        delay, ramp = (2.0, 20.0) if name == "meaconing-short" else (8.0, 60.0)
+        d["description"] = (f"unflagged meaconing from 40 s, delay ramped to {delay:.0f} s over "
+                            f"{ramp:.0f} s, over the real imagery")
+        d["duration_s"] = 120.0
+        d["gnss"]["attacks"] = [{"kind": "meaconing", "start_s": 40.0, "delay_s": delay,
+                                 "delay_ramp_s": ramp, "flag": False}]
+        return d
     if name == "clean":
         return {"name": "clean", "description": "no attack, GNSS only (no frames)",
                 "duration_s": 300.0,
@@ -102,9 +127,32 @@ def dataset(name: str, seed: int) -> Path:
     if (out / "meta.json").is_file():
         return out
     t0 = time.perf_counter()
-    simulate_flight(parse_scenario(scenario_dict(name), name), seed, out)
+    d = scenario_dict(name)
+    if name in NOMAP_FAMILY and name != NOMAP_FAMILY[0]:
+        src = dataset(NOMAP_FAMILY[0], seed)
+        d["camera"]["render_frames"] = False
+        simulate_flight(parse_scenario(d, name), seed, out)
+        link_frames(src, out)
+    else:
+        simulate_flight(parse_scenario(d, name), seed, out)
     print(f"  simulated {name} seed {seed} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
+
+
+def link_frames(src: Path, out: Path) -> None:
+    """Give a dataset simulated without frames the frames of `src` (same seed, trajectory,
+    world and camera: the same images); refuses if the two trajectories differ."""
+    if (src / "truth.csv").read_bytes() != (out / "truth.csv").read_bytes():
+        raise SystemExit(f"{out.name}: trajectory differs from {src.name}; cannot share frames")
+    (out / "frames").rmdir() if (out / "frames").is_dir() else None
+    (out / "frames").symlink_to((src / "frames").resolve())
+    (out / "frames.csv").write_bytes((src / "frames.csv").read_bytes())
+    meta_src = json.loads((src / "meta.json").read_text())
+    meta = json.loads((out / "meta.json").read_text())
+    meta["streams"]["frames"] = meta_src["streams"]["frames"]
+    meta["scenario"]["camera"] = meta_src["scenario"]["camera"]
+    meta["frames_linked_from"] = src.name
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def true_heading_dataset(name: str, seed: int) -> Path:
@@ -152,6 +200,9 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
               and (out / "summary.json").is_file())
     if not cached:
         cfg = NavigatorConfig().with_backend(backend)
+        if name in NO_REGISTRATION:
+            cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(
+                update={"enabled": False})})
         cpu0, t0 = time.process_time(), time.perf_counter()
         load0 = os.getloadavg()[0]
         replay(ReplayConf(cfg), ReplayPaths(ds_path, out))

@@ -555,7 +555,8 @@ class Navigator:
             how = "take-off origin"
         init = InitialState(t_ns, p, v, q, cov_p, cov_v, cov_att)
         backend = make_backend(self.config.estimation.estimator, frame, init)
-        self.integrity = IntegrityMonitor(backend, integ_cfg)
+        self.integrity = IntegrityMonitor(backend, integ_cfg,
+                                          reference=self.config.estimation.gnss_reference)
         self._next_tick_ns = (t_ns // self._period_ns + 1) * self._period_ns
         log.info("navigator initialised at t=%.3f s from the %s (backend %s)", t_ns * 1e-9, how,
                  self.config.backend)
@@ -654,8 +655,13 @@ class Navigator:
                 while self._gnss_refs and self._gnss_refs[0][0] <= frame.t_ns:
                     self._heading.add_reference(*self._gnss_refs.popleft())
                 if delta.tracking:
-                    vo_rep = integ.on_odometry(self._heading.correct(delta))
+                    corrected = self._heading.correct(delta)
+                    vo_rep = integ.on_odometry(corrected)
                     self.stats.vo_accepted += int(vo_rep.accepted)
+                    integ.reference.on_odometry(
+                        corrected.t_prev_ns, corrected.t_ns, corrected.delta_ne_m,
+                        corrected.cov_ne_m2, self._heading.sigma_rel_velocity,
+                        integ.backend.estimate().v_ned_mps[:2])
         vo_ms = (time.perf_counter() - t0) * 1e3
         self.stats.vo_ms_total += vo_ms
         work.delta, work.vo_rep, work.vo_ms = delta, vo_rep, vo_ms
