@@ -107,6 +107,13 @@ def scenario_dict(name: str) -> dict[str, Any]:
         d["gnss"]["attacks"] = [{"kind": "meaconing", "start_s": 40.0, "delay_s": delay,
                                  "delay_ramp_s": ramp, "flag": False}]
         return d
+    if name == "clean-map":
+        d = load_scenario("spoof-pulloff").model_dump(mode="json")
+        d["name"] = "clean-map"
+        d["description"] = "no attack over the real imagery (map fixes), 90 s"
+        d["duration_s"] = 90.0
+        d["gnss"]["attacks"] = []
+        return d
     if name == "clean":
         return {"name": "clean", "description": "no attack, GNSS only (no frames)",
                 "duration_s": 300.0,
@@ -221,7 +228,8 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
     return {"name": name, "seed": seed, "backend": backend, "summary": summary,
             "run": info, "timing": timing, "ds": ds, "track": track,
             "t_ns": scored.t_ns, "err_h": scored.err_h_m,
-            "inside95": (d2 <= CHI2_95_2DOF)[np.isfinite(d2)]}
+            "inside95": (d2 <= CHI2_95_2DOF)[np.isfinite(d2)],
+            "inside95_all": np.where(np.isfinite(d2), d2 <= CHI2_95_2DOF, False)}
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -267,93 +275,183 @@ def odometry_drift_pct(r: dict[str, Any]) -> float:
     return 100.0 * e1 / flown if flown > 0 else math.nan
 
 
+CLEAN_NOMAP_EXTRA_SEEDS = tuple(range(4, 11))
+"""More clean procedural flights with frames (no map), for the false-closure count."""
+CLEAN_MAP_SEEDS = tuple(range(41, 48))
+"""Clean flights over the real imagery with map fixes (bench-only clean-map)."""
+
+
+def dead_reckoning_phase(r: dict[str, Any]) -> dict[str, float]:
+    """Consistency and drift of a dead-reckoning run from the jamming onwards: the share of
+    ticks inside the 95% ellipse, and the final error over the distance flown since."""
+    ds = r["ds"]
+    jam = [a for a in r["summary"]["attacks"] if a["kind"] == "jamming"]
+    t0 = round(jam[0]["start_s"] * 1e9)
+    t, err, inside_all = r["t_ns"], r["err_h"], r["inside95_all"]
+    m = t >= t0
+    tt = np.arange(t0, int(t[-1]) + 1, 100_000_000)
+    p = ds.truth_p_ned_at(tt)[:, :2]
+    flown = float(np.sum(np.linalg.norm(np.diff(p, axis=0), axis=1)))
+    return {"inside95": float(np.mean(inside_all[m])), "n": int(m.sum()),
+            "drift_pct": 100.0 * float(err[-1]) / flown, "flown_m": flown,
+            "final_error_m": float(err[-1])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--only", nargs="*", choices=[*GROUPS, "clean", "clean-map"],
+                    default=[*GROUPS, "clean", "clean-map"],
+                    help="groups to run (default: all); the JSON is rewritten after each")
+    ap.add_argument("--scenarios", nargs="*", default=None,
+                    help="restrict the scenario groups to these scenarios")
     ap.add_argument("--seeds", nargs="*", type=int, default=list(BENCH_SEEDS))
     ap.add_argument("--backends", nargs="*", default=list(BACKENDS))
     ap.add_argument("--clean", type=int, default=len(CLEAN_SEEDS),
-                    help="number of clean flights (0: skip)")
+                    help="number of GNSS-only clean flights (0: skip)")
     ap.add_argument("--fresh", action="store_true", help="ignore cached runs")
     ap.add_argument("--out", type=Path, default=RESULT)
     args = ap.parse_args()
     stamp = code_hash()
     t_start = time.perf_counter()
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for name in args.scenarios:
-        for backend in args.backends:
-            for seed in args.seeds:
-                by.setdefault((name, backend), []).append(run(name, seed, backend, stamp,
-                                                              args.fresh))
-    odo_true = [run("long-synthetic-trueyaw", seed, "eskf", stamp, args.fresh)
-                for seed in args.seeds] if "long-synthetic" in args.scenarios else []
+    odo_true: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
-    for seed in CLEAN_SEEDS[: args.clean]:
-        for backend in args.backends:
-            clean.append(run("clean", seed, backend, stamp, args.fresh))
+    done: list[str] = []
+    for group in args.only:
+        print(f"== {group}", flush=True)
+        if group in GROUPS:
+            names = [n for n in GROUPS[group] if args.scenarios is None or n in args.scenarios]
+            for name in names:
+                for backend in args.backends:
+                    for seed in args.seeds:
+                        by.setdefault((name, backend), []).append(
+                            run(name, seed, backend, stamp, args.fresh))
+            if "long-synthetic" in names:
+                odo_true = [run("long-synthetic-trueyaw", seed, "eskf", stamp, args.fresh)
+                            for seed in args.seeds]
+            if group == "nomap":
+                for seed in CLEAN_NOMAP_EXTRA_SEEDS:
+                    if (DATASETS / f"nomap-clean-s{seed}" / "meta.json").is_file():
+                        for backend in args.backends:
+                            clean.append(run("nomap-clean", seed, backend, stamp,
+                                             args.fresh))
+        elif group == "clean":
+            for seed in CLEAN_SEEDS[: args.clean]:
+                for backend in args.backends:
+                    clean.append(run("clean", seed, backend, stamp, args.fresh))
+        else:  # clean-map
+            for seed in CLEAN_MAP_SEEDS:
+                for backend in args.backends:
+                    clean.append(run("clean-map", seed, backend, stamp, args.fresh))
+        done.append(group)
+        write_result(args, stamp, t_start, by, odo_true, clean, done,
+                     complete=len(done) == len(args.only))
 
+
+def write_result(args: argparse.Namespace, stamp: str, t_start: float,
+                 by: dict[tuple[str, str], list[dict[str, Any]]],
+                 odo_true: list[dict[str, Any]], clean: list[dict[str, Any]],
+                 done: list[str], complete: bool) -> None:
     result: dict[str, Any] = {}
     for backend in args.backends:
-        result[backend] = {name: pooled(by[(name, backend)]) for name in args.scenarios
-                           if (name, backend) in by}
+        result[backend] = {name: pooled(runs) for (name, b), runs in by.items()
+                           if b == backend}
     all_runs = [r for rs in by.values() for r in rs]
 
-    def attacks_of(name: str, kind: str) -> list[dict[str, Any]]:
-        return [dict(a, seed=r["seed"], backend=r["backend"]) for r in all_runs
-                if r["name"] == name for a in r["summary"]["attacks"] if a["kind"] == kind]
+    def attacks_of(names: tuple[str, ...], kind: str) -> list[dict[str, Any]]:
+        return [dict(a, seed=r["seed"], backend=r["backend"], scenario=r["name"])
+                for r in all_runs if r["name"] in names
+                for a in r["summary"]["attacks"] if a["kind"] == kind]
 
-    pull = attacks_of("spoof-pulloff", "pulloff")
-    jump = attacks_of("spoof-jump", "jump")
+    def worst_detected(attacks: list[dict[str, Any]]) -> float | None:
+        if not attacks:
+            return None
+        if any(not a["detected"] for a in attacks):
+            return math.inf
+        return worst([a["offset_at_detection_m"] for a in attacks])
+
+    pull = attacks_of(("spoof-pulloff",), "pulloff")
+    pull_nomap = attacks_of(NOMAP_FAMILY, "pulloff")
+    meaconing = attacks_of(NOMAP_FAMILY + MEACONING_MAP, "meaconing")
+    jump = attacks_of(("spoof-jump",), "jump")
     blackouts = [dict(b, seed=r["seed"], backend=r["backend"]) for r in all_runs
                  if r["name"] == "jam-then-spoof" for b in r["summary"]["blackouts"]]
     odo = [(r["seed"], r["backend"], odometry_drift_pct(r)) for r in all_runs
            if r["name"] == "long-synthetic"]
+    dr = [dict(dead_reckoning_phase(r), scenario=r["name"], seed=r["seed"],
+               backend=r["backend"]) for r in all_runs if r["name"] in DEAD_RECKONING]
+    dr_pooled = {}
+    for (name, b), runs in by.items():
+        if name in DEAD_RECKONING:
+            ph = [dead_reckoning_phase(r) for r in runs]
+            dr_pooled[f"{name}/{b}"] = float(sum(x["inside95"] * x["n"] for x in ph)
+                                             / max(sum(x["n"] for x in ph), 1))
     eskf_speed = [r for r in all_runs if r["backend"] == "eskf" and r["name"] in
                   ("demo", "spoof-pulloff", "jam-then-spoof")]
+    consistency = {f"{name}/{b}": pooled(runs)["cov_consistency"]
+                   for (name, b), runs in by.items()}
+    clean_all = clean + [r for r in all_runs if r["name"] == "nomap-clean"]
+    clean_flights = {(r["name"], r["seed"]) for r in clean_all}
+    with_map = {f for f in clean_flights if f[0] == "clean-map"}
 
-    def worst(values: list[float]) -> float | None:
-        v = [x for x in values if x is not None and math.isfinite(x)]
-        return max(v) if v else None
-
-    undetected = [a for a in pull + jump if not a["detected"]]
     result.update({
         "odometry_drift_pct": worst([x for _, _, x in odo]),
-        "pulloff_offset_at_detection_m": (math.inf if any(not a["detected"] for a in pull)
-                                          else worst([a["offset_at_detection_m"]
-                                                      for a in pull])),
+        "pulloff_offset_at_detection_m": worst_detected(pull),
+        "pulloff_nomap_offset_at_detection_m": worst_detected(pull_nomap),
+        "meaconing_offset_at_detection_m": worst_detected(meaconing),
         "jump_detection_s": (math.inf if any(not a["detected"] for a in jump)
-                             else worst([a["latency_s"] for a in jump])),
+                             else worst([a["latency_s"] for a in jump])) if jump else None,
         "blackout_label_latency_s": (math.inf if any(b["label_latency_s"] is None
                                                      for b in blackouts)
-                                     else worst([b["label_latency_s"] for b in blackouts])),
+                                     else worst([b["label_latency_s"] for b in blackouts]))
+        if blackouts else None,
         "false_closures": int(sum(r["summary"]["false_closures"]["count"]
-                                  for r in clean)),
-        "clean_flights": len({r["seed"] for r in clean}),
+                                  for r in clean_all)),
+        "clean_flights": len(clean_flights),
+        "clean_flights_without_map": len(clean_flights - with_map),
+        "dead_reckoning_cov_consistency_min": min(dr_pooled.values()) if dr_pooled else None,
+        "dead_reckoning_drift_pct": worst([x["drift_pct"] for x in dr]),
+        "cov_consistency_min": min(consistency.values()) if consistency else None,
+        "cov_consistency_max": max(consistency.values()) if consistency else None,
         "replay_speed_x": (float(np.mean([r["run"]["stats"]["replay_speed_x"]
                                           for r in eskf_speed])) if eskf_speed else None),
     })
     result["extras"] = {
+        "complete": complete, "groups_run": done,
+        "command": " ".join(["bench/nav.py", *sys.argv[1:]]),
         "seeds": list(args.seeds), "clean_seeds": list(CLEAN_SEEDS[: args.clean]),
-        "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8]},
+        "clean_map_seeds": list(CLEAN_MAP_SEEDS),
+        "clean_flights_list": sorted(f"{n}-s{s}" for n, s in clean_flights),
+        "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8],
+                                        "nomap_and_dead_reckoning": [201, 202]},
+        "cov_consistency_per_scenario": consistency,
+        "dead_reckoning_cov_consistency": dr_pooled,
+        "dead_reckoning_per_run": dr,
+        "pulloff_nomap": pull_nomap, "meaconing": meaconing,
+        "false_closures_per_flight": [
+            {"flight": f"{r['name']}-s{r['seed']}", "backend": r["backend"],
+             "count": r["summary"]["false_closures"]["count"]} for r in clean_all
+            if r["summary"]["false_closures"]["count"]],
         "odometry_drift_pct_per_run": [{"seed": s, "backend": b, "pct": x} for s, b, x in odo],
         "odometry_window_s": ODOMETRY_WINDOW_S,
         "odometry_drift_pct_fc_heading_error_removed": [
             {"seed": r["seed"], "backend": r["backend"], "pct": odometry_drift_pct(r)}
             for r in odo_true],
         "pulloff": pull, "jump": jump, "blackouts": blackouts,
-        "undetected_attacks": undetected,
+        "undetected_attacks": [a for a in pull + pull_nomap + meaconing + jump
+                               if not a["detected"]],
         "false_closures_in_scenario_runs": int(sum(
             r["summary"]["false_closures"]["count"] for r in all_runs)),
         "replay_speed_x_cpu": (float(np.mean([r["run"]["stats"]["flight_s"]
                                               / r["timing"]["cpu_s"] for r in eskf_speed]))
                                if eskf_speed else None),
         "replay_load_avg_1min": (float(np.mean([np.mean(r["timing"]["load_avg_1min"])
-                                                for r in eskf_speed]))
-                                 if eskf_speed else None),
+                                                for r in all_runs])) if all_runs else None),
         "registration_policy": "odometry on every frame; registration on every textured "
                                "frame while the 95% radius > 30 m or no fix yet, otherwise "
                                "when the last fused fix is >= 1.5 s old and the last attempt "
-                               ">= 0.6 s old (about every 5th frame at 3 Hz)",
+                               ">= 0.6 s old (about every 5th frame at 3 Hz); off for the "
+                               "procedural no-map and dead-reckoning scenarios",
         "registration_ms_mean": (float(np.mean([r["run"]["stats"]["registration_ms_mean"]
                                                 for r in eskf_speed])) if eskf_speed
                                  else None),
@@ -365,7 +463,13 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n")
     print_table(result, args.backends)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({'complete' if complete else 'partial: ' + ', '.join(done)})",
+          flush=True)
+
+
+def worst(values: list[float]) -> float | None:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return max(v) if v else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -388,7 +492,11 @@ def print_table(result: dict[str, Any], backends: list[str]) -> None:
             print(f"{b:8s} {name:16s} {m['p95_m']:7.2f} {m['max_m']:7.2f} "
                   f"{100 * m['within_20m']:6.1f}% {100 * m['cov_consistency']:6.1f}%")
     for k in ("odometry_drift_pct", "pulloff_offset_at_detection_m", "jump_detection_s",
-              "blackout_label_latency_s", "false_closures", "clean_flights", "replay_speed_x"):
+              "blackout_label_latency_s", "false_closures", "clean_flights",
+              "clean_flights_without_map", "pulloff_nomap_offset_at_detection_m",
+              "meaconing_offset_at_detection_m", "dead_reckoning_cov_consistency_min",
+              "dead_reckoning_drift_pct", "cov_consistency_min", "cov_consistency_max",
+              "replay_speed_x"):
         print(f"{k:32s} {result.get(k)}")
 
 

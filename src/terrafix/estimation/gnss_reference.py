@@ -260,6 +260,23 @@ class GnssFreeReference:
             return a.p_ne_m + D - Da, a.P_ne_m2 + (C - Ca)
         return None
 
+    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(v (2,), cov (2, 2)) of the ground velocity the odometry measured over its last
+        2 s (None without recent odometry)."""
+        nodes = self._nodes
+        if len(nodes) < 2 or (t_ns - nodes[-1].t_ns) * 1e-9 > 2.0:
+            return None
+        last = nodes[-1]
+        first = next((n for n in reversed(nodes) if last.t_ns - n.t_ns >= 2_000_000_000),
+                     nodes[0])
+        dt = (last.t_ns - first.t_ns) * 1e-9
+        if dt < 0.5:
+            return None
+        v = (last.D_ne_m - first.D_ne_m) / dt
+        speed = float(np.hypot(*v))
+        var = self.config.gap_velocity_sigma_mps ** 2 + (speed * self._sigma_rel_v) ** 2
+        return v, np.eye(2) * var + (last.C_ne_m2 - first.C_ne_m2) / (dt * dt)
+
     def fallback(self, t_ns: int, v_fused_ne: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray] | None:
         """The reference from the newest anchor older than the sequential test's last

@@ -281,7 +281,11 @@ class IntegrityMonitor:
             if fb is not None and not est.lost:
                 p_fb, P_fb = fb
                 shift = float(np.hypot(*(p_fb - est.p_ned_m[:2])))
-                self.backend.reset_horizontal_position(p_fb, P_fb)
+                vel = self.reference.velocity(t_ns)
+                if vel is None:  # no recent odometry: keep the velocity, widen it
+                    d_v = np.eye(2) * self.reference.config.gap_velocity_sigma_mps ** 2
+                    vel = (est.v_ned_mps[:2], est.cov_v_ned_m2s2[:2, :2] + d_v * 4.0)
+                self.backend.reset_horizontal_position(p_fb, P_fb, *vel)
                 self._emit(FilterReset(t_ns, "GNSS closed: back onto the GNSS-free reference",
                                        shift))
         self.reference.on_gate_closed(t_ns)

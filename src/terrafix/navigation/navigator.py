@@ -79,6 +79,11 @@ from terrafix.vision.registration import RegistrationResult, VisualPositioner, V
 log = logging.getLogger(__name__)
 
 
+GNSS_REFERENCE_LAG_S = 5.0
+"""Trusted GNSS samples reach the odometry calibration this late (see
+`Navigator._release_gnss_references`)."""
+
+
 class NavigatorError(ValueError):
     """Bad navigator configuration or input, with the offending value."""
 
@@ -482,6 +487,23 @@ class Navigator:
         s = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
         self._gnss_refs.append((g.t_ns, p, s * s))
 
+    def _release_gnss_references(self, t_ns: int) -> None:
+        """Hand the calibration the queued GNSS references that are GNSS_REFERENCE_LAG_S old,
+        while the gate still trusts the GNSS and the GNSS-free reference's sequential test
+        is quiet; drop them otherwise. A pull-off the tests have not yet caught must not
+        turn the odometry towards itself (the reference runs on these deltas)."""
+        assert self.integrity is not None
+        lag = round(GNSS_REFERENCE_LAG_S * 1e9)
+        ref = self.integrity.reference
+        vouched = (self.integrity.gnss_gate.trusted
+                   and ref.cusum.statistic_m < 0.25 * ref.cusum.threshold_m)
+        while self._gnss_refs and self._gnss_refs[0][0] <= t_ns - lag:
+            r = self._gnss_refs.popleft()
+            if vouched:
+                self._heading.add_reference(*r)
+        if not vouched:
+            self._gnss_refs.clear()
+
     def _on_imu(self, imu: ImuSample) -> None:
         self._cf.on_gyro(imu.t_ns, imu.gyro_body_radps)
         if self.integrity is None:
@@ -652,8 +674,7 @@ class Navigator:
                         st.heading_error_var_rad2))
                 self._account_heading_noise(frame.t_ns)
                 self._heading.add_delta(delta)
-                while self._gnss_refs and self._gnss_refs[0][0] <= frame.t_ns:
-                    self._heading.add_reference(*self._gnss_refs.popleft())
+                self._release_gnss_references(frame.t_ns)
                 if delta.tracking:
                     corrected = self._heading.correct(delta)
                     vo_rep = integ.on_odometry(corrected)
