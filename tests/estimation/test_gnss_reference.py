@@ -3,9 +3,9 @@
 The synthetic flight: an aircraft at 20 m/s turning every 25 s by 90-150 degrees (the sharp
 turns of the no-map scenarios), a receiver whose error is a Gauss-Markov process (1.8 m per
 axis, 100 s) plus 0.3 m white noise, like sim/gnss.py, and odometry deltas at 3 Hz with
-0.15 m white noise per delta and a heading bias of 0.3 degrees that the calibration reports
-as a 0.35 degree sigma. Detection and false alarms are properties of the noise, so they are
-checked over fixed seed sets.
+0.15 m white noise per delta, a heading bias of 0.3 degrees and a scale bias of 0.8 % that
+the calibration reports as 0.35 degree and 1 % sigmas. Detection and false alarms are
+properties of the noise, so they are checked over fixed seed sets.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from terrafix.estimation.sequential_test import DisplacementCusum
 GNSS_DT = 0.2
 FRAME_DT = 1.0 / 3.0
 SPEED = 20.0
-SIGMA_REL_V = math.radians(0.35)
+SIGMA_HEADING = math.radians(0.35)
+SIGMA_SCALE = 0.01
 
 
 def _truth(rng: np.random.Generator, duration_s: float, dt: float
@@ -68,6 +69,7 @@ def _fly(seed: int, duration_s: float, pulloff_mps: float = 0.0, start_s: float 
               + np.where(since[:, None] > 0, jump_m, 0.0) * np.array([1.0, 0.0]))
     reported = p_g + err + attack
     bias = math.radians(0.3) * rng.choice([-1, 1])
+    scale = 1.0 + 0.008 * rng.choice([-1, 1])
     R = np.array([[math.cos(bias), -math.sin(bias)], [math.sin(bias), math.cos(bias)]])
     ref = GnssFreeReference(GnssReferenceConfig())
     frame_every = round(FRAME_DT / (GNSS_DT / 4))
@@ -76,10 +78,11 @@ def _fly(seed: int, duration_s: float, pulloff_mps: float = 0.0, start_s: float 
         t_ns = round(ti * 1e9)
         if i - last_frame >= frame_every:
             d_true = p[i] - p[last_frame]
-            d = R @ d_true + rng.standard_normal(2) * 0.15
-            cov = np.eye(2) * 0.15 ** 2 + np.eye(2) * (SIGMA_REL_V ** 2) * 200.0 * \
-                float(np.linalg.norm(d))
-            ref.on_odometry(round(t[last_frame] * 1e9), t_ns, d, cov, SIGMA_REL_V, v[i])
+            d = scale * (R @ d_true) + rng.standard_normal(2) * 0.15
+            cov = np.eye(2) * 0.15 ** 2 + np.eye(2) * (
+                SIGMA_HEADING ** 2 + SIGMA_SCALE ** 2) * 200.0 * float(np.linalg.norm(d))
+            ref.on_odometry(round(t[last_frame] * 1e9), t_ns, d, cov, SIGMA_HEADING, SIGMA_SCALE,
+                            v[i])
             last_frame = i
         if i % step == 0:
             k = i // step
@@ -116,11 +119,11 @@ def test_jump_is_caught_by_the_position_test_at_once() -> None:
 def test_reference_resets_onto_a_fix_and_its_covariance_grows_with_odometry() -> None:
     ref = GnssFreeReference()
     v = np.array([20.0, 0.0])
-    ref.on_odometry(0, 333_333_333, np.array([6.67, 0.0]), np.eye(2) * 0.1, 0.01, v)
+    ref.on_odometry(0, 333_333_333, np.array([6.67, 0.0]), np.eye(2) * 0.1, 0.01, 0.01, v)
     ref.on_fix(333_333_333, np.array([100.0, 50.0]), np.eye(2) * 4.0)
     t = 333_333_333
     for _ in range(30):
-        ref.on_odometry(t, t + 333_333_333, np.array([6.67, 0.0]), np.eye(2) * 0.1, 0.01, v)
+        ref.on_odometry(t, t + 333_333_333, np.array([6.67, 0.0]), np.eye(2) * 0.1, 0.01, 0.01, v)
         t += 333_333_333
     got = ref.reference_at(t, v)
     assert got is not None
@@ -138,11 +141,17 @@ def test_reference_resets_onto_a_fix_and_its_covariance_grows_with_odometry() ->
 
 def test_cusum_allowance_absorbs_biases_within_it_and_rejects_bad_input() -> None:
     c = DisplacementCusum(threshold_m=12.0, allowance_sigmas=2.0, allowance_floor_mps=0.1)
-    for k in range(600):
-        st = c.step(k * 1_000_000_000, 1.0, np.array([0.25, 0.0]), 20.0, 0.005)
-        assert not st.alarm  # 0.25 m/s < 2 x 20 x 0.005 + 0.1 = 0.3 m/s
+    track = np.array([20.0, 0.0])
+    for k in range(600):  # along track: 0.5 m/s < 2 x 20 x 0.01 + 0.1; across 0.15 < 0.18
+        st = c.step(k * 1_000_000_000, 1.0, np.array([0.5, 0.15]), track, 0.002, 0.01)
+        assert not st.alarm
     assert c.statistic_m == 0.0
+    # the same 0.5 m/s across the track is beyond the heading's allowance: it accumulates
+    c.reset(0)
+    steps = [c.step(k * 1_000_000_000, 1.0, np.array([0.0, 0.5]), track, 0.002, 0.01)
+             for k in range(60)]
+    assert any(s.alarm for s in steps)
     with pytest.raises(ValueError, match="interval"):
-        c.step(0, 0.0, np.zeros(2), 20.0, 0.005)
+        c.step(0, 0.0, np.zeros(2), track, 0.005, 0.01)
     with pytest.raises(ValueError, match="threshold"):
         DisplacementCusum(threshold_m=0.0, allowance_sigmas=2.0, allowance_floor_mps=0.1)

@@ -130,6 +130,8 @@ class GnssFreeReference:
         self.cusum = DisplacementCusum(c.cusum_threshold_m, c.cusum_allowance_sigmas,
                                        c.cusum_allowance_floor_mps)
         self._sigma_rel_v = 0.05
+        self._sigma_heading = 0.05
+        self._sigma_scale = 0.03
         self._v_odo_ne = np.zeros(2)
         self._last_cusum: tuple[int, np.ndarray, np.ndarray] | None = None
         """(t_ns, p_gnss, D) at the last CUSUM sample."""
@@ -137,11 +139,11 @@ class GnssFreeReference:
 
     # ------------------------------------------------------------------ odometry
     def on_odometry(self, t_prev_ns: int, t_ns: int, delta_ne_m: np.ndarray,
-                    cov_ne_m2: np.ndarray, sigma_rel_velocity: float,
+                    cov_ne_m2: np.ndarray, sigma_heading_rad: float, sigma_scale: float,
                     v_fused_ne_mps: np.ndarray) -> None:
         """One corrected odometry delta (the estimator's input: heading/scale corrected,
-        correlated-error budget in cov_ne_m2) and the odometry's relative velocity-bias
-        sigma; v_fused_ne_mps: (2,) the fused velocity now (for gaps)."""
+        correlated-error budget in cov_ne_m2) and the odometry's heading and scale bias
+        sigmas; v_fused_ne_mps: (2,) the fused velocity now (for gaps)."""
         if t_ns <= t_prev_ns:
             return
         if self._nodes and t_ns <= self._nodes[-1].t_ns:
@@ -161,7 +163,9 @@ class GnssFreeReference:
         dt = (t_ns - last.t_ns) * 1e-9
         self._nodes.append(_Node(t_ns, last.D_ne_m + d,
                                  last.C_ne_m2 + np.asarray(cov_ne_m2, dtype=np.float64), v_f))
-        self._sigma_rel_v = float(sigma_rel_velocity)
+        self._sigma_heading = float(sigma_heading_rad)
+        self._sigma_scale = float(sigma_scale)
+        self._sigma_rel_v = math.hypot(self._sigma_heading, self._sigma_scale)
         v = d / max(dt, 1e-3)
         self._v_odo_ne = v if self._v_odo_ne is None else 0.5 * (self._v_odo_ne + v)
         horizon = t_ns - round(self.config.history_s * 1e9)
@@ -332,8 +336,8 @@ class GnssFreeReference:
             t0, p0, D0 = self._last_cusum
             dt = (t_ns - t0) * 1e-9
             excess = (p_g - p0) - (D - D0)
-            speed = float(np.hypot(*(D - D0))) / dt
-            st = self.cusum.step(t_ns, dt, excess, speed, self._sigma_rel_v)
+            st = self.cusum.step(t_ns, dt, excess, D - D0, self._sigma_heading,
+                                 self._sigma_scale)
             self._last_cusum = (t_ns, p_g.copy(), D.copy())
             if st.alarm and not failed:
                 failed = (f"reference sequential test {st.statistic_m:.0f} m > "

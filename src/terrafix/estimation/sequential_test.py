@@ -10,10 +10,11 @@ excesses grow linearly with time while noise grows with its square root.
 
 The test is a two-dimensional CUSUM (Crosier's multivariate form, in metres rather than
 sigmas): the excess displacement of each interval is added to a running vector S, and S is
-then shrunk towards zero by an allowance a x dt. The allowance is what the odometry's
-correlated errors may legitimately produce: a heading error of sigma_theta rotates a ground
-velocity v by v sigma_theta, a scale error adds v sigma_scale, and the receiver's own slow
-error wanders by a few centimetres per second (`allowance_floor_mps`). A bias within the
+then shrunk towards zero by an allowance a x dt, separately along and across the current
+track. The allowance is what the odometry's correlated errors may legitimately produce: a
+heading error of sigma_theta moves a ground velocity v by v sigma_theta across the track, a
+scale error by v sigma_scale along it, and the receiver's own slow error wanders by a few
+centimetres per second (`allowance_floor_mps`). A bias within the
 allowance never accumulates; a pull-off of rate r > a reaches the threshold h after about
 h / (r - a) seconds, at an offset of about r h / (r - a). White noise of sigma_w per interval
 crosses h only once in about exp(2 a h / sigma_w²) intervals (Siegmund's approximation).
@@ -73,24 +74,34 @@ class DisplacementCusum:
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns = t_ns
 
-    def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray, speed_mps: float,
-             sigma_rel_velocity: float) -> CusumStep:
+    def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray,
+             odometry_ne_m: np.ndarray, sigma_heading_rad: float,
+             sigma_scale: float) -> CusumStep:
         """One interval of dt_s seconds.
 
-        excess_ne_m: (2,) GNSS displacement minus odometry displacement over the interval.
-        speed_mps: the ground speed over it; sigma_rel_velocity: the odometry's relative
-        velocity bias sigma (sqrt(sigma_heading² + sigma_scale²), radians/unitless).
+        excess_ne_m: (2,) GNSS displacement minus odometry displacement over the interval;
+        odometry_ne_m: (2,) the odometry displacement itself; sigma_heading_rad /
+        sigma_scale: the odometry's heading and scale bias sigmas. A heading bias moves the
+        odometry across its track, a scale bias along it, so the allowance is an ellipse
+        in the track frame: a pull-off fixed in NED shows across the track on most legs
+        even while the scale is still poorly known (then the along-track allowance is wide).
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise ValueError(f"CUSUM interval must be a finite number of seconds > 0, got {dt_s}")
-        a = self.allowance_sigmas * abs(speed_mps) * sigma_rel_velocity + self.allowance_floor_mps
+        d = np.asarray(odometry_ne_m, dtype=np.float64)
+        speed = float(np.hypot(*d)) / dt_s
+        u = d / (speed * dt_s) if speed > 0.5 else np.array([1.0, 0.0])
+        w = np.array([-u[1], u[0]])
+        a_along = self.allowance_sigmas * speed * sigma_scale + self.allowance_floor_mps
+        a_across = self.allowance_sigmas * speed * sigma_heading_rad + self.allowance_floor_mps
         S = self.S_ne_m + np.asarray(excess_ne_m, dtype=np.float64)
-        n = float(np.hypot(*S))
-        shrink = a * dt_s
-        S = S * (1.0 - shrink / n) if n > shrink else np.zeros(2)
+        along, across = float(S @ u), float(S @ w)
+        along = math.copysign(max(0.0, abs(along) - a_along * dt_s), along)
+        across = math.copysign(max(0.0, abs(across) - a_across * dt_s), across)
+        S = along * u + across * w
         self.S_ne_m = S
         self.n_steps += 1
         stat = float(np.hypot(*S))
         if stat <= 0.25 * self.threshold_m or self.quiet_since_ns is None:
             self.quiet_since_ns = t_ns
-        return CusumStep(t_ns, stat, a, stat > self.threshold_m)
+        return CusumStep(t_ns, stat, max(a_along, a_across), stat > self.threshold_m)

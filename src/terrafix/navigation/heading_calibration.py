@@ -112,13 +112,6 @@ class OdometryHeadingCalibration:
     def sigma_rad(self) -> float:
         return math.sqrt(self.var_rad2)
 
-    @property
-    def sigma_rel_velocity(self) -> float:
-        """Relative sigma of a corrected delta's systematic error (heading and scale
-        biases): a ground velocity v is off by about v x this (the GNSS-free reference's
-        allowance for them)."""
-        return math.sqrt(self.var_rad2 + self.var_log_scale)
-
     def _predict(self, t_ns: int) -> None:
         if self._t_ns is not None and t_ns > self._t_ns:
             q = math.radians(self.config.random_walk_deg_per_rts) ** 2

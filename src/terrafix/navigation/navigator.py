@@ -681,7 +681,8 @@ class Navigator:
                     self.stats.vo_accepted += int(vo_rep.accepted)
                     integ.reference.on_odometry(
                         corrected.t_prev_ns, corrected.t_ns, corrected.delta_ne_m,
-                        corrected.cov_ne_m2, self._heading.sigma_rel_velocity,
+                        corrected.cov_ne_m2, self._heading.sigma_rad,
+                        math.sqrt(self._heading.var_log_scale),
                         integ.backend.estimate().v_ned_mps[:2])
         vo_ms = (time.perf_counter() - t0) * 1e3
         self.stats.vo_ms_total += vo_ms
