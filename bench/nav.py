@@ -207,8 +207,10 @@ def true_heading_dataset(name: str, seed: int) -> Path:
     return out
 
 
-def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str, Any]:
-    """Replay + evaluation of one dataset; returns the summary plus per-tick arrays."""
+def run_one(name: str, seed: int, backend: str, stamp: str, fresh: bool,
+        cached_only: bool = False) -> dict[str, Any] | None:
+    """Replay + evaluation of one dataset; returns the summary plus per-tick arrays (None
+    with cached_only when this code has not finished that run yet)."""
     from terrafix.app.replay import ReplayConf, ReplayPaths
     from terrafix.app.replay import main as replay
     from terrafix.eval.evaluate import EvalConf, EvalPaths, score_track
@@ -218,13 +220,15 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
     from terrafix.navigation.navigator import NavigatorConfig
     from terrafix.sim.dataset import load_dataset
 
-    ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)
-               if name.endswith("-trueyaw") else dataset(name, seed))
     out = RUNS / f"{name}-s{seed}-{backend}"
     stamp_file = out / "bench_stamp.json"
     cached = (not fresh and stamp_file.is_file()
               and json.loads(stamp_file.read_text()).get("code") == stamp
               and (out / "summary.json").is_file())
+    if cached_only and not cached:
+        return None
+    ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)
+               if name.endswith("-trueyaw") else dataset(name, seed))
     if not cached:
         cfg = NavigatorConfig().with_backend(backend)
         if name in NO_REGISTRATION:
@@ -330,8 +334,19 @@ def main() -> None:
                     help="number of GNSS-only clean flights (0: skip)")
     ap.add_argument("--fresh", action="store_true", help="ignore cached runs")
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--collect", action="store_true",
+                    help="only gather the runs this code has finished (parallel parts of a "
+                         "run, or one cut short); the JSON says which")
     args = ap.parse_args()
     stamp = code_hash()
+
+    def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> Any:
+        r = run_one(name, seed, backend, stamp, fresh, args.collect)
+        if r is None:
+            missing.append(f"{name}-s{seed}-{backend}")
+        return r
+
+    missing: list[str] = []
     t_start = time.perf_counter()
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     odo_true: list[dict[str, Any]] = []
@@ -344,34 +359,39 @@ def main() -> None:
             for name in names:
                 for backend in args.backends:
                     for seed in args.seeds:
-                        by.setdefault((name, backend), []).append(
-                            run(name, seed, backend, stamp, args.fresh))
+                        r = run(name, seed, backend, stamp, args.fresh)
+                        if r is not None:
+                            by.setdefault((name, backend), []).append(r)
             if "long-synthetic" in names:
-                odo_true = [run("long-synthetic-trueyaw", seed, "eskf", stamp, args.fresh)
-                            for seed in args.seeds]
+                odo_true = [r for seed in args.seeds
+                            if (r := run("long-synthetic-trueyaw", seed, "eskf", stamp,
+                                         args.fresh)) is not None]
             if group == "nomap":
                 for seed in CLEAN_NOMAP_EXTRA_SEEDS:
                     if (DATASETS / f"nomap-clean-s{seed}" / "meta.json").is_file():
                         for backend in args.backends:
                             clean.append(run("nomap-clean", seed, backend, stamp,
                                              args.fresh))
+                clean = [r for r in clean if r is not None]
         elif group == "clean":
             for seed in CLEAN_SEEDS[: args.clean]:
                 for backend in args.backends:
                     clean.append(run("clean", seed, backend, stamp, args.fresh))
+            clean = [r for r in clean if r is not None]
         else:  # clean-map
             for seed in CLEAN_MAP_SEEDS:
                 for backend in args.backends:
                     clean.append(run("clean-map", seed, backend, stamp, args.fresh))
+            clean = [r for r in clean if r is not None]
         done.append(group)
         write_result(args, stamp, t_start, by, odo_true, clean, done,
-                     complete=len(done) == len(args.only))
+                     complete=len(done) == len(args.only) and not missing, missing=missing)
 
 
 def write_result(args: argparse.Namespace, stamp: str, t_start: float,
                  by: dict[tuple[str, str], list[dict[str, Any]]],
                  odo_true: list[dict[str, Any]], clean: list[dict[str, Any]],
-                 done: list[str], complete: bool) -> None:
+                 done: list[str], complete: bool, missing: list[str]) -> None:
     result: dict[str, Any] = {}
     for backend in args.backends:
         result[backend] = {name: pooled(runs) for (name, b), runs in by.items()
@@ -437,7 +457,7 @@ def write_result(args: argparse.Namespace, stamp: str, t_start: float,
                                           for r in eskf_speed])) if eskf_speed else None),
     })
     result["extras"] = {
-        "complete": complete, "groups_run": done,
+        "complete": complete, "groups_run": done, "runs_missing": missing,
         "command": " ".join(["bench/nav.py", *sys.argv[1:]]),
         "seeds": list(args.seeds), "clean_seeds": list(CLEAN_SEEDS[: args.clean]),
         "clean_map_seeds": list(CLEAN_MAP_SEEDS),
