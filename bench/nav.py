@@ -22,8 +22,22 @@ Scenarios and what they measure:
 - clean flights: 10 flights without any attack (procedural farmland, 300 s, GNSS only: no
   frames), for false gate closures; closures outside attacks in every other run count too.
 
-Seeds: the benchmark uses seeds 1-3 (clean flights 41-50). Development and tuning used demo
-seed 101 and synthetic seeds 3 and 8 (tests), never these.
+- no-map family (issue 15; procedural farmland 300-600 m AGL, 40 deg banks, sharp turns,
+  wind; registration off, so GNSS is tested against the GNSS-free reference only):
+  nomap-clean (control), nomap-pulloff-slow/medium/fast (0.5/1/2 m/s unflagged),
+  nomap-meaconing-short/long (delay ramped to 2 s / 8 s); one trajectory per seed, frames
+  rendered once and linked;
+- meaconing-short/long over the real imagery with map fixes (bench-only);
+- dead-reckoning-low/mid/high: 150/400/800 m AGL, GNSS denied from 30 s, registration off:
+  consistency and drift from the jamming on;
+- clean-map: 7 clean flights over the real imagery with map fixes (seeds 41-47); with the
+  GNSS-only clean flights and the no-map controls (seeds 1-3, and 4-10 where simulated) they
+  are the clean flights of `false_closures`.
+
+Seeds: the benchmark uses seeds 1-3 (clean flights 41-50). The no-map and dead-reckoning
+parameters (reference lag, CUSUM allowance/threshold, doubt gain) were set on seed 201 of the
+no-map family and the issue's reproduction flight (seed 201), never on these. Development
+and tuning otherwise used demo seed 101 and synthetic seeds 3 and 8 (tests).
 
 Timings are wall-clock on the shared 2-core development machine while other work runs on it:
 replay speed is pessimistic; the CPU-time speed is reported next to it.
@@ -32,6 +46,7 @@ replay speed is pessimistic; the CPU-time speed is reported next to it.
     .venv/bin/python bench/nav.py --scenarios demo --seeds 1 --backends eskf   # a subset
     .venv/bin/python bench/nav.py --scenarios demo jam-then-spoof --clean 0 \
         --out bench/results/nav-signals.json    # operator signals + the blackout label bar
+    .venv/bin/python bench/nav.py --only nomap dead-reckoning --out bench/results/nav-integrity.json
 """
 
 from __future__ import annotations
@@ -55,14 +70,28 @@ RUNS = REPO / "build" / "bench" / "nav"
 RESULT = REPO / "bench" / "results" / "nav.json"
 SCENARIOS = ("demo", "spoof-pulloff", "jam-then-spoof", "long-synthetic", "spoof-jump")
 SHIPPED = ("demo", "spoof-pulloff", "jam-then-spoof", "long-synthetic")
+NOMAP_FAMILY = ("nomap-clean", "nomap-pulloff-slow", "nomap-pulloff-medium",
+                "nomap-pulloff-fast", "nomap-meaconing-short", "nomap-meaconing-long")
+"""Procedural flights, registration off: one trajectory per seed (same world, flight plan and
+camera), different GNSS attacks; the frames are rendered once per seed (nomap-clean) and
+linked into the others (a frame depends on the trajectory, world and camera only)."""
+MEACONING_MAP = ("meaconing-short", "meaconing-long")
+"""Bench-only, over the real imagery with map fixes (derived from spoof-pulloff)."""
+DEAD_RECKONING = ("dead-reckoning-low", "dead-reckoning-mid", "dead-reckoning-high")
+NO_REGISTRATION = NOMAP_FAMILY + DEAD_RECKONING
+GROUPS = {
+    "classic": SCENARIOS,
+    "nomap": NOMAP_FAMILY,
+    "meaconing-map": MEACONING_MAP,
+    "dead-reckoning": DEAD_RECKONING,
+}
 BENCH_SEEDS = (1, 2, 3)
 CLEAN_SEEDS = tuple(range(41, 51))
 BACKENDS = ("eskf", "isam2")
 ODOMETRY_WINDOW_S = 300.0
-CODE_PATHS = ("src/terrafix/app", "src/terrafix/estimation", "src/terrafix/vision",
-              "src/terrafix/navigation",
-              "src/terrafix/inference", "src/terrafix/eval", "src/terrafix/sim",
-              "src/terrafix/measurements.py", "src/terrafix/camera.py")
+CODE_PATHS = ("src/terrafix/app", "src/terrafix/navigation", "src/terrafix/estimation",
+              "src/terrafix/vision", "src/terrafix/inference", "src/terrafix/eval",
+              "src/terrafix/sim", "src/terrafix/measurements.py", "src/terrafix/camera.py")
 
 
 def code_hash() -> str:
@@ -86,6 +115,23 @@ def scenario_dict(name: str) -> dict[str, Any]:
         d["gnss"]["attacks"] = [{"kind": "jump", "start_s": 40.0,
                                  "offset_ned_m": [90.0, 120.0, 0.0], "flag": False}]
         return d
+    if name in MEACONING_MAP:
+        d = load_scenario("spoof-pulloff").model_dump(mode="json")
+        d["name"] = name
+        delay, ramp = (2.0, 20.0) if name == "meaconing-short" else (8.0, 60.0)
+        d["description"] = (f"unflagged meaconing from 40 s, delay ramped to {delay:.0f} s over "
+                            f"{ramp:.0f} s, over the real imagery")
+        d["duration_s"] = 120.0
+        d["gnss"]["attacks"] = [{"kind": "meaconing", "start_s": 40.0, "delay_s": delay,
+                                 "delay_ramp_s": ramp, "flag": False}]
+        return d
+    if name == "clean-map":
+        d = load_scenario("spoof-pulloff").model_dump(mode="json")
+        d["name"] = "clean-map"
+        d["description"] = "no attack over the real imagery (map fixes), 90 s"
+        d["duration_s"] = 90.0
+        d["gnss"]["attacks"] = []
+        return d
     if name == "clean":
         return {"name": "clean", "description": "no attack, GNSS only (no frames)",
                 "duration_s": 300.0,
@@ -103,12 +149,40 @@ def dataset(name: str, seed: int) -> Path:
     from terrafix.sim.scenario import parse_scenario
 
     out = DATASETS / f"{name}-s{seed}"
+    waited = 0
+    while out.is_dir() and any(out.iterdir()) and not (out / "meta.json").is_file() \
+            and waited < 3600:
+        time.sleep(15)  # another bench process is writing it (parallel parts of a run)
+        waited += 15
     if (out / "meta.json").is_file():
         return out
     t0 = time.perf_counter()
-    simulate_flight(parse_scenario(scenario_dict(name), name), seed, out)
+    d = scenario_dict(name)
+    if name in NOMAP_FAMILY and name != NOMAP_FAMILY[0]:
+        src = dataset(NOMAP_FAMILY[0], seed)
+        d["camera"]["render_frames"] = False
+        simulate_flight(parse_scenario(d, name), seed, out)
+        link_frames(src, out)
+    else:
+        simulate_flight(parse_scenario(d, name), seed, out)
     print(f"  simulated {name} seed {seed} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
+
+
+def link_frames(src: Path, out: Path) -> None:
+    """Give a dataset simulated without frames the frames of `src` (same seed, trajectory,
+    world and camera: the same images); refuses if the two trajectories differ."""
+    if (src / "truth.csv").read_bytes() != (out / "truth.csv").read_bytes():
+        raise SystemExit(f"{out.name}: trajectory differs from {src.name}; cannot share frames")
+    (out / "frames").rmdir() if (out / "frames").is_dir() else None
+    (out / "frames").symlink_to((src / "frames").resolve())
+    (out / "frames.csv").write_bytes((src / "frames.csv").read_bytes())
+    meta_src = json.loads((src / "meta.json").read_text())
+    meta = json.loads((out / "meta.json").read_text())
+    meta["streams"]["frames"] = meta_src["streams"]["frames"]
+    meta["scenario"]["camera"] = meta_src["scenario"]["camera"]
+    meta["frames_linked_from"] = src.name
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def true_heading_dataset(name: str, seed: int) -> Path:
@@ -136,8 +210,10 @@ def true_heading_dataset(name: str, seed: int) -> Path:
     return out
 
 
-def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str, Any]:
-    """Replay + evaluation of one dataset; returns the summary plus per-tick arrays."""
+def run_one(name: str, seed: int, backend: str, stamp: str, fresh: bool,
+        cached_only: bool = False) -> dict[str, Any] | None:
+    """Replay + evaluation of one dataset; returns the summary plus per-tick arrays (None
+    with cached_only when this code has not finished that run yet)."""
     from terrafix.app.replay import ReplayConf, ReplayPaths
     from terrafix.app.replay import main as replay
     from terrafix.eval.evaluate import EvalConf, EvalPaths, score_track
@@ -147,15 +223,20 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
     from terrafix.navigation.navigator import NavigatorConfig
     from terrafix.sim.dataset import load_dataset
 
-    ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)
-               if name.endswith("-trueyaw") else dataset(name, seed))
     out = RUNS / f"{name}-s{seed}-{backend}"
     stamp_file = out / "bench_stamp.json"
     cached = (not fresh and stamp_file.is_file()
               and json.loads(stamp_file.read_text()).get("code") == stamp
               and (out / "summary.json").is_file())
+    if cached_only and not cached:
+        return None
+    ds_path = (true_heading_dataset(name.removesuffix("-trueyaw"), seed)
+               if name.endswith("-trueyaw") else dataset(name, seed))
     if not cached:
         cfg = NavigatorConfig().with_backend(backend)
+        if name in NO_REGISTRATION:
+            cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(
+                update={"enabled": False})})
         cpu0, t0 = time.process_time(), time.perf_counter()
         load0 = os.getloadavg()[0]
         replay(ReplayConf(cfg), ReplayPaths(ds_path, out))
@@ -174,7 +255,8 @@ def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> dict[str
     return {"name": name, "seed": seed, "backend": backend, "summary": summary,
             "run": info, "timing": timing, "ds": ds, "track": track,
             "t_ns": scored.t_ns, "err_h": scored.err_h_m,
-            "inside95": (d2 <= CHI2_95_2DOF)[np.isfinite(d2)]}
+            "inside95": (d2 <= CHI2_95_2DOF)[np.isfinite(d2)],
+            "inside95_all": np.where(np.isfinite(d2), d2 <= CHI2_95_2DOF, False)}
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -245,108 +327,219 @@ def operator_signals(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "operator_signals_per_run": per_run}
 
 
+CLEAN_NOMAP_EXTRA_SEEDS = tuple(range(4, 11))
+"""More clean procedural flights with frames (no map), for the false-closure count."""
+CLEAN_MAP_SEEDS = tuple(range(41, 48))
+"""Clean flights over the real imagery with map fixes (bench-only clean-map)."""
+
+
+def dead_reckoning_phase(r: dict[str, Any]) -> dict[str, float]:
+    """Consistency and drift of a dead-reckoning run from the jamming onwards: the share of
+    ticks inside the 95% ellipse, and the final error over the distance flown since."""
+    ds = r["ds"]
+    jam = [a for a in r["summary"]["attacks"] if a["kind"] == "jamming"]
+    t0 = round(jam[0]["start_s"] * 1e9)
+    t, err, inside_all = r["t_ns"], r["err_h"], r["inside95_all"]
+    m = t >= t0
+    tt = np.arange(t0, int(t[-1]) + 1, 100_000_000)
+    p = ds.truth_p_ned_at(tt)[:, :2]
+    flown = float(np.sum(np.linalg.norm(np.diff(p, axis=0), axis=1)))
+    return {"inside95": float(np.mean(inside_all[m])), "n": int(m.sum()),
+            "drift_pct": 100.0 * float(err[-1]) / flown, "flown_m": flown,
+            "final_error_m": float(err[-1])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--only", nargs="*", choices=[*GROUPS, "clean", "clean-map"],
+                    default=[*GROUPS, "clean", "clean-map"],
+                    help="groups to run (default: all); the JSON is rewritten after each")
+    ap.add_argument("--scenarios", nargs="*", default=None,
+                    help="restrict the scenario groups to these scenarios")
     ap.add_argument("--seeds", nargs="*", type=int, default=list(BENCH_SEEDS))
     ap.add_argument("--backends", nargs="*", default=list(BACKENDS))
     ap.add_argument("--clean", type=int, default=len(CLEAN_SEEDS),
-                    help="number of clean flights (0: skip)")
+                    help="number of GNSS-only clean flights (0: skip)")
     ap.add_argument("--fresh", action="store_true", help="ignore cached runs")
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--collect", action="store_true",
+                    help="only gather the runs this code has finished (parallel parts of a "
+                         "run, or one cut short); the JSON says which")
     args = ap.parse_args()
     stamp = code_hash()
+
+    def run(name: str, seed: int, backend: str, stamp: str, fresh: bool) -> Any:
+        r = run_one(name, seed, backend, stamp, fresh, args.collect)
+        if r is None:
+            missing.append(f"{name}-s{seed}-{backend}")
+        return r
+
+    missing: list[str] = []
     t_start = time.perf_counter()
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for name in args.scenarios:
-        for backend in args.backends:
-            for seed in args.seeds:
-                by.setdefault((name, backend), []).append(run(name, seed, backend, stamp,
-                                                              args.fresh))
-    odo_true = [run("long-synthetic-trueyaw", seed, "eskf", stamp, args.fresh)
-                for seed in args.seeds] if "long-synthetic" in args.scenarios else []
+    odo_true: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
-    for seed in CLEAN_SEEDS[: args.clean]:
-        for backend in args.backends:
-            clean.append(run("clean", seed, backend, stamp, args.fresh))
+    done: list[str] = []
+    for group in args.only:
+        print(f"== {group}", flush=True)
+        if group in GROUPS:
+            names = [n for n in GROUPS[group] if args.scenarios is None or n in args.scenarios]
+            for name in names:
+                for backend in args.backends:
+                    for seed in args.seeds:
+                        r = run(name, seed, backend, stamp, args.fresh)
+                        if r is not None:
+                            by.setdefault((name, backend), []).append(r)
+            if "long-synthetic" in names:
+                odo_true = [r for seed in args.seeds
+                            if (r := run("long-synthetic-trueyaw", seed, "eskf", stamp,
+                                         args.fresh)) is not None]
+            if group == "nomap":
+                for seed in CLEAN_NOMAP_EXTRA_SEEDS:
+                    if (DATASETS / f"nomap-clean-s{seed}" / "meta.json").is_file():
+                        for backend in args.backends:
+                            clean.append(run("nomap-clean", seed, backend, stamp,
+                                             args.fresh))
+                clean = [r for r in clean if r is not None]
+        elif group == "clean":
+            for seed in CLEAN_SEEDS[: args.clean]:
+                for backend in args.backends:
+                    clean.append(run("clean", seed, backend, stamp, args.fresh))
+            clean = [r for r in clean if r is not None]
+        else:  # clean-map
+            for seed in CLEAN_MAP_SEEDS:
+                for backend in args.backends:
+                    clean.append(run("clean-map", seed, backend, stamp, args.fresh))
+            clean = [r for r in clean if r is not None]
+        done.append(group)
+        write_result(args, stamp, t_start, by, odo_true, clean, done,
+                     complete=len(done) == len(args.only) and not missing, missing=missing)
 
+
+def write_result(args: argparse.Namespace, stamp: str, t_start: float,
+                 by: dict[tuple[str, str], list[dict[str, Any]]],
+                 odo_true: list[dict[str, Any]], clean: list[dict[str, Any]],
+                 done: list[str], complete: bool, missing: list[str]) -> None:
     result: dict[str, Any] = {}
     for backend in args.backends:
-        result[backend] = {name: pooled(by[(name, backend)]) for name in args.scenarios
-                           if (name, backend) in by}
+        result[backend] = {name: pooled(runs) for (name, b), runs in by.items()
+                           if b == backend}
     all_runs = [r for rs in by.values() for r in rs]
 
-    def attacks_of(name: str, kind: str) -> list[dict[str, Any]]:
-        return [dict(a, seed=r["seed"], backend=r["backend"]) for r in all_runs
-                if r["name"] == name for a in r["summary"]["attacks"] if a["kind"] == kind]
+    def attacks_of(names: tuple[str, ...], kind: str) -> list[dict[str, Any]]:
+        return [dict(a, seed=r["seed"], backend=r["backend"], scenario=r["name"])
+                for r in all_runs if r["name"] in names
+                for a in r["summary"]["attacks"] if a["kind"] == kind]
 
-    pull = attacks_of("spoof-pulloff", "pulloff")
-    jump = attacks_of("spoof-jump", "jump")
+    def worst_detected(attacks: list[dict[str, Any]]) -> float | None:
+        if not attacks:
+            return None
+        if any(not a["detected"] for a in attacks):
+            return math.inf
+        return worst([a["offset_at_detection_m"] for a in attacks])
+
+    pull = attacks_of(("spoof-pulloff",), "pulloff")
+    pull_nomap = attacks_of(NOMAP_FAMILY, "pulloff")
+    meaconing = attacks_of(NOMAP_FAMILY + MEACONING_MAP, "meaconing")
+    jump = attacks_of(("spoof-jump",), "jump")
     blackouts = [dict(b, seed=r["seed"], backend=r["backend"]) for r in all_runs
                  if r["name"] == "jam-then-spoof" for b in r["summary"]["blackouts"]]
     odo = [(r["seed"], r["backend"], odometry_drift_pct(r)) for r in all_runs
            if r["name"] == "long-synthetic"]
+    dr = [dict(dead_reckoning_phase(r), scenario=r["name"], seed=r["seed"],
+               backend=r["backend"]) for r in all_runs if r["name"] in DEAD_RECKONING]
+    dr_pooled = {}
+    for (name, b), runs in by.items():
+        if name in DEAD_RECKONING:
+            ph = [dead_reckoning_phase(r) for r in runs]
+            dr_pooled[f"{name}/{b}"] = float(sum(x["inside95"] * x["n"] for x in ph)
+                                             / max(sum(x["n"] for x in ph), 1))
     eskf_speed = [r for r in all_runs if r["backend"] == "eskf" and r["name"] in
                   ("demo", "spoof-pulloff", "jam-then-spoof")]
+    consistency = {f"{name}/{b}": pooled(runs)["cov_consistency"]
+                   for (name, b), runs in by.items()}
+    clean_all = clean + [r for r in all_runs if r["name"] == "nomap-clean"]
+    clean_flights = {(r["name"], r["seed"]) for r in clean_all}
+    with_map = {f for f in clean_flights if f[0] == "clean-map"}
 
-    def worst(values: list[float]) -> float | None:
-        v = [x for x in values if x is not None and math.isfinite(x)]
-        return max(v) if v else None
-
-    undetected = [a for a in pull + jump if not a["detected"]]
     result.update({
         "odometry_drift_pct": worst([x for _, _, x in odo]),
-        "pulloff_offset_at_detection_m": (math.inf if any(not a["detected"] for a in pull)
-                                          else worst([a["offset_at_detection_m"]
-                                                      for a in pull])),
+        "pulloff_offset_at_detection_m": worst_detected(pull),
+        "pulloff_nomap_offset_at_detection_m": worst_detected(pull_nomap),
+        "meaconing_offset_at_detection_m": worst_detected(meaconing),
         "jump_detection_s": (math.inf if any(not a["detected"] for a in jump)
-                             else worst([a["latency_s"] for a in jump])),
+                             else worst([a["latency_s"] for a in jump])) if jump else None,
         "blackout_label_latency_s": (math.inf if any(b["label_latency_s"] is None
                                                      for b in blackouts)
-                                     else worst([b["label_latency_s"] for b in blackouts])),
+                                     else worst([b["label_latency_s"] for b in blackouts]))
+        if blackouts else None,
         "false_closures": int(sum(r["summary"]["false_closures"]["count"]
-                                  for r in clean)),
-        "clean_flights": len({r["seed"] for r in clean}),
+                                  for r in clean_all)),
+        "clean_flights": len(clean_flights),
+        "clean_flights_without_map": len(clean_flights - with_map),
+        "dead_reckoning_cov_consistency_min": min(dr_pooled.values()) if dr_pooled else None,
+        "dead_reckoning_drift_pct": worst([x["drift_pct"] for x in dr]),
+        "cov_consistency_min": min(consistency.values()) if consistency else None,
+        "cov_consistency_max": max(consistency.values()) if consistency else None,
         "replay_speed_x": (float(np.mean([r["run"]["stats"]["replay_speed_x"]
                                           for r in eskf_speed])) if eskf_speed else None),
     })
     result.update(operator_signals(all_runs))
     result["extras"] = {
+        "complete": complete, "groups_run": done, "runs_missing": missing,
+        "command": " ".join(["bench/nav.py", *sys.argv[1:]]),
         "seeds": list(args.seeds), "clean_seeds": list(CLEAN_SEEDS[: args.clean]),
-        "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8]},
+        "clean_map_seeds": list(CLEAN_MAP_SEEDS),
+        "clean_flights_list": sorted(f"{n}-s{s}" for n, s in clean_flights),
+        "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8],
+                                        "nomap_and_dead_reckoning": [201, 202]},
+        "cov_consistency_per_scenario": consistency,
+        "dead_reckoning_cov_consistency": dr_pooled,
+        "dead_reckoning_per_run": dr,
+        "pulloff_nomap": pull_nomap, "meaconing": meaconing,
+        "false_closures_per_flight": [
+            {"flight": f"{r['name']}-s{r['seed']}", "backend": r["backend"],
+             "count": r["summary"]["false_closures"]["count"]} for r in clean_all
+            if r["summary"]["false_closures"]["count"]],
         "odometry_drift_pct_per_run": [{"seed": s, "backend": b, "pct": x} for s, b, x in odo],
         "odometry_window_s": ODOMETRY_WINDOW_S,
         "odometry_drift_pct_fc_heading_error_removed": [
             {"seed": r["seed"], "backend": r["backend"], "pct": odometry_drift_pct(r)}
             for r in odo_true],
         "pulloff": pull, "jump": jump, "blackouts": blackouts,
-        "undetected_attacks": undetected,
+        "undetected_attacks": [a for a in pull + pull_nomap + meaconing + jump
+                               if not a["detected"]],
         "false_closures_in_scenario_runs": int(sum(
             r["summary"]["false_closures"]["count"] for r in all_runs)),
         "replay_speed_x_cpu": (float(np.mean([r["run"]["stats"]["flight_s"]
                                               / r["timing"]["cpu_s"] for r in eskf_speed]))
                                if eskf_speed else None),
         "replay_load_avg_1min": (float(np.mean([np.mean(r["timing"]["load_avg_1min"])
-                                                for r in eskf_speed]))
-                                 if eskf_speed else None),
+                                                for r in all_runs])) if all_runs else None),
         "registration_policy": "odometry on every frame; registration on every textured "
                                "frame while the 95% radius > 30 m or no fix yet, otherwise "
                                "when the last fused fix is >= 1.5 s old and the last attempt "
-                               ">= 0.6 s old (about every 5th frame at 3 Hz)",
+                               ">= 0.6 s old (about every 5th frame at 3 Hz); off for the "
+                               "procedural no-map and dead-reckoning scenarios",
         "registration_ms_mean": (float(np.mean([r["run"]["stats"]["registration_ms_mean"]
                                                 for r in eskf_speed])) if eskf_speed
                                  else None),
         "vo_ms_mean": (float(np.mean([r["run"]["stats"]["vo_ms_mean"] for r in eskf_speed]))
                        if eskf_speed else None),
         "code_hash": stamp, "bench_wall_s": time.perf_counter() - t_start,
-        "command": " ".join(["bench/nav.py", *sys.argv[1:]]),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_count": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n")
     print_table(result, args.backends)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({'complete' if complete else 'partial: ' + ', '.join(done)})",
+          flush=True)
+
+
+def worst(values: list[float]) -> float | None:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return max(v) if v else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -369,8 +562,12 @@ def print_table(result: dict[str, Any], backends: list[str]) -> None:
             print(f"{b:8s} {name:16s} {m['p95_m']:7.2f} {m['max_m']:7.2f} "
                   f"{100 * m['within_20m']:6.1f}% {100 * m['cov_consistency']:6.1f}%")
     for k in ("odometry_drift_pct", "pulloff_offset_at_detection_m", "jump_detection_s",
-              "blackout_label_latency_s", "false_closures", "clean_flights", "replay_speed_x",
-              "demo_label_changes", "demo_hint_requests"):
+              "blackout_label_latency_s", "false_closures", "clean_flights",
+              "clean_flights_without_map", "pulloff_nomap_offset_at_detection_m",
+              "meaconing_offset_at_detection_m", "dead_reckoning_cov_consistency_min",
+              "dead_reckoning_drift_pct", "cov_consistency_min", "cov_consistency_max",
+              "replay_speed_x", "demo_label_changes",
+              "demo_hint_requests"):
         print(f"{k:32s} {result.get(k)}")
 
 

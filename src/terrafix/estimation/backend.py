@@ -62,7 +62,11 @@ class NavigationBackend(Protocol):
     def apply_position_prior(self, t_ns: int, p_ne_m: np.ndarray,
                              cov_ne_m2: np.ndarray) -> UpdateReport: ...
 
-    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray) -> None: ...
+    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray,
+                                  v_ne_mps: np.ndarray | None = None,
+                                  cov_v_ne_m2s2: np.ndarray | None = None) -> None:
+        """Replace the horizontal position (and, if given, velocity) with its covariance,
+        decorrelated from the rest."""
 
     def reinitialise(self, init: InitialState) -> None: ...
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from terrafix.estimation.gnss_reference import GnssReferenceConfig
+
 GRAVITY_MPS2 = 9.80665
 """Standard gravity, m/s². The navigation frame is a local tangent plane over a few tens of
 kilometres, so a constant gravity vector [0, 0, g] in NED is used (no Earth rate, no
@@ -172,3 +174,5 @@ class EstimationConfig(_Frozen):
 
     estimator: EstimatorConfig = EstimatorConfig()
     integrity: IntegrityConfig = IntegrityConfig()
+    gnss_reference: GnssReferenceConfig = GnssReferenceConfig()
+    """The GNSS-free reference the trust gate also tests against (gnss_reference.py)."""

@@ -53,6 +53,7 @@ from terrafix.estimation.state import (
     inject_error,
     is_positive_definite,
     reset_covariance_after_injection,
+    reset_horizontal_velocity,
 )
 from terrafix.estimation.warm_start import InitialState
 from terrafix.geo.frames import LocalFrame
@@ -399,7 +400,9 @@ class Eskf:
                              np.asarray(cov_ne_m2, dtype=np.float64), (0, 1))
         return self._apply(t_ns, MeasurementKind.POSITION_PRIOR, inn, self.config.gates.hint)
 
-    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray) -> None:
+    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray,
+                                  v_ne_mps: np.ndarray | None = None,
+                                  cov_v_ne_m2s2: np.ndarray | None = None) -> None:
         """Replace the horizontal position and its covariance (decorrelated from the rest).
 
         Used when the evidence says the filter, not the measurements, is wrong (an operator
@@ -414,6 +417,8 @@ class Eskf:
         st.cov[0:2, :] = 0.0
         st.cov[:, 0:2] = 0.0
         st.cov[0:2, 0:2] = np.asarray(cov_ne_m2, dtype=np.float64)
+        if v_ne_mps is not None and cov_v_ne_m2s2 is not None:
+            reset_horizontal_velocity(st.v_ned, st.cov, v_ne_mps, cov_v_ne_m2s2)
         if self.lost and is_positive_definite(st.cov):
             self.lost = False
             self.lost_reason = ""

@@ -9,6 +9,10 @@ and their NIS values must not be summed against chi²(2N) — that closed the ga
 flights whenever the receiver sat 2.5σ off for two seconds. The mean innovation is tested with
 the mean S, i.e. assuming full correlation, against chi²(2).
 
+The same tests run against the GNSS-free reference (gnss_reference.py: a position test and
+a sequential test of the GNSS motion against the odometry's) are told in
+`GnssObservation.reference_failed`; either failing closes the gate like the innovation test.
+
 Reopens only when all three hold: ≥ 10 s of stable GNSS (3D fix, no flags, no step between
 consecutive samples that the estimate did not also make, and the same innovation tests that
 close the gate passing), a GNSS-vs-estimate distance ≤ 200 m, and agreement (a chi-square test
@@ -52,9 +56,11 @@ class GnssObservation:
     p_ne_m: np.ndarray | None = None
     v_ne_mps: np.ndarray | None = None
     var_m2: float = math.nan
+    reference_failed: str = ""
+    """What failed against the GNSS-free reference (gnss_reference.py), "" if nothing."""
 
 
-_SPOOF_REASONS = ("FC spoofing flag", "innovation", "anchors contradict GNSS")
+_SPOOF_REASONS = ("FC spoofing flag", "innovation", "anchors contradict GNSS", "reference")
 
 
 class GnssTrustGate:
@@ -118,16 +124,17 @@ class GnssTrustGate:
             self._awaiting_anchor = False
             return events
         failed = self._innovation_test(obs)
+        failed = f"innovation {failed}" if failed else obs.reference_failed
         if self.trusted:
             if failed:
-                events += self._close(obs.t_ns, f"innovation {failed}")
-                events.append(self._reject(obs, f"innovation {failed.split(' ')[0]}"))
+                events += self._close(obs.t_ns, failed)
+                events.append(self._reject(obs, " ".join(failed.split(" ")[:2])))
             return events
         # closed: a failed test is a spoof rejection (and makes the closure a spoof one, e.g.
         # after jamming); otherwise keep rejecting while closed for spoofing
         if failed:
-            self.close_reason = f"innovation {failed}"
-            events.append(self._reject(obs, f"innovation {failed.split(' ')[0]}"))
+            self.close_reason = failed
+            events.append(self._reject(obs, " ".join(failed.split(" ")[:2])))
         elif self.spoof_closed:
             events.append(self._reject(obs, "gate closed"))
         stable_step = (not failed and last is not None and last.usable

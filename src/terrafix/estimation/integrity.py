@@ -57,6 +57,7 @@ from terrafix.estimation.events import (
     VisualBlackoutFailsafe,
 )
 from terrafix.estimation.gnss_gate import GnssObservation, GnssTrustGate
+from terrafix.estimation.gnss_reference import GnssFreeReference, GnssReferenceConfig
 from terrafix.estimation.outputs import NavEstimate, UpdateReport
 from terrafix.estimation.warm_start import InitialState
 from terrafix.geo.frames import LocalFrame
@@ -104,12 +105,16 @@ class IntegrityMonitor:
     """
 
     def __init__(self, backend: NavigationBackend, config: IntegrityConfig | None = None,
-                 *, gnss_trusted: bool | None = None) -> None:
+                 *, gnss_trusted: bool | None = None,
+                 reference: GnssReferenceConfig | None = None) -> None:
         self.backend = backend
         self.frame: LocalFrame = backend.frame
         self.config = config or IntegrityConfig()
         trusted = self.config.gnss_trusted_at_start if gnss_trusted is None else gnss_trusted
         self.gnss_gate = GnssTrustGate(self.config, trusted)
+        self.reference = GnssFreeReference(reference)
+        """The GNSS-free reference every GNSS sample is also tested against; the caller
+        feeds it the corrected odometry (`GnssFreeReference.on_odometry`)."""
         self._events: list[NavEvent] = []
         t0 = backend.t_ns
         self._t_start_ns = t0
@@ -207,6 +212,7 @@ class IntegrityMonitor:
             p_fix = np.asarray(self.frame.lla_to_ned(fix.lat_deg, fix.lon_deg, alt))[:2]
             self._emit(self.gnss_gate.on_anchor(fix.t_ns, p_fix,
                                                 np.asarray(fix.cov_ne_m2, dtype=np.float64)))
+            self.reference.on_fix(fix.t_ns, p_fix, np.asarray(fix.cov_ne_m2, dtype=np.float64))
         elif rep.reason.startswith("gated"):
             self._rejected_fixes.append((fix.t_ns, rep.innovation[:2].copy(),
                                          np.asarray(fix.cov_ne_m2, dtype=np.float64)))
@@ -281,8 +287,12 @@ class IntegrityMonitor:
             innovation_ne_m=rep.innovation[:2].copy() if rep is not None and usable else None,
             innovation_cov=rep.innovation_cov[:2, :2].copy() if rep is not None and usable
             else None,
-            p_ne_m=p_ne, v_ne_mps=v_ne, var_m2=var)
+            p_ne_m=p_ne, v_ne_mps=v_ne, var_m2=var,
+            reference_failed=self._test_against_reference(gnss, p_ne, var))
+        was_trusted = self.gnss_gate.trusted
         self._emit(self.gnss_gate.observe(obs))
+        if was_trusted and not self.gnss_gate.trusted:
+            self._on_gate_closed(gnss.t_ns)
         if (usable and self.gnss_gate.trusted and not gnss.spoofing and not gnss.jamming
                 and self._anchor_age_s(gnss.t_ns) > self.config.gnss_fuse_after_anchor_age_s):
             rep = self.backend.update_gnss(gnss, fuse=True)
@@ -290,6 +300,38 @@ class IntegrityMonitor:
                 self._t_last_gnss_fused_ns = gnss.t_ns
         self._last_gnss_report = rep
         return rep
+
+    def _test_against_reference(self, gnss: GnssSample, p_ne: np.ndarray | None,
+                                var_m2: float) -> str:
+        """The GNSS-free reference's verdict on a usable, unflagged sample ("" if passed)."""
+        if p_ne is None or gnss.spoofing or gnss.jamming:
+            return ""
+        v = self.backend.estimate().v_ned_mps[:2]
+        return self.reference.test_gnss(gnss.t_ns, p_ne, var_m2, self.gnss_gate.trusted,
+                                        v).failed
+
+    def _on_gate_closed(self, t_ns: int) -> None:
+        """The gate just closed. If GNSS was being fused and the closure is for spoofing, the
+        estimate may have been dragged for as long as the spoof went unseen: it falls back
+        onto the GNSS-free reference from before the pull-off began (gnss_reference.py), whose
+        covariance covers the odometry since; without one, its covariance grows by the
+        estimate-vs-reference disagreement it cannot rule out."""
+        fused_recently = (self._t_last_gnss_fused_ns is not None
+                          and (t_ns - self._t_last_gnss_fused_ns) * 1e-9 <= 5.0)
+        if fused_recently and self.gnss_gate.spoof_closed:
+            est = self.backend.estimate()
+            fb = self.reference.fallback(t_ns, est.v_ned_mps[:2])
+            if fb is not None and not est.lost:
+                p_fb, P_fb = fb
+                shift = float(np.hypot(*(p_fb - est.p_ned_m[:2])))
+                vel = self.reference.velocity(t_ns)
+                if vel is None:  # no recent odometry: keep the velocity, widen it
+                    d_v = np.eye(2) * self.reference.config.gap_velocity_sigma_mps ** 2
+                    vel = (est.v_ned_mps[:2], est.cov_v_ned_m2s2[:2, :2] + d_v * 4.0)
+                self.backend.reset_horizontal_position(p_fb, P_fb, *vel)
+                self._emit(FilterReset(t_ns, "GNSS closed: back onto the GNSS-free reference",
+                                       shift))
+        self.reference.on_gate_closed(t_ns)
 
     def on_hint(self, t_ns: int, lat_deg: float, lon_deg: float,
                 radius_m: float) -> HintApplied:
@@ -516,6 +558,9 @@ class IntegrityMonitor:
         elif dt > 1.0 and not failsafe:
             failsafe, label = True, SourceLabel.NO_FIX
             self._watch(t_ns, False, f"no IMU for {dt:.1f} s")
+        if self._gnss_in_use(t_ns):
+            P = P.copy()
+            P[:2, :2] += self.reference.doubt_cov()  # what a pull-off may have dragged
         lat, lon, alt = self.frame.ned_to_lla(p)
         R = quat_to_R(est.q_body_to_ned)
         return NavSolution(

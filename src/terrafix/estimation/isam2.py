@@ -45,7 +45,15 @@ from terrafix.estimation.isam2_factors import (
 from terrafix.estimation.models import gnss_position_model, heading_model, time_shift
 from terrafix.estimation.outputs import MeasurementKind, NavEstimate, SmoothedState, UpdateReport
 from terrafix.estimation.propagation import ImuPropagator, PendingCovariance
-from terrafix.estimation.state import BB, CORE_DIM, EskfState, P, V, is_positive_definite
+from terrafix.estimation.state import (
+    BB,
+    CORE_DIM,
+    EskfState,
+    P,
+    V,
+    is_positive_definite,
+    reset_horizontal_velocity,
+)
 from terrafix.estimation.warm_start import InitialState
 from terrafix.geo.frames import LocalFrame
 from terrafix.geo.rotation import R_to_quat
@@ -602,7 +610,9 @@ class Isam2Smoother:
                                   self.config.gates.hint,
                                   [position_factor(X(kf.index), z, Rm, (0, 1))])
 
-    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray) -> None:
+    def reset_horizontal_position(self, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray,
+                                  v_ne_mps: np.ndarray | None = None,
+                                  cov_v_ne_m2s2: np.ndarray | None = None) -> None:
         """Restart the smoother from the real-time state with the new horizontal position
         (decorrelated from the rest); the window's history is dropped with the old
         hypothesis."""
@@ -611,6 +621,8 @@ class Isam2Smoother:
         st.cov[0:2, :] = 0.0
         st.cov[:, 0:2] = 0.0
         st.cov[0:2, 0:2] = np.asarray(cov_ne_m2, dtype=np.float64)
+        if v_ne_mps is not None and cov_v_ne_m2s2 is not None:
+            reset_horizontal_velocity(st.v_ned, st.cov, v_ne_mps, cov_v_ne_m2s2)
         if not self._baro_started:
             st.cov[BB, :] = 0.0
             st.cov[:, BB] = 0.0

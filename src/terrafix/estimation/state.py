@@ -177,3 +177,14 @@ def is_positive_definite(cov: np.ndarray) -> bool:
     except np.linalg.LinAlgError:
         return False
     return bool(np.all(np.diag(cov)[CORE_DIM:] > 0.0))
+
+
+def reset_horizontal_velocity(v_ned: np.ndarray, cov: np.ndarray, v_ne_mps: np.ndarray,
+                              cov_v_ne_m2s2: np.ndarray) -> None:
+    """In place: replace the horizontal velocity (v_ned (3,)) and its covariance block in the
+    state covariance (N, N), decorrelated from the rest (after a fall-back onto the GNSS-free
+    reference: the velocity a spoof dragged goes with the position)."""
+    v_ned[:2] = np.asarray(v_ne_mps, dtype=np.float64)[:2]
+    cov[3:5, :] = 0.0
+    cov[:, 3:5] = 0.0
+    cov[3:5, 3:5] = np.asarray(cov_v_ne_m2s2, dtype=np.float64)

@@ -81,6 +81,11 @@ from terrafix.vision.registration import RegistrationResult, VisualPositioner, V
 log = logging.getLogger(__name__)
 
 
+GNSS_REFERENCE_LAG_S = 5.0
+"""Trusted GNSS samples reach the odometry calibration this late (see
+`Navigator._release_gnss_references`)."""
+
+
 class NavigatorError(ValueError):
     """Bad navigator configuration or input, with the offending value."""
 
@@ -507,6 +512,23 @@ class Navigator:
         s = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
         self._gnss_refs.append((g.t_ns, p, s * s))
 
+    def _release_gnss_references(self, t_ns: int) -> None:
+        """Hand the calibration the queued GNSS references that are GNSS_REFERENCE_LAG_S old,
+        while the gate still trusts the GNSS and the GNSS-free reference's sequential test
+        is quiet; drop them otherwise. A pull-off the tests have not yet caught must not
+        turn the odometry towards itself (the reference runs on these deltas)."""
+        assert self.integrity is not None
+        lag = round(GNSS_REFERENCE_LAG_S * 1e9)
+        ref = self.integrity.reference
+        vouched = (self.integrity.gnss_gate.trusted
+                   and ref.cusum.statistic_m < 0.25 * ref.cusum.threshold_m)
+        while self._gnss_refs and self._gnss_refs[0][0] <= t_ns - lag:
+            r = self._gnss_refs.popleft()
+            if vouched:
+                self._heading.add_reference(*r)
+        if not vouched:
+            self._gnss_refs.clear()
+
     def _on_imu(self, imu: ImuSample) -> None:
         self._cf.on_gyro(imu.t_ns, imu.gyro_body_radps)
         if self.integrity is None:
@@ -580,7 +602,8 @@ class Navigator:
             how = "take-off origin"
         init = InitialState(t_ns, p, v, q, cov_p, cov_v, cov_att)
         backend = make_backend(self.config.estimation.estimator, frame, init)
-        self.integrity = IntegrityMonitor(backend, integ_cfg)
+        self.integrity = IntegrityMonitor(backend, integ_cfg,
+                                          reference=self.config.estimation.gnss_reference)
         self._next_tick_ns = (t_ns // self._period_ns + 1) * self._period_ns
         log.info("navigator initialised at t=%.3f s from the %s (backend %s)", t_ns * 1e-9, how,
                  self.config.backend)
@@ -676,11 +699,16 @@ class Navigator:
                         st.heading_error_var_rad2))
                 self._account_heading_noise(frame.t_ns)
                 self._heading.add_delta(delta)
-                while self._gnss_refs and self._gnss_refs[0][0] <= frame.t_ns:
-                    self._heading.add_reference(*self._gnss_refs.popleft())
+                self._release_gnss_references(frame.t_ns)
                 if delta.tracking:
-                    vo_rep = integ.on_odometry(self._heading.correct(delta))
+                    corrected = self._heading.correct(delta)
+                    vo_rep = integ.on_odometry(corrected)
                     self.stats.vo_accepted += int(vo_rep.accepted)
+                    integ.reference.on_odometry(
+                        corrected.t_prev_ns, corrected.t_ns, corrected.delta_ne_m,
+                        corrected.cov_ne_m2, self._heading.sigma_rad,
+                        math.sqrt(self._heading.var_log_scale),
+                        integ.backend.estimate().v_ned_mps[:2])
         vo_ms = (time.perf_counter() - t0) * 1e3
         self.stats.vo_ms_total += vo_ms
         work.delta, work.vo_rep, work.vo_ms = delta, vo_rep, vo_ms

@@ -262,7 +262,8 @@ def simulate_flight(scenario: Scenario, seed: int, out: str | Path) -> Path:
                           flag=a.flag, flag_delay_s=a.flag_delay_s, mode=a.mode,
                           ramp_s=a.ramp_s, degraded_sigma_m=a.degraded_sigma_m,
                           offset_ned_m=a.offset_ned_m, rate_mps=a.rate_mps,
-                          bearing_deg=a.bearing_deg, delay_s=a.delay_s)
+                          bearing_deg=a.bearing_deg, delay_s=a.delay_s,
+                          delay_ramp_s=a.delay_ramp_s)
                for i, a in enumerate(scenario.gnss.attacks)]
     gnss = simulate_gnss(truth, setup.frame, gnss_params, attacks, _rng(seed, _RNG_GNSS))
 

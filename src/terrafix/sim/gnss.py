@@ -15,7 +15,11 @@ Attacks (ground truth label in `GnssStream.attack`):
 - pulloff: the offset grows at `rate_mps` along `bearing_deg` from the attack start, and the
   reported velocity includes that drift so position and velocity stay self-consistent (a careful
   spoofer).
-- meaconing: the receiver reports the true state of `delay_s` ago (a delayed replay).
+- meaconing: the receiver reports the true state of `delay_s` ago (a delayed replay). With
+  `delay_ramp_s` > 0 the replay delay grows from 0 to `delay_s` over that time (a meaconer
+  that first captures the receiver on the live signal, then lags it); the reported velocity
+  is the replayed one, v(t - delay) (a delay common to all satellites goes into the receiver's
+  clock, not its position or velocity).
 Whether the receiver notices is a setting per attack: `flag` raises the receiver's jamming flag
 (jamming) or spoofing flag (the others) `flag_delay_s` after the attack starts. When an attack
 ends the genuine signal is tracked again immediately.
@@ -69,7 +73,8 @@ class GnssAttack:
     kind: "jamming" | "jump" | "pulloff" | "meaconing".
     jamming: mode "denied" | "degraded", ramp_s degraded time before denial, degraded_sigma_m.
     jump: offset_ned_m (3,). pulloff: rate_mps, bearing_deg (direction the fake position moves).
-    meaconing: delay_s. flag / flag_delay_s: whether and when the receiver raises its flag.
+    meaconing: delay_s, delay_ramp_s (0: the full delay at once).
+    flag / flag_delay_s: whether and when the receiver raises its flag.
     """
 
     kind: Literal["jamming", "jump", "pulloff", "meaconing"]
@@ -84,6 +89,7 @@ class GnssAttack:
     rate_mps: float = 1.0
     bearing_deg: float = 90.0
     delay_s: float = 5.0
+    delay_ramp_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("jamming", "jump", "pulloff", "meaconing"):
@@ -96,6 +102,9 @@ class GnssAttack:
             raise SimError(f"pull-off rate must be 0.5..2 m/s, got {self.rate_mps}")
         if self.kind == "meaconing" and self.delay_s <= 0:
             raise SimError(f"meaconing delay must be > 0 s, got {self.delay_s}")
+        if not (self.delay_ramp_s >= 0 and math.isfinite(self.delay_ramp_s)):
+            raise SimError(f"meaconing delay ramp must be a finite number of seconds >= 0, "
+                           f"got {self.delay_ramp_s}")
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -175,7 +184,9 @@ def simulate_gnss(truth: TruthStream, frame: LocalFrame, params: GnssParams,
             p[on] += since[on, None] * drift_v
             v[on] += drift_v
         else:  # meaconing: replay of the genuine signal delay_s ago
-            t_delayed = t[on] - round(atk.delay_s * 1e9)
+            ramp = (np.clip(since[on] / atk.delay_ramp_s, 0.0, 1.0) if atk.delay_ramp_s > 0
+                    else 1.0)
+            t_delayed = t[on] - np.round(atk.delay_s * ramp * 1e9).astype(np.int64)
             p[on] = _interp_rows(t_delayed, truth.t_ns, truth.p_ned_m) + err[on]
             v[on] = _interp_rows(t_delayed, truth.t_ns, truth.v_ned_mps) + v_err[on]
         # A spoofer presents a strong, clean signal: many satellites, nominal accuracy.

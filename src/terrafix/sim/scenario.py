@@ -102,6 +102,8 @@ class AttackSpec(_Model):
     rate_mps: float = Field(1.0, ge=0.5, le=2.0)
     bearing_deg: float = 90.0
     delay_s: float = Field(5.0, gt=0.0, le=600.0)
+    delay_ramp_s: float = Field(0.0, ge=0.0, le=600.0)
+    """meaconing: the replay delay grows from 0 to delay_s over this time (0: at once)."""
 
 
 class GnssSpec(_Model):

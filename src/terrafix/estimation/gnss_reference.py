@@ -1,0 +1,348 @@
+"""A GNSS-free reference position, and the two tests of every GNSS sample against it (N9).
+
+Why: the fused estimate cannot test the GNSS it has been fusing. Where satellite anchors
+come, the innovation test against an anchored estimate is sharp; where they do not
+(featureless ground, no map, a long blackout) the estimate *is* the GNSS, a slow pull-off
+drags it along, and the innovation stays small (the defect in issue 15: 200 m off with a
+5 m 95 % radius). This reference never sees the GNSS being tested:
+
+    p_ref(t) = p_anchor + D(t) - D(t_anchor),   P_ref(t) = P_anchor + C(t) - C(t_anchor)
+
+D(t) is the integral of the visual odometry's deltas (with the heading calibration's
+correlated-error budget in their covariance, C(t) the summed covariance). Between frames
+and over short gaps (cloud, lost track) it runs on with the last odometry velocity plus the
+change of the fused velocity since (the IMU's turn; a pull-off's constant velocity offset
+cancels in the change), its uncertainty growing; after `max_gap_s` without odometry there
+is no reference (a GNSS-only flight has none: nothing independent to test against).
+
+The anchor is the newest of: an accepted satellite fix (a trusted anchor: taken at once),
+or a GNSS sample that is at least `anchor_lag_s` old, was trusted then and since, and has
+not been questioned by the sequential test since (its statistic below half the threshold).
+So the reference is GNSS-free over the last `anchor_lag_s` at least: a pull-off that began
+after the anchor shows in full, and the position test is as sharp as `anchor_lag_s` of
+odometry allows, not as lenient as a whole flight of dead reckoning.
+
+Tests on each GNSS sample:
+- position: y = p_gnss - p_ref with S = P_ref + the receiver's variance, against
+  chi²(2) at `position_gate_prob` (jumps, meaconing onsets, pull-offs younger than the lag);
+- sequential: GNSS displacement minus odometry displacement per `cusum_interval_s`, in a
+  CUSUM (sequential_test.py) whose allowance is the odometry's velocity-bias budget (slow
+  pull-offs, older than the lag; meaconing in turns).
+
+Before the test fires, what it has accumulated is already doubt: `doubt_cov()` is added to
+the output covariance while GNSS is fused (N6: the covariance covers what the spoof may
+have dragged). After an alarm, `fallback()` gives the reference from the newest anchor older
+than the sequential test's last quiet time: untouched by the pull-off it detected, so the
+integrity layer can put the fused estimate back onto it with an honest covariance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.stats import chi2
+
+from terrafix.estimation.sequential_test import DisplacementCusum
+
+
+class GnssReferenceConfig(BaseModel):
+    """The `[estimation.gnss_reference]` table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    anchor_lag_s: float = Field(30.0, gt=0)
+    """GNSS samples become anchors of the reference once this old (and vouched for)."""
+    anchor_every_s: float = Field(1.0, gt=0)
+    max_gap_s: float = Field(30.0, gt=0)
+    """Without odometry for longer than this the reference is unavailable."""
+    gap_velocity_sigma_mps: float = Field(0.5, ge=0)
+    """Uncertainty of the odometry velocity the reference runs on through a gap."""
+    gap_turn_frac: float = Field(0.15, ge=0)
+    """Fraction of the fused velocity's change through a gap taken as its error (the IMU's
+    turn rotated by the heading error, the accelerometer bias)."""
+    position_gate_prob: float = Field(1.0 - 1e-6, gt=0.5, lt=1.0)
+    cusum_interval_s: float = Field(1.0, gt=0)
+    cusum_threshold_m: float = Field(12.0, gt=0)
+    cusum_allowance_sigmas: float = Field(1.0, ge=0)
+    cusum_allowance_floor_mps: float = Field(0.1, ge=0)
+    history_s: float = Field(300.0, gt=0)
+    doubt_gain: float = Field(2.0, ge=0)
+    """While GNSS is fused, the output's covariance carries (gain x the sequential statistic
+    beyond a quarter of its threshold)² along the statistic's direction: what the GNSS may
+    already have dragged the estimate by before the test fires (the statistic lags the drag
+    by the allowance: for a 0.5 m/s pull-off it grows at about half its rate). 0: off."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceVerdict:
+    """The reference's view of one GNSS sample.
+
+    ready: a reference existed (else nothing was tested). failed: "" or what failed (goes
+    into the gate's closing reason). nis / offset_m: position test; cusum_m: the sequential
+    statistic after this sample.
+    """
+
+    ready: bool
+    failed: str
+    nis: float
+    offset_m: float
+    cusum_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    t_ns: int
+    D_ne_m: np.ndarray
+    C_ne_m2: np.ndarray
+    v_fused_ne_mps: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    t_ns: int
+    p_ne_m: np.ndarray
+    P_ne_m2: np.ndarray
+    source: str
+
+
+_NOT_READY = ReferenceVerdict(False, "", math.nan, math.nan, math.nan)
+
+
+class GnssFreeReference:
+    """See the module docstring. Feed corrected odometry deltas (`on_odometry`), accepted
+    satellite fixes (`on_fix`), and test every GNSS sample (`test_gnss`); tell it when the
+    gate closes (`on_gate_closed`)."""
+
+    def __init__(self, config: GnssReferenceConfig | None = None) -> None:
+        self.config = config or GnssReferenceConfig()
+        c = self.config
+        self._nodes: deque[_Node] = deque()
+        self._anchors: deque[_Anchor] = deque()
+        self._candidates: deque[_Anchor] = deque()
+        self._t_last_candidate_ns = -(1 << 62)
+        self._t_trusted_since_ns: int | None = None
+        self._thr_pos = float(chi2.ppf(c.position_gate_prob, 2))
+        self.cusum = DisplacementCusum(c.cusum_threshold_m, c.cusum_allowance_sigmas,
+                                       c.cusum_allowance_floor_mps)
+        self._sigma_rel_v = 0.05
+        self._sigma_heading = 0.05
+        self._sigma_scale = 0.03
+        self._v_odo_ne = np.zeros(2)
+        self._last_cusum: tuple[int, np.ndarray, np.ndarray] | None = None
+        """(t_ns, p_gnss, D) at the last CUSUM sample."""
+        self.alarms = 0
+
+    # ------------------------------------------------------------------ odometry
+    def on_odometry(self, t_prev_ns: int, t_ns: int, delta_ne_m: np.ndarray,
+                    cov_ne_m2: np.ndarray, sigma_heading_rad: float, sigma_scale: float,
+                    v_fused_ne_mps: np.ndarray) -> None:
+        """One corrected odometry delta (the estimator's input: heading/scale corrected,
+        correlated-error budget in cov_ne_m2) and the odometry's heading and scale bias
+        sigmas; v_fused_ne_mps: (2,) the fused velocity now (for gaps)."""
+        if t_ns <= t_prev_ns:
+            return
+        if self._nodes and t_ns <= self._nodes[-1].t_ns:
+            return
+        v_f = np.asarray(v_fused_ne_mps, dtype=np.float64)[:2].copy()
+        if not self._nodes:
+            self._nodes.append(_Node(t_prev_ns, np.zeros(2), np.zeros((2, 2)), v_f))
+        elif t_prev_ns > self._nodes[-1].t_ns:
+            # a gap (lost track, cloud): bridge it as the reference ran through it
+            D, C = self._extrapolate(t_prev_ns, v_f)
+            if D is None:
+                self._restart(t_prev_ns, v_f)
+            else:
+                self._nodes.append(_Node(t_prev_ns, D, C, v_f))
+        last = self._nodes[-1]
+        d = np.asarray(delta_ne_m, dtype=np.float64)
+        dt = (t_ns - last.t_ns) * 1e-9
+        self._nodes.append(_Node(t_ns, last.D_ne_m + d,
+                                 last.C_ne_m2 + np.asarray(cov_ne_m2, dtype=np.float64), v_f))
+        self._sigma_heading = float(sigma_heading_rad)
+        self._sigma_scale = float(sigma_scale)
+        self._sigma_rel_v = math.hypot(self._sigma_heading, self._sigma_scale)
+        v = d / max(dt, 1e-3)
+        self._v_odo_ne = v if self._v_odo_ne is None else 0.5 * (self._v_odo_ne + v)
+        horizon = t_ns - round(self.config.history_s * 1e9)
+        while len(self._nodes) > 2 and self._nodes[0].t_ns < horizon:
+            self._nodes.popleft()
+        while self._anchors and self._anchors[0].t_ns < self._nodes[0].t_ns:
+            self._anchors.popleft()
+
+    def _restart(self, t_ns: int, v_f: np.ndarray) -> None:
+        """The odometry integral starts again (gap longer than max_gap_s): earlier anchors
+        no longer connect to it."""
+        self._nodes.clear()
+        self._anchors.clear()
+        self._candidates.clear()
+        self._last_cusum = None
+        self.cusum.reset(t_ns)
+        self._nodes.append(_Node(t_ns, np.zeros(2), np.zeros((2, 2)), v_f))
+
+    def _extrapolate(self, t_ns: int, v_fused_ne: np.ndarray
+                     ) -> tuple[np.ndarray | None, np.ndarray]:
+        """D and C at t_ns after the last odometry node (None when too far)."""
+        last = self._nodes[-1]
+        dt = (t_ns - last.t_ns) * 1e-9
+        if dt <= 0:
+            return last.D_ne_m, last.C_ne_m2
+        if dt > self.config.max_gap_s:
+            return None, last.C_ne_m2
+        dv = np.asarray(v_fused_ne, dtype=np.float64)[:2] - last.v_fused_ne_mps
+        v = self._v_odo_ne + 0.5 * dv
+        c = self.config
+        speed = float(np.hypot(*self._v_odo_ne))
+        sv2 = c.gap_velocity_sigma_mps ** 2 + (speed * self._sigma_rel_v) ** 2 \
+            + (c.gap_turn_frac * float(np.hypot(*dv))) ** 2
+        return last.D_ne_m + v * dt, last.C_ne_m2 + np.eye(2) * sv2 * dt * dt
+
+    def _D_at(self, t_ns: int, v_fused_ne: np.ndarray
+              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        nodes = self._nodes
+        if not nodes or t_ns < nodes[0].t_ns:
+            return None, None
+        if t_ns >= nodes[-1].t_ns:
+            return self._extrapolate(t_ns, v_fused_ne)
+        lo, hi = 0, len(nodes) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if nodes[mid].t_ns <= t_ns:
+                lo = mid
+            else:
+                hi = mid
+        a, b = nodes[lo], nodes[hi]
+        w = (t_ns - a.t_ns) / max(b.t_ns - a.t_ns, 1)
+        return (1 - w) * a.D_ne_m + w * b.D_ne_m, (1 - w) * a.C_ne_m2 + w * b.C_ne_m2
+
+    # ------------------------------------------------------------------ anchors
+    def on_fix(self, t_ns: int, p_ne_m: np.ndarray, cov_ne_m2: np.ndarray) -> None:
+        """An accepted satellite fix: a trusted anchor, taken at once."""
+        self._add_anchor(_Anchor(t_ns, np.asarray(p_ne_m, dtype=np.float64)[:2].copy(),
+                                 np.asarray(cov_ne_m2, dtype=np.float64).copy(), "fix"))
+
+    def _add_anchor(self, a: _Anchor) -> None:
+        if not self._nodes or a.t_ns < self._nodes[0].t_ns:
+            return
+        if self._anchors and a.t_ns <= self._anchors[-1].t_ns:
+            return
+        self._anchors.append(a)
+
+    def on_gate_closed(self, t_ns: int) -> None:
+        """The gate closed: GNSS samples not yet anchors are no longer vouched for."""
+        self._candidates.clear()
+        self._t_trusted_since_ns = None
+        self._last_cusum = None
+        self.cusum.reset(t_ns)
+
+    def _promote_candidates(self, t_ns: int) -> None:
+        lag = round(self.config.anchor_lag_s * 1e9)
+        quiet = self.cusum.statistic_m < 0.5 * self.cusum.threshold_m
+        while self._candidates and self._candidates[0].t_ns <= t_ns - lag:
+            a = self._candidates.popleft()
+            if quiet and self._t_trusted_since_ns is not None \
+                    and a.t_ns >= self._t_trusted_since_ns:
+                self._add_anchor(a)
+
+    def reference_at(self, t_ns: int, v_fused_ne: np.ndarray,
+                     before_ns: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(p (2,), P (2, 2)) of the reference at t_ns, from the newest anchor (at or before
+        before_ns if given); None when there is none."""
+        D, C = self._D_at(t_ns, v_fused_ne)
+        if D is None or C is None:
+            return None
+        for a in reversed(self._anchors):
+            if before_ns is not None and a.t_ns > before_ns:
+                continue
+            Da, Ca = self._D_at(a.t_ns, v_fused_ne)
+            if Da is None or Ca is None:
+                return None
+            return a.p_ne_m + D - Da, a.P_ne_m2 + (C - Ca)
+        return None
+
+    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(v (2,), cov (2, 2)) of the ground velocity the odometry measured over its last
+        2 s (None without recent odometry)."""
+        nodes = self._nodes
+        if len(nodes) < 2 or (t_ns - nodes[-1].t_ns) * 1e-9 > 2.0:
+            return None
+        last = nodes[-1]
+        first = next((n for n in reversed(nodes) if last.t_ns - n.t_ns >= 2_000_000_000),
+                     nodes[0])
+        dt = (last.t_ns - first.t_ns) * 1e-9
+        if dt < 0.5:
+            return None
+        v = (last.D_ne_m - first.D_ne_m) / dt
+        speed = float(np.hypot(*v))
+        var = self.config.gap_velocity_sigma_mps ** 2 + (speed * self._sigma_rel_v) ** 2
+        return v, np.eye(2) * var + (last.C_ne_m2 - first.C_ne_m2) / (dt * dt)
+
+    def fallback(self, t_ns: int, v_fused_ne: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The reference from the newest anchor older than the sequential test's last
+        quiet time (untouched by what it detected)."""
+        q = self.cusum.quiet_since_ns
+        return self.reference_at(t_ns, v_fused_ne, before_ns=q)
+
+    def doubt_cov(self) -> np.ndarray:
+        """(2, 2) covariance to add to an estimate that fuses the GNSS (see doubt_gain)."""
+        S = self.cusum.S_ne_m
+        n = float(np.hypot(*S))
+        excess = n - 0.25 * self.cusum.threshold_m
+        if excess <= 0.0 or self.config.doubt_gain == 0.0:
+            return np.zeros((2, 2))
+        u = S / n
+        return (self.config.doubt_gain * excess) ** 2 * np.outer(u, u)
+
+    # ------------------------------------------------------------------ GNSS
+    def test_gnss(self, t_ns: int, p_gnss_ne_m: np.ndarray, var_m2: float, trusted: bool,
+                  v_fused_ne: np.ndarray) -> ReferenceVerdict:
+        """Test one usable, unflagged GNSS sample (position (2,), per-axis variance), and
+        keep it as a future anchor while the gate trusts the GNSS."""
+        if not self.config.enabled:
+            return _NOT_READY
+        c = self.config
+        p_g = np.asarray(p_gnss_ne_m, dtype=np.float64)[:2]
+        if trusted:
+            if self._t_trusted_since_ns is None:
+                self._t_trusted_since_ns = t_ns
+            if t_ns - self._t_last_candidate_ns >= round(c.anchor_every_s * 1e9):
+                self._t_last_candidate_ns = t_ns
+                self._candidates.append(_Anchor(t_ns, p_g.copy(), np.eye(2) * var_m2, "gnss"))
+        else:
+            self._t_trusted_since_ns = None
+        self._promote_candidates(t_ns)
+        ref = self.reference_at(t_ns, v_fused_ne)
+        failed = ""
+        nis = off = math.nan
+        if ref is not None:
+            p_r, P_r = ref
+            y = p_g - p_r
+            S = P_r + np.eye(2) * var_m2
+            nis = float(y @ np.linalg.solve(S, y))
+            off = float(np.hypot(*y))
+            if nis > self._thr_pos:
+                failed = f"reference position NIS {nis:.0f}, {off:.0f} m"
+        D, _ = self._D_at(t_ns, v_fused_ne)
+        if D is None:
+            self._last_cusum = None
+        elif self._last_cusum is None:
+            self._last_cusum = (t_ns, p_g.copy(), D.copy())
+        elif (t_ns - self._last_cusum[0]) * 1e-9 >= c.cusum_interval_s:
+            t0, p0, D0 = self._last_cusum
+            dt = (t_ns - t0) * 1e-9
+            excess = (p_g - p0) - (D - D0)
+            st = self.cusum.step(t_ns, dt, excess, D - D0, self._sigma_heading,
+                                 self._sigma_scale)
+            self._last_cusum = (t_ns, p_g.copy(), D.copy())
+            if st.alarm and not failed:
+                failed = (f"reference sequential test {st.statistic_m:.0f} m > "
+                          f"{self.cusum.threshold_m:.0f} m")
+        if failed:
+            self.alarms += 1
+        ready = ref is not None or D is not None
+        return ReferenceVerdict(ready, failed, nis, off, self.cusum.statistic_m)

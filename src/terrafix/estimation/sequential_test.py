@@ -1,0 +1,107 @@
+"""Sequential test of GNSS motion against the odometry's: a slow pull-off accumulates evidence.
+
+Why: a careful spoofer drags the reported position away at a fraction of a metre to two
+metres per second, with a velocity that matches. Each sample is then only a few decimetres
+further off than the last, well inside one sample's noise, and a filter that fuses the GNSS
+follows it. What the spoofer cannot hide is that the GNSS *moves* differently from the
+aircraft: over each second the GNSS displacement exceeds the displacement the visual
+odometry measured (which no radio signal touches) by the pull-off rate. Summed, these
+excesses grow linearly with time while noise grows with its square root.
+
+The test is a two-dimensional CUSUM (Crosier's multivariate form, in metres rather than
+sigmas): the excess displacement of each interval is added to a running vector S, and S is
+then shrunk towards zero by an allowance a x dt, separately along and across the current
+track. The allowance is what the odometry's correlated errors may legitimately produce: a
+heading error of sigma_theta moves a ground velocity v by v sigma_theta across the track, a
+scale error by v sigma_scale along it, and the receiver's own slow error wanders by a few
+centimetres per second (`allowance_floor_mps`). A bias within the
+allowance never accumulates; a pull-off of rate r > a reaches the threshold h after about
+h / (r - a) seconds, at an offset of about r h / (r - a). White noise of sigma_w per interval
+crosses h only once in about exp(2 a h / sigma_w²) intervals (Siegmund's approximation).
+
+`quiet_since_ns` is the last time S was small (below a quarter of h): a pull-off that the
+test has seen began after it, so anchors older than that are untouched by it (the reference
+falls back onto one of them, see gnss_reference.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class CusumStep:
+    """The outcome of one interval: statistic |S| (m), allowance used (m/s), alarm."""
+
+    t_ns: int
+    statistic_m: float
+    allowance_mps: float
+    alarm: bool
+
+
+class DisplacementCusum:
+    """Vector CUSUM on (GNSS displacement - odometry displacement) per interval.
+
+    threshold_m: h, the alarm level of |S|. allowance_sigmas: how many sigmas of the
+    odometry's velocity bias the allowance covers. allowance_floor_mps: allowance for what
+    the odometry's reported sigmas do not include (receiver wander, time alignment).
+    """
+
+    def __init__(self, threshold_m: float, allowance_sigmas: float,
+                 allowance_floor_mps: float) -> None:
+        if not (threshold_m > 0 and math.isfinite(threshold_m)):
+            raise ValueError(f"CUSUM threshold must be a finite number of metres > 0, got "
+                             f"{threshold_m}")
+        if not (allowance_sigmas >= 0 and allowance_floor_mps >= 0):
+            raise ValueError(f"CUSUM allowance must be >= 0, got {allowance_sigmas} sigmas, "
+                             f"floor {allowance_floor_mps} m/s")
+        self.threshold_m = threshold_m
+        self.allowance_sigmas = allowance_sigmas
+        self.allowance_floor_mps = allowance_floor_mps
+        self.S_ne_m = np.zeros(2)
+        self.quiet_since_ns: int | None = None
+        self.n_steps = 0
+
+    @property
+    def statistic_m(self) -> float:
+        return float(np.hypot(*self.S_ne_m))
+
+    def reset(self, t_ns: int) -> None:
+        """Start again (after the gate closed, or a new reference segment)."""
+        self.S_ne_m = np.zeros(2)
+        self.quiet_since_ns = t_ns
+
+    def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray,
+             odometry_ne_m: np.ndarray, sigma_heading_rad: float,
+             sigma_scale: float) -> CusumStep:
+        """One interval of dt_s seconds.
+
+        excess_ne_m: (2,) GNSS displacement minus odometry displacement over the interval;
+        odometry_ne_m: (2,) the odometry displacement itself; sigma_heading_rad /
+        sigma_scale: the odometry's heading and scale bias sigmas. A heading bias moves the
+        odometry across its track, a scale bias along it, so the allowance is an ellipse
+        in the track frame: a pull-off fixed in NED shows across the track on most legs
+        even while the scale is still poorly known (then the along-track allowance is wide).
+        """
+        if not (dt_s > 0 and math.isfinite(dt_s)):
+            raise ValueError(f"CUSUM interval must be a finite number of seconds > 0, got {dt_s}")
+        d = np.asarray(odometry_ne_m, dtype=np.float64)
+        speed = float(np.hypot(*d)) / dt_s
+        u = d / (speed * dt_s) if speed > 0.5 else np.array([1.0, 0.0])
+        w = np.array([-u[1], u[0]])
+        a_along = self.allowance_sigmas * speed * sigma_scale + self.allowance_floor_mps
+        a_across = self.allowance_sigmas * speed * sigma_heading_rad + self.allowance_floor_mps
+        S = self.S_ne_m + np.asarray(excess_ne_m, dtype=np.float64)
+        along, across = float(S @ u), float(S @ w)
+        along = math.copysign(max(0.0, abs(along) - a_along * dt_s), along)
+        across = math.copysign(max(0.0, abs(across) - a_across * dt_s), across)
+        S = along * u + across * w
+        self.S_ne_m = S
+        self.n_steps += 1
+        stat = float(np.hypot(*S))
+        if stat <= 0.25 * self.threshold_m or self.quiet_since_ns is None:
+            self.quiet_since_ns = t_ns
+        return CusumStep(t_ns, stat, max(a_along, a_across), stat > self.threshold_m)
