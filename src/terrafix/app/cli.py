@@ -15,6 +15,7 @@ from terrafix.app import fly_cli, replay_cli
 from terrafix.eval import cli as eval_cli
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
+from terrafix.review import cli as review_cli
 from terrafix.sim import cli as sim_cli
 from terrafix.tiles import cli as tiles_cli
 from terrafix.vision import cli as vps_cli
@@ -33,6 +34,7 @@ app.add_typer(recorder_cli.app, name="fdr")
 app.command("fly")(fly_cli.fly_command)
 app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
+app.command("review")(review_cli.review_command)
 app.add_typer(sim_cli.app, name="sim")
 app.command("sim-fc")(fly_cli.sim_fc_command)
 app.add_typer(tiles_cli.app, name="tiles")
