@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -148,38 +147,21 @@ class FlightTelemetry:
 
 
 class _Progress:
-    """A rich progress bar on stderr: frames against the total, with the figures that matter."""
+    """The flight's progress line: frames against the total, with the figures that matter."""
 
     def __init__(self, total_frames: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from terrafix.progress import ProgressLine
 
-        self._console = Console(stderr=True)
-        self._bar = Progress(TextColumn("flight"), BarColumn(), TextColumn(
-            "{task.completed}/{task.total} frames"), TextColumn("{task.fields[figures]}"),
-            TimeElapsedColumn(), console=self._console,
-            disable=not self._console.is_terminal)
-        self._task = self._bar.add_task("flight", total=total_frames, figures="")
-        self.total = total_frames
-        self._bar.start()
-        self._last: tuple[FlightCounters, float] | None = None
+        self._line = ProgressLine("flight", total_frames, "frames")
 
     def set_total(self, total: int | None) -> None:
-        self.total = total
-        self._bar.update(self._task, total=total)
+        self._line.update(total=total)
 
     def update(self, c: FlightCounters, rate_hz: float) -> None:
-        self._last = (FlightCounters(**{k: getattr(c, k) for k in c.__slots__}), rate_hz)
-        self._bar.update(self._task, completed=c.frames_seen, figures=progress_figures(c,
-                                                                                      rate_hz))
+        self._line.update(completed=c.frames_seen, figures=progress_figures(c, rate_hz))
 
     def close(self) -> None:
-        self._bar.stop()
-        if not self._console.is_terminal and self._last is not None:
-            c, rate = self._last
-            of = f"/{self.total}" if self.total else ""
-            print(f"flight: {c.frames_seen}{of} frames, {progress_figures(c, rate)}",
-                  file=sys.stderr)
+        self._line.close()
 
 
 def progress_figures(c: FlightCounters, rate_hz: float) -> str:

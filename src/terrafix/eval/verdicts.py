@@ -131,11 +131,11 @@ def verdict_table_html(rows: list[Verdict]) -> str:
             f"</b>, {len(rows) - n_pass - n_fail} not judgeable</p>")
     body = "".join(
         f"<tr class='{_css(r)}'><td>{html.escape(r.requirement)}</td>"
-        f"<td>{html.escape(r.figure)}</td><td>{html.escape(r.shown)}</td>"
-        f"<td>{html.escape(r.bound)}</td><td class='outcome'>{r.outcome}</td>"
+        f"<td class='outcome'>{r.outcome}</td><td>{html.escape(r.figure)}</td>"
+        f"<td>{html.escape(r.shown)}</td><td>{html.escape(r.bound)}</td>"
         f"<td>{html.escape(r.note)}</td></tr>" for r in rows)
     return (f"{head}<div class='scroll'><table class='verdicts'><tr><th>req.</th>"
-            f"<th>figure</th><th>value</th><th>required</th><th>verdict</th><th>note</th></tr>"
+            f"<th>verdict</th><th>figure</th><th>value</th><th>required</th><th>note</th></tr>"
             f"{body}</table></div>")
 
 
