@@ -144,6 +144,7 @@ class _Builder:
         labels, counts = np.unique(track.label, return_counts=True)
         shares = [(f"share {lab}", float(c) / len(track)) for lab, c in zip(labels, counts,
                                                                            strict=True)]
+        self.figures["map_zoom"] = None if bg is None else bg.z
         note = "" if bg is not None else P.absent(f"No map imagery under the track: {why}.")
         return ("<h2>Track</h2>" + note + P.image("track.png", "track coloured by source label")
                 + P.kv_table(shares))
@@ -258,6 +259,8 @@ class _Builder:
         for o in outcome:
             reasons[o] = reasons.get(o, 0) + 1
         fused = reasons.get("fused", 0)
+        self.figures["registration_attempts"] = len(reg)
+        self.figures["fixes_fused"] = fused
         parts.append(P.kv_table([
             ("frames reported", len(frames)),
             ("odometry accepted", sum(bool(f.get("vo_accepted")) for f in frames)),
