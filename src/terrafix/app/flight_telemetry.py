@@ -47,6 +47,8 @@ class FlightCounters:
     solutions: int = 0
     events: int = 0
     radius95_m: float = math.nan
+    fc_clock_offset_ns: int | None = None
+    """Companion monotonic minus FC boot time (the link's clock alignment), once known."""
 
 
 class FlightTelemetry:
@@ -109,6 +111,7 @@ class FlightTelemetry:
             "registrations": c.registrations, "fixes_fused": c.fixes_fused,
             "solutions": c.solutions, "events": c.events, "gps_input_sent": self._sent,
             "gps_input_rate_hz": rate, "radius95_m": c.radius95_m,
+            "fc_clock_offset_ns": c.fc_clock_offset_ns,
             "load_avg_1m": os.getloadavg()[0]})
         if self._progress is not None:
             self._progress.update(c, rate)

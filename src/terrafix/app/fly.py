@@ -574,7 +574,7 @@ class OnboardProgram:
                     self.telemetry.tick(now, FlightCounters(
                         self._frames_seen, processed, self.navigator.stats.registrations,
                         self.navigator.stats.fixes_fused, n_solutions, n_events,
-                        _radius95_m(latest)))
+                        _radius95_m(latest), self.link.stats().clock_offset_ns))
                 if done and not items and self.inbox.release(now, 0.0, flush=True) == []:
                     break
         except KeyboardInterrupt:

@@ -193,8 +193,14 @@ class _Builder:
         from terrafix.sim.flight_controller import FC_BOOT_LEAD_NS
 
         ds = self._dataset()
-        take = self.fd.last(TAKEOFF_TOPIC) or self.fd.last(SUMMARY_TOPIC) or {}
-        offset = take.get("fc_clock_offset_ns")
+        offset = None
+        for topic in (SUMMARY_TOPIC, STATUS_TOPIC, TAKEOFF_TOPIC):  # final value first
+            for rec in reversed(self.fd.payloads(topic)):
+                if isinstance(rec, dict) and rec.get("fc_clock_offset_ns") is not None:
+                    offset = rec["fc_clock_offset_ns"]
+                    break
+            if offset is not None:
+                break
         if offset is None:
             raise ReviewError(f"{self.fd.folder}: the log holds no FC clock offset (take-off "
                               "record), so its times cannot be matched to the truth")
@@ -244,7 +250,10 @@ class _Builder:
             ["t (s)", "event", "severity", "status text", "detail"], rows, limit=2000))
         labels = [[round(float(self.rel_s(int(e["t_ns"]))), 2), e.get("old"), e.get("new")]
                   for e in events if e.get("kind") == "LabelChanged"]
-        parts.append("<h3>Label changes</h3>" + P.list_table(["t (s)", "from", "to"], labels))
+        table = P.list_table(["t (s)", "from", "to"], labels)
+        parts.append(f"<h3>Label changes ({len(labels)})</h3>" + (
+            table if len(labels) <= 12 else f"<details><summary>all {len(labels)} label "
+            f"changes</summary>{table}</details>"))
         return "".join(parts)
 
     # --- registration --------------------------------------------------------------------
@@ -399,16 +408,11 @@ class _Builder:
                 ("max temperature (°C)", float(np.nanmax(temps)) if np.isfinite(temps).any()
                  else "not reported")]))
         load = np.array([d.get("load_avg_1m", np.nan) for _, d in st], dtype=float)
-        t_th = self.rel_s([t for t, _ in th]) if th else self.rel_s([t for t, _ in st])
-        temps_for_plot = (np.array([np.nan if d.get("temperature_c") is None
-                                    else d["temperature_c"] for _, d in th], dtype=float)
-                          if th else np.full(len(t_th), np.nan))
-        if st:
-            t_load = self.rel_s([t for t, _ in st])
-            n = min(len(t_load), len(t_th)) if th else len(t_load)
-            plots.plot_thermal(self.out / "thermal.png", t_load[:n] if not th else t_th[:n],
-                               temps_for_plot[:n], load[:n])
-            parts.append(P.image("thermal.png", "thermal state and CPU load"))
+        temps_plot = np.array([np.nan if d.get("temperature_c") is None else d["temperature_c"]
+                               for _, d in th], dtype=float)
+        plots.plot_thermal(self.out / "thermal.png", self.rel_s([t for t, _ in th]),
+                           temps_plot, self.rel_s([t for t, _ in st]), load)
+        parts.append(P.image("thermal.png", "thermal state and CPU load"))
         return "".join(parts)
 
     # --- verdict figures -----------------------------------------------------------------
@@ -442,7 +446,10 @@ def _event_detail(e: dict[str, Any]) -> str:
     for k, v in e.items():
         if k in skip:
             continue
-        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.6f}" if k.endswith("_deg") else f"{k}={v:.4g}")
+        else:
+            parts.append(f"{k}={v}")
     return ", ".join(parts)
 
 

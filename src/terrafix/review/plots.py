@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 from terrafix.eval.metrics import radius95_m
@@ -168,6 +169,8 @@ def plot_confidence(path: Path, t_s: np.ndarray, track: ResultTrack,
     if err is not None:
         a1.plot(err[0], err[1], color="#d62728", lw=0.8, label="error vs truth")
     a1.set_yscale("log")
+    a1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a1.set_ylabel("metres")
     a1.grid(alpha=0.3, which="both")
     a1.legend(fontsize=8, loc="upper left")
@@ -223,6 +226,7 @@ def plot_output(path: Path, t_s: np.ndarray, topic: str) -> Path:
     a1.step(edges[:-1], counts, where="post", color="#1f77b4")
     a1.axhspan(5, 10, color="#2ca02c", alpha=0.12, label="required 5-10 Hz")
     a1.set_ylabel("messages / s")
+    a1.set_ylim(0, max(12.0, float(counts.max()) + 1.0 if len(counts) else 12.0))
     a1.set_title(f"{topic}: output rate and gaps", fontsize=10)
     a1.legend(fontsize=8)
     a1.grid(alpha=0.3)
@@ -230,6 +234,7 @@ def plot_output(path: Path, t_s: np.ndarray, topic: str) -> Path:
     a2.plot(t_s[1:], gaps, ".", ms=2, color="#333")
     a2.axhline(250.0, color="#d62728", lw=1, label="max gap 250 ms")
     a2.set_ylabel("gap (ms)")
+    a2.set_ylim(0, max(300.0, float(gaps.max()) * 1.1))
     a2.set_xlabel("flight time (s)")
     a2.legend(fontsize=8)
     a2.grid(alpha=0.3)
@@ -250,6 +255,7 @@ def plot_latency(path: Path, t_s: np.ndarray, total_ms: np.ndarray, registered: 
     a1.axhline(500, color="#d62728", lw=1, label="max 500 ms")
     a1.set_xlabel("capture time (s)")
     a1.set_ylabel("capture → output (ms)")
+    a1.set_ylim(0, max(600.0, float(np.nanmax(total_ms)) * 1.1 if len(total_ms) else 600.0))
     a1.legend(fontsize=7)
     a1.grid(alpha=0.3)
     names = list(stage_p50_ms)
@@ -276,15 +282,19 @@ def plot_registration(path: Path, t_s: np.ndarray, outcome: list[str]) -> Path:
     return _save(fig, path)
 
 
-def plot_thermal(path: Path, t_s: np.ndarray, temp_c: np.ndarray, load: np.ndarray) -> Path:
+def plot_thermal(path: Path, t_temp_s: np.ndarray, temp_c: np.ndarray, t_load_s: np.ndarray,
+                 load: np.ndarray) -> Path:
+    """Accelerator temperature when the thermal source reports one, and the CPU load."""
     fig, ax = plt.subplots(figsize=(9, 2.8), dpi=_DPI)
+    load_ax = ax
     if np.any(np.isfinite(temp_c)):
-        ax.plot(t_s, temp_c, color="#d62728", label="accelerator °C")
+        ax.plot(t_temp_s, temp_c, color="#d62728", label="accelerator °C")
         ax.set_ylabel("°C")
+        load_ax = ax.twinx()
     if len(load):
-        a2 = ax.twinx()
-        a2.plot(t_s[: len(load)], load, color="#555", lw=0.8, label="CPU load (1 min)")
-        a2.set_ylabel("load average")
+        load_ax.plot(t_load_s, load, color="#555", lw=1.0, label="CPU load (1 min)")
+        load_ax.set_ylabel("CPU load average (1 min)")
+        load_ax.set_ylim(0, max(1.0, float(np.nanmax(load)) * 1.15))
     ax.set_xlabel("flight time (s)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
