@@ -169,8 +169,9 @@ def plot_confidence(path: Path, t_s: np.ndarray, track: ResultTrack,
     if err is not None:
         a1.plot(err[0], err[1], color="#d62728", lw=0.8, label="error vs truth")
     a1.set_yscale("log")
-    a1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+    a1.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.set_ylabel("metres")
     a1.grid(alpha=0.3, which="both")
     a1.legend(fontsize=8, loc="upper left")
