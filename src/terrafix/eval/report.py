@@ -21,6 +21,7 @@ th, td { border: 1px solid #ccc; padding: 3px 10px; text-align: right; font-size
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 img { width: 100%; height: auto; border: 1px solid #ddd; margin-bottom: 1em; }
 .fail { color: #b00; font-weight: bold; } .pass { color: #070; }
+code { word-break: break-all; }
 """
 
 
@@ -52,7 +53,7 @@ def _list_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys) + "</tr>"
                    for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def summary_figures(s: dict[str, Any]) -> dict[str, Any]:

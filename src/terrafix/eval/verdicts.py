@@ -127,7 +127,7 @@ def verdict_table_html(rows: list[Verdict]) -> str:
         return "<p>No requirement figure could be measured from these inputs.</p>"
     n_fail = sum(r.passed is False for r in rows)
     n_pass = sum(r.passed is True for r in rows)
-    head = (f"<p class='verdict-summary'><b>{n_pass} pass</b>, <b class='fail'>{n_fail} fail"
+    head = (f"<p class='verdict-summary'><b>{n_pass} pass</b>, <b class='v-fail'>{n_fail} fail"
             f"</b>, {len(rows) - n_pass - n_fail} not judgeable</p>")
     body = "".join(
         f"<tr class='{_css(r)}'><td>{html.escape(r.requirement)}</td>"
@@ -140,15 +140,17 @@ def verdict_table_html(rows: list[Verdict]) -> str:
 
 
 def _css(r: Verdict) -> str:
-    return {True: "pass", False: "fail", None: "na"}[r.passed]
+    return {True: "v-pass", False: "v-fail", None: "v-na"}[r.passed]
 
 
 VERDICT_CSS = """
+table.verdicts td, table.verdicts th { text-align: left; color: #222; font-weight: normal; }
+table.verdicts th { font-weight: bold; }
 table.verdicts td.outcome { font-weight: bold; text-align: center; }
-tr.pass td.outcome { color: #fff; background: #2a7a2a; }
-tr.fail td.outcome { color: #fff; background: #b00020; }
-tr.na td.outcome { color: #444; background: #ddd; }
-.verdict-summary .fail { color: #b00020; }
+tr.v-pass td.outcome { color: #fff; background: #2a7a2a; }
+tr.v-fail td.outcome { color: #fff; background: #b00020; }
+tr.v-na td.outcome { color: #444; background: #ddd; }
+.verdict-summary .v-fail { color: #b00020; }
 """
 
 

@@ -25,6 +25,7 @@ img { width: 100%; height: auto; border: 1px solid #ddd; margin: 0.3em 0 1em 0; 
 .damage { background: #fff3cd; border: 2px solid #b8860b; padding: 0.6em; margin: 0.8em 0; }
 .absent { color: #666; font-style: italic; }
 .meta { color: #444; font-size: 0.9em; }
+code { word-break: break-all; }
 details pre { white-space: pre-wrap; word-break: break-all; font-size: 0.8em; }
 """
 
