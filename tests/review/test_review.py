@@ -223,3 +223,14 @@ def test_pages_render_in_chromium(demo_run, torn_log, tmp_path, width_px) -> Non
         (tmp_path / f"{name.replace(' ', '-')}-{width_px}.png").write_bytes(
             rep.screenshot_png)
         assert std > 20.0 and inked > 0.03, (name, std, inked)
+
+
+def test_review_of_a_folder_without_a_log_names_it_and_what_was_expected(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from terrafix.app.cli import app
+
+    (tmp_path / "not-a-flight").mkdir()
+    res = CliRunner().invoke(app, ["review", str(tmp_path / "not-a-flight")])
+    assert res.exit_code == 2
+    assert "not-a-flight" in res.output and "segment-*.mcap" in res.output

@@ -366,8 +366,15 @@ class OnboardProgram:
     # --- take-off --------------------------------------------------------------------------
     def takeoff(self) -> float:
         """Everything before the first sample; returns the take-off load time (s)."""
-        cfg = self.cfg
         self._log_file = log_to_file(self.out / "fly.log")
+        try:
+            return self._takeoff()
+        except BaseException:
+            close_file_log(self._log_file)
+            raise
+
+    def _takeoff(self) -> float:
+        cfg = self.cfg
         config_hash = log_config(cfg)
         t0 = time.perf_counter()
         if cfg.camera.source == "simulator":

@@ -10,7 +10,7 @@ import typer
 
 def review_command(
     flight_dir: Annotated[Path, typer.Argument(
-        help="Flight log folder (recorder.folder/<flight id>, holding terrafix-*.mcap).")],
+        help="Flight log folder (recorder.folder/<flight id>, holding segment-*.mcap).")],
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output folder (default FLIGHT_DIR/review).")] = None,
     truth: Annotated[Path | None, typer.Option(

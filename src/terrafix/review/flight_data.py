@@ -115,7 +115,7 @@ def load_flight(folder: str | Path) -> FlightData:
         log = FlightLog(folder)
     except Exception as exc:  # RecorderFormatError and OS errors: not a flight folder
         raise ReviewError(f"{folder}: cannot read the flight log ({exc}); expected a flight "
-                          "folder of terrafix-*.mcap segments (recorder.folder/<flight id>)"
+                          "folder of segment-*.mcap files (recorder.folder/<flight id>)"
                           ) from None
     by_topic: dict[str, list[Record]] = {}
     with warnings.catch_warnings():
