@@ -353,6 +353,8 @@ class _Builder:
                  for k, v in r["producers"].items()]))
         else:
             self.figures["recorder_clean"] = False
+            self.figures["recorder_unmarked_drops"] = None
+            self.notes["recorder_unmarked_drops"] = "no footer: the drop counters are unknown"
             self.notes["recorder_clean"] = "no footer: " + ("; ".join(self.fd.damage)
                                                             or "recording not closed")
             parts.append(P.absent("No footer (the recording did not close): counters below "
