@@ -79,7 +79,9 @@ def write_report(path: Path, summary: dict[str, Any], images: dict[str, str]) ->
              "<h1>terrafix navigation evaluation</h1>",
              f"<p>run: <code>{html.escape(str(s.get('run_dir', '')))}</code><br>"
              f"dataset: <code>{html.escape(str(s.get('dataset', '')))}</code></p>",
-             "<h2>Verdicts</h2>" + verdict_table_html(verdicts(summary_figures(s)))]
+             "<h2>Verdicts</h2>" + verdict_table_html(verdicts(summary_figures(s), {
+                 k: "as received by the flight controller" for k in (
+                     "gps_input_rate_hz", "gps_input_max_gap_ms", "gps_input_jitter_ms")}))]
     if s.get("live"):
         live = {k: v for k, v in s["live"].items() if not isinstance(v, dict | list)}
         parts.append("<h2>Live run (what the flight controller accepted)</h2>"

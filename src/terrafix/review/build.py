@@ -300,6 +300,8 @@ class _Builder:
         t = self.fd.output_times_ns()
         f = output_figures(t)
         self.figures.update({k: v for k, v in f.items() if k.startswith("gps_input")})
+        for k in ("gps_input_rate_hz", "gps_input_max_gap_ms", "gps_input_jitter_ms"):
+            self.notes[k] = "as sent (companion side)"
         fix = [d.get("fix_type") for d in self.fd.payloads(topic) if isinstance(d, dict)]
         no_fix = sum(1 for x in fix if x is not None and x < 3)
         if len(t) > 1:
