@@ -7,6 +7,8 @@ module only mounts them, so that commands live next to the code they drive.
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 import typer
 
@@ -48,7 +50,21 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[_StderrNow()],
     )
+
+
+class _StderrNow(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so that a live progress bar (which
+    redirects stderr) prints log lines above itself instead of being torn by them."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 @app.command()
