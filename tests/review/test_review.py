@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from terrafix.recorder import FlightLog
+from terrafix.recorder import FlightLog, RecorderWarning
 from terrafix.review.build import build_review
 from tests.app.navdata import demo_flight
 from tests.review.chromium import chromium_binary, open_page
@@ -86,31 +86,47 @@ def test_the_full_config_goes_to_the_log_file_and_the_recorder(demo_run) -> None
     assert recorded and recorded[0]["map"]["cache"]
 
 
+def _log_payloads(flight: Path, topic: str) -> list[tuple[int, dict]]:
+    """Read straight from the MCAP log, independently of the review code."""
+    return [(m.t_ns, m.payload()) for m in FlightLog(flight).messages([topic])]
+
+
 def test_review_of_the_demo_flight_log(demo_run, tmp_path) -> None:
+    """The page shows what the log holds. (Figures are checked against the log and the
+    evaluation, not against performance bounds: this shared CI machine is often far too
+    loaded for the real-time flight to meet them; the verdict table reports that.)"""
     out, ds, _ = demo_run
-    res = build_review(_flight_dir(out), tmp_path / "review", truth=ds)
+    flight = _flight_dir(out)
+    res = build_review(flight, tmp_path / "review", truth=ds)
     html = res.page.read_text()
     f = res.figures
     assert f["map_zoom"] is not None  # the track is drawn over the cached map's tiles
     assert "No map imagery" not in html
-    assert f["registration_attempts"] > 0 and f["fixes_fused"] > 0
-    assert res.damage == []
+    assert res.damage == [] and "Damaged log" not in html
+    # registration outcomes: every attempt and fused fix in the log, none invented
+    frames = [d for _, d in _log_payloads(flight, "nav/frame")]
+    assert f["registration_attempts"] == sum(bool(d["registered"]) for d in frames)
+    assert f["fixes_fused"] == sum(bool(d["fix_fused"]) for d in frames)
+    # every GPS_INPUT the onboard program sent is in the log, and the rate is theirs
+    sent = np.array([t for t, _ in _log_payloads(flight, "autopilot/gps_input")])
+    summary = json.loads((out / "fly" / "summary.json").read_text())
+    assert len(sent) == summary["gps_input_sent"] > 0
     by_figure = {v.figure: v for v in res.verdicts}
     rate = by_figure["GPS_INPUT rate"]
-    assert 5.0 <= rate.value <= 10.5 and rate.passed is not None
+    assert rate.value == pytest.approx(1e9 / np.diff(sent).mean())
+    assert rate.passed == (5.0 <= rate.value <= 10.05)
+    assert by_figure["capture → output latency p95"].value == pytest.approx(
+        summary["latency_p95_ms"])
     assert by_figure["log closed with a clean footer"].passed is True
     assert {"A1", "A5", "R1", "R4", "N9", "N7"} <= {v.requirement for v in res.verdicts}
-    # the review's GPS_INPUT count agrees with what the onboard program says it sent
-    summary = json.loads((out / "fly" / "summary.json").read_text())
-    page_json = json.loads((tmp_path / "review" / "review.json").read_text())
-    assert page_json["figures"]["gps_input_rate_hz"] == pytest.approx(rate.value)
-    assert summary["gps_input_sent"] > 0
-    # with truth: the error against the simulator's truth, within the demo's usual bounds
+    # with truth: the same scoring as the evaluation of the run's own outputs (so the log's
+    # times were matched to the truth's through the recorded clock offset)
     acc = f["truth"]["accuracy"]
-    assert acc["n"] > 100 and acc["p95_m"] < 60.0
+    ev = json.loads((out / "report" / "summary.json").read_text())["accuracy"]
+    assert acc["n"] == ev["n"] > 0
+    assert acc["p95_m"] == pytest.approx(ev["p95_m"], rel=1e-6)
     assert "Error against the simulator" in html
-    for name in ("track.png", "confidence.png", "timeline.png", "registration.png",
-                 "output.png", "latency.png"):
+    for name in ("track.png", "confidence.png", "timeline.png", "output.png", "latency.png"):
         assert (tmp_path / "review" / name).stat().st_size > 5000, name
 
 
@@ -161,7 +177,7 @@ def torn_log(tmp_path_factory) -> Path:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = root / "flights" / "torn-flight"
     try:
-        _wait_for_solutions(folder, 60, fly, timeout_s=240.0)
+        _wait_for_solutions(folder, 60, fly, timeout_s=420.0)
         time.sleep(1.0)
         fly.send_signal(signal.SIGKILL)
         fly.wait(timeout=30)
@@ -189,8 +205,12 @@ def test_review_of_a_torn_log_reads_up_to_the_damage_and_says_so(torn_log, tmp_p
     assert figures["damage"]
     verdict = {v["figure"]: v for v in figures["verdicts"]}
     assert verdict["log closed with a clean footer"]["passed"] is False
+    assert verdict["recorder drops not marked in the stream"]["passed"] is None  # no footer
     # what was written before the damage is all there: outputs, latency, frames
-    assert 5.0 <= verdict["GPS_INPUT rate"]["value"] <= 10.5
+    with pytest.warns(RecorderWarning):
+        sent = np.array([t for t, _ in _log_payloads(torn_log, "autopilot/gps_input")])
+    assert len(sent) > 20
+    assert verdict["GPS_INPUT rate"]["value"] == pytest.approx(1e9 / np.diff(sent).mean())
     assert "capture → output latency p95" in verdict
     assert figures["figures"]["frame_drop_rate"] is not None
 

@@ -261,6 +261,7 @@ class _Builder:
         frames = [f for f in self.fd.payloads(FRAME_TOPIC) if isinstance(f, dict)]
         parts = ["<h2>Registration against the map</h2>"]
         if not frames:
+            self.figures["registration_attempts"] = self.figures["fixes_fused"] = 0
             return "".join(parts) + P.absent("no frame records in this log")
         reg = [f for f in frames if f.get("registered")]
         outcome = [_outcome(f) for f in reg]
