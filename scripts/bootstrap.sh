@@ -9,8 +9,9 @@ cd "$repo"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-# --- Debian packages (PostgreSQL + PostGIS for the production tile store) -----------------
-apt_packages=(postgresql-15 postgresql-15-postgis-3)
+# --- Debian packages (PostgreSQL + PostGIS for the production tile store; Chromium, headless,
+# for the tests that open the review pages in a real browser) ------------------------------
+apt_packages=(postgresql-15 postgresql-15-postgis-3 chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -109,3 +109,23 @@ def test_sender_thread_runs_real_time_when_allowed_and_says_so_otherwise(caplog)
         assert "real-time priority 5 refused" in caplog.text
     # the main thread keeps its normal policy
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_every_send_is_reported_to_on_sent_with_its_time_and_a_failing_hook_stops_nothing():
+    slot = LatestSlot()
+    sent, seen = [], []
+
+    def hook(report, t_ns):
+        seen.append((report, t_ns))
+        if len(seen) == 2:
+            raise RuntimeError("a broken recorder hook")
+
+    sender = FixedRateGpsSender(slot, sent.append, rate_hz=10.0, on_sent=hook)
+    slot.put(solution(time.monotonic_ns()))
+    sender.start()
+    time.sleep(0.6)
+    sender.stop()
+    assert len(seen) == len(sent) == sender.stats().sent >= 3
+    assert [r for r, _ in seen] == sent  # the very reports handed to the link, in order
+    times = [t for _, t in seen]
+    assert times == sorted(times) and sender.stats().last_sent_mono_ns == times[-1]

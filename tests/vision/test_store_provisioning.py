@@ -60,3 +60,19 @@ def test_vps_provision_from_the_store_then_locate(store_root) -> None:
     res = vp.locate(CameraFrame(0, 0, img), R_fc, baro)
     assert res.fix is not None, res.reason
     assert distance_m(lat, lon, res.fix.lat_deg, res.fix.lon_deg) < 20.0
+
+
+def test_vps_provision_without_levels_builds_the_zooms_the_cache_holds(store_root,
+                                                                      tmp_path) -> None:
+    """A cache provisioned at z18 only: the default (z19 + z18) is not forced on it."""
+    import json
+    import shutil
+
+    root = tmp_path / "cache"
+    shutil.copytree(store_root, root, ignore=shutil.ignore_patterns("features", "retrieval"))
+    out = CliRunner().invoke(app, ["vps", "provision", str(root), "--extractor", "sift"])
+    assert out.exit_code == 0, out.output
+    assert "levels from the cache's zooms: z18 (700 m chunks, 45% overlap)" in out.output
+    manifest = json.loads((root / "features" / "vps.json").read_text())
+    assert manifest["levels"]["sift"] == [18]
+    assert not (root / "features" / "sift" / "z19").exists()

@@ -7,6 +7,8 @@ module only mounts them, so that commands live next to the code they drive.
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 import typer
 
@@ -16,6 +18,7 @@ from terrafix.eval import cli as eval_cli
 from terrafix.ground import cli as ground_cli
 from terrafix.inference import cli as models_cli
 from terrafix.recorder import cli as recorder_cli
+from terrafix.review import cli as review_cli
 from terrafix.sim import cli as sim_cli
 from terrafix.tiles import cli as tiles_cli
 from terrafix.vision import cli as vps_cli
@@ -35,6 +38,7 @@ app.command("fly")(fly_cli.fly_command)
 app.add_typer(ground_cli.app, name="ground")
 app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
+app.command("review")(review_cli.review_command)
 app.add_typer(sim_cli.app, name="sim")
 app.command("sim-fc")(fly_cli.sim_fc_command)
 app.add_typer(tiles_cli.app, name="tiles")
@@ -48,7 +52,21 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[_StderrNow()],
     )
+
+
+class _StderrNow(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so that a live progress bar (which
+    redirects stderr) prints log lines above itself instead of being torn by them."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 @app.command()

@@ -37,13 +37,15 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from terrafix.app.console import close_file_log, config_summary_lines, log_to_file
+from terrafix.app.flight_telemetry import FlightCounters, FlightTelemetry
 from terrafix.app.frame_sources import (
     DatasetFrameSource,
     FrameSource,
@@ -154,11 +156,15 @@ class FlyConfig(_Cfg):
 
 
 def log_config(cfg: FlyConfig) -> str:
-    """Log every value in force, one line per key; returns the config hash (sha256 of the
-    canonical JSON) that goes into the recorder header."""
+    """Log every value in force, one line per key, to the log file (the console gets a
+    short summary; both with -v); returns the config hash (sha256 of the canonical JSON)
+    that goes into the recorder header."""
     flat = _flatten(json.loads(cfg.model_dump_json()))
+    config_log = logging.getLogger("terrafix.config")
     for key, value in flat:
-        log.info("config %s = %s", key, value)
+        config_log.info("config %s = %s", key, value)
+    for line in config_summary_lines(cfg):
+        log.info("%s", line)
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
 
 
@@ -200,6 +206,17 @@ class FlightSummary:
     fc_clock_offset_ns: int | None
 
 
+def _radius95_m(sol: NavSolution | None) -> float:
+    """95% horizontal radius of a solution (m), NaN without one."""
+    if sol is None:
+        return math.nan
+    cov = np.asarray(sol.cov_p_ned_m2, dtype=np.float64)[:2, :2]
+    if not np.all(np.isfinite(cov)):
+        return math.nan
+    # chi2(2 dof, 95%) = 5.991 (no scipy import on the navigation thread)
+    return float(math.sqrt(5.991464547107979 * max(float(np.linalg.eigvalsh(cov)[-1]), 0.0)))
+
+
 def _p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if values else math.nan
 
@@ -221,7 +238,9 @@ class _LatencyMeter:
     so when two sends fall between polls the later one is used: it never underestimates.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_frame: Any = None) -> None:
+        self._on_frame = on_frame
+        """(index, capture_ns, registered, total_ms, stage_ms) per frame (the recorder)."""
         self._stamps: dict[int, dict[str, int]] = {}
         self._done: list[int] = []
         self._published: list[int] = []
@@ -257,12 +276,17 @@ class _LatencyMeter:
             st["sent"] = last_sent_ns
             ms = (last_sent_ns - st["capture"]) / 1e6
             self.all_ms.append(ms)
-            (self.registered_ms if self._registered.pop(i) else self.odometry_ms).append(ms)
+            registered = self._registered.pop(i)
+            (self.registered_ms if registered else self.odometry_ms).append(ms)
             prev = st["capture"]
+            stages = {}
             for k in STAGES:
                 if k in st:
-                    self.stage_ms[k].append((st[k] - prev) / 1e6)
+                    stages[k] = (st[k] - prev) / 1e6
+                    self.stage_ms[k].append(stages[k])
                     prev = st[k]
+            if self._on_frame is not None:
+                self._on_frame(i, st["capture"], registered, ms, stages)
             del self._stamps[i]
         self._published = keep
 
@@ -345,6 +369,14 @@ class OnboardProgram:
     # --- take-off --------------------------------------------------------------------------
     def takeoff(self) -> float:
         """Everything before the first sample; returns the take-off load time (s)."""
+        self._log_file = log_to_file(self.out / "fly.log")
+        try:
+            return self._takeoff()
+        except BaseException:
+            close_file_log(self._log_file)
+            raise
+
+    def _takeoff(self) -> float:
         cfg = self.cfg
         config_hash = log_config(cfg)
         t0 = time.perf_counter()
@@ -363,6 +395,7 @@ class OnboardProgram:
         self._rec_frame = self.recorder.producer("nav/frame", FRAME_REPORT_SCHEMA)
         self._rec_config = self.recorder.producer("config", model_schema(FlyConfig))
         self._rec_config.record(time.monotonic_ns(), json.loads(cfg.model_dump_json()))
+        self.telemetry = FlightTelemetry(self.recorder, total_frames=None)
         logging.getLogger().addHandler(self.recorder.log_handler())
         # map: read-only, verified
         store = None
@@ -390,7 +423,8 @@ class OnboardProgram:
             on_baro=lambda s: self.inbox.put(s.t_ns, s),
             on_gnss=self._on_gnss,
             on_fc_position=self._on_fc_position,
-            on_landed_state=self._on_landed)
+            on_landed_state=self._on_landed,
+            on_output_sent=lambda report, t_ns: self.telemetry.output_sent(report, t_ns))
         self.link = ArduPilotLink(cfg.autopilot, cb)
         self.link.open()
         if not self.link.wait_for_fc(cfg.wait_for_fc_s):
@@ -409,6 +443,7 @@ class OnboardProgram:
         self.link.start_output()
         load_s = time.perf_counter() - t0
         log.info("take-off load %.2f s (cache verified, models warm, signing done)", load_s)
+        self.telemetry.takeoff(load_s, self.link.stats().clock_offset_ns)
         return load_s
 
     # --- callbacks (reader threads: quick) -------------------------------------------------
@@ -475,7 +510,8 @@ class OnboardProgram:
         cam_thread = threading.Thread(target=self._camera_thread, args=(source,),
                                       name="camera", daemon=True)
         cam_thread.start()
-        meter = _LatencyMeter()
+        self.telemetry.set_total_frames(len(source) if hasattr(source, "__len__") else None)
+        meter = _LatencyMeter(on_frame=self.telemetry.latency)
         pending_capture: dict[int, int] = {}
         n_solutions = n_events = processed = late_frames = stale_frames = late_samples = 0
         max_lag_ns = int(self.cfg.camera.max_frame_lag_s * 1e9)
@@ -545,6 +581,11 @@ class OnboardProgram:
                     events.write(rec)
                     self._rec_event.record(ev.t_ns, rec)
                     self._forward_event(ev)
+                if self.telemetry.due(now):
+                    self.telemetry.tick(now, FlightCounters(
+                        self._frames_seen, processed, self.navigator.stats.registrations,
+                        self.navigator.stats.fixes_fused, n_solutions, n_events,
+                        _radius95_m(latest), self.link.stats().clock_offset_ns))
                 if done and not items and self.inbox.release(now, 0.0, flush=True) == []:
                     break
         except KeyboardInterrupt:
@@ -585,7 +626,6 @@ class OnboardProgram:
         self.link.close()
         if self._store is not None:
             self._store.close()
-        footer = self.recorder.close()
         seen = self._frames_seen + dropped_by_source
         dropped = seen - processed
         lat = np.asarray(meter.all_ms) if meter.all_ms else np.array([math.nan])
@@ -603,8 +643,13 @@ class OnboardProgram:
             late_samples_dropped=getattr(self, "_late_samples", 0),
             gps_input_sent=out_stats.sent,
             solutions=n_solutions, events=n_events,
-            recorder_clean=bool(footer.clean_shutdown), fc_clock_offset_ns=offset_ns)
+            recorder_clean=False, fc_clock_offset_ns=offset_ns)
+        self.telemetry.summary(asdict(summary))
+        self.telemetry.close()
+        footer = self.recorder.close()
+        summary = replace(summary, recorder_clean=bool(footer.clean_shutdown))
         (self.out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-        log.info("flight %s closed: %s", self.flight_id, summary)
+        log.debug("flight %s closed: %s", self.flight_id, summary)
+        close_file_log(self._log_file)
         return summary
 

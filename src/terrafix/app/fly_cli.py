@@ -50,19 +50,34 @@ def demo_command(
         "demo-output"),
     seed: Annotated[int, typer.Option("--seed", help="Simulation seed.")] = 1,
     backend: Annotated[str, typer.Option(help="Estimator backend: eskf or isam2.")] = "eskf",
+    dataset: Annotated[Path | None, typer.Option(
+        help="Fly this simulator dataset (real imagery) instead of the demo scenario.")
+    ] = None,
 ) -> None:
     """The whole system on the real-imagery flight: simulate it, provision and sign the map,
     run the simulated FC and the onboard program as two processes over MAVLink in real time,
-    then write the evaluation report."""
+    then write the evaluation report and the flight review page."""
     from terrafix.app.demo import draw_overview
     from terrafix.app.live_demo import ensure_dataset, run_live
     from terrafix.sim.dataset import load_dataset
 
     out.mkdir(parents=True, exist_ok=True)
-    overview = draw_overview(load_dataset(ensure_dataset(seed)), out / "overview.png")
-    live = run_live(out, seed, backend)
-    typer.echo(f"overview: {overview}")
-    typer.echo(f"report:   {live['report']}")
-    typer.echo(f"live:     p95 {live['p95_m']:.1f} m, max {live['max_m']:.1f} m, GPS_INPUT "
-               f"{live['gps_input_rate_hz']:.2f} Hz (max gap {live['gps_input_max_gap_ms']:.0f}"
-               f" ms), latency p95 {live['latency_p95_ms']:.0f} ms")
+    ds = dataset if dataset is not None else ensure_dataset(seed)
+    overview = draw_overview(load_dataset(ds), out / "overview.png")
+    live = run_live(out, seed, backend, dataset=ds)
+    for line in demo_summary_lines(live, overview):
+        typer.echo(line)
+
+
+def demo_summary_lines(live: dict, overview: Path) -> list[str]:
+    """The demo's closing screen: headline figures, the verdicts, where the pages are."""
+    from terrafix.eval.verdicts import verdict_lines
+
+    lines = [f"live: p95 {live['p95_m']:.1f} m, max {live['max_m']:.1f} m, GPS_INPUT "
+             f"{live['gps_input_rate_hz']:.2f} Hz (max gap {live['gps_input_max_gap_ms']:.0f}"
+             f" ms), latency p95 {live['latency_p95_ms']:.0f} ms"]
+    lines += [f"damaged log: {w}" for w in live.get("damage", [])]
+    lines += verdict_lines(live.get("verdicts", []))
+    lines += [f"overview: {overview}", f"report:   {live['report']}",
+              f"review:   {live['review']}"]
+    return lines

@@ -180,6 +180,9 @@ class SimulatedCameraSource:
         self.dropped = 0
         self.on_capture: CaptureCallback | None = None
 
+    def __len__(self) -> int:
+        return len(self._rows)
+
     def __iter__(self) -> Iterator[CameraFrame]:
         for index, t_ds_ns, file in self._rows:
             capture_ns = None

@@ -18,6 +18,7 @@ from pathlib import Path
 from shapely.geometry import LineString
 from shapely.geometry.base import BaseGeometry
 
+from terrafix.progress import progress
 from terrafix.tiles.config import open_store
 from terrafix.tiles.manifest import (
     build_manifest,
@@ -84,7 +85,9 @@ def prepare_flight_cache(root: str | Path, geotiff: str | Path, *, flight_id: st
     root.mkdir(parents=True, exist_ok=True)
     store = open_store(root)
     try:
-        report = provision_geotiff(store, geotiff, zooms=zooms)
+        with progress("map tiles", None, "tiles") as bar:
+            report = provision_geotiff(store, geotiff, zooms=zooms, on_progress=lambda done,
+                                       total: bar.update(completed=done, total=total))
         n_tiles = report.tiles_written
         vps_manifest = root / "features" / "vps.json"
         import json

@@ -40,6 +40,7 @@ from terrafix.navigation.navigator import (
     NavigatorError,
     event_record,
 )
+from terrafix.progress import progress
 from terrafix.sim.dataset import FlightDataset, load_dataset
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
     out = Path(paths.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = conf.config
-    log.info("replay config in force: %s", cfg.model_dump_json())
+    log.debug("replay config in force: %s", cfg.model_dump_json())
     t_open = time.perf_counter()
     positioner, map_note = open_positioner(conf, ds)
     open_s = time.perf_counter() - t_open
@@ -182,15 +183,25 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
                 smoothed.write({"t_ns": s.t_ns, "p_ned_m": s.p_ned_m, "v_ned_mps": s.v_ned_mps,
                                 "cov_p_ned_m2": s.cov_p_ned_m2, "final": s.final})
 
-        for i, sample in enumerate(ds.iter_all()):
-            if t_end is not None and sample.t_ns > t_end:
-                break
-            nav.feed(sample)
-            last_t = sample.t_ns
-            if i % 2000 == 0:
-                drain()
-        nav.flush()
-        drain()
+        t_first = int(ds.truth.t_ns[0])
+        span_s = int((int(ds.truth.t_ns[-1]) - t_first) * 1e-9) if t_end is None \
+            else int(conf.duration_s or 0)
+        with progress("replay", span_s, "s of flight") as bar:
+            for i, sample in enumerate(ds.iter_all()):
+                if t_end is not None and sample.t_ns > t_end:
+                    break
+                nav.feed(sample)
+                last_t = sample.t_ns
+                if i % 2000 == 0:
+                    drain()
+                    st = nav.stats
+                    bar.update(completed=int((last_t - t_first) * 1e-9), figures=(
+                        f"frames {st.frames} · fixes {st.fixes_fused}/{st.registrations}"))
+            nav.flush()
+            drain()
+            st = nav.stats
+            bar.update(completed=int((last_t - t_first) * 1e-9), figures=(
+                f"frames {st.frames} · fixes {st.fixes_fused}/{st.registrations}"))
     wall = time.perf_counter() - t0
     flight_s = (last_t - int(ds.truth.t_ns[0])) * 1e-9
     info = {

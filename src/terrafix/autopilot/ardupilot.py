@@ -109,6 +109,8 @@ class FcCallbacks:
     on_status_text: Callable[[FcStatusText], None] | None = None
     on_landed_state: Callable[[LandedState], None] | None = None
     on_output_stale: Callable[[float], None] | None = None
+    on_output_sent: Callable[[GpsReport, int], None] | None = None
+    """(report, monotonic ns) after every GPS_INPUT sent, on the sender thread."""
     on_ekf_source_set: Callable[[int, int | None], None] | None = None
     """(source set id, MAV_RESULT or None when never acknowledged)."""
 
@@ -192,7 +194,8 @@ class ArduPilotLink:
         self._sender = FixedRateGpsSender(
             self._slot, self._send_gps_input, rate_hz=config.gps_input_rate_hz,
             stale_after_s=config.stale_after_s, send_yaw=config.send_yaw,
-            on_stale=self._cb.on_output_stale, name="gps-input", mono_clock=mono_clock,
+            on_stale=self._cb.on_output_stale, on_sent=self._cb.on_output_sent,
+            name="gps-input", mono_clock=mono_clock,
             utc_clock=utc_clock, realtime_priority=config.sender_realtime_priority,
         )
         self._lock = threading.Lock()

@@ -87,6 +87,7 @@ class FixedRateGpsSender:
         stale_after_s: float = C.DEFAULT_STALE_AFTER_S,
         send_yaw: bool = False,
         on_stale: Callable[[float], None] | None = None,
+        on_sent: Callable[[GpsReport, int], None] | None = None,
         name: str = "gps-sender",
         mono_clock: Callable[[], int] = time.monotonic_ns,
         utc_clock: Callable[[], int] = time.time_ns,
@@ -101,6 +102,9 @@ class FixedRateGpsSender:
         self._stale_after_s = stale_after_s
         self._send_yaw = send_yaw
         self._on_stale = on_stale
+        self._on_sent = on_sent
+        """(report, monotonic ns it was made) after each send, on the sender thread: the
+        flight recorder's record of every output, so rate and gaps are reviewable."""
         self._mono = mono_clock
         self._utc = utc_clock
         self._stop = threading.Event()
@@ -157,6 +161,11 @@ class FixedRateGpsSender:
                     self._sent_no_fix += 1
                 self._last = report
                 self._last_sent_ns = t_make_ns
+            if self._on_sent is not None:
+                try:
+                    self._on_sent(report, t_make_ns)
+                except Exception:
+                    log.exception("on_sent callback failed")
             self._check_stale(report)
 
     def _check_stale(self, report: GpsReport) -> None:

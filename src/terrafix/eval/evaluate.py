@@ -45,6 +45,8 @@ from terrafix.sim.dataset import FlightDataset, load_dataset
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+LIVE_FILE = "live.json"
+"""What the FC accepted in a live run (`terrafix demo`): next to the run folder or above it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,20 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     if not p.is_file():
         return {}
     return json.loads(p.read_text(encoding="utf-8"))
+
+
+def read_live(run_dir: Path) -> dict[str, Any] | None:
+    """live.json of a live run: in the run folder, or in the folder above (the demo writes
+    its report folder next to live.json); None when there is none."""
+    for p in (Path(run_dir) / LIVE_FILE, Path(run_dir).parent / LIVE_FILE):
+        if p.is_file():
+            try:
+                data = json.loads(p.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise EvalError(f"{p}: not JSON ({exc}); expected the live figures of "
+                                "terrafix demo") from None
+            return data if isinstance(data, dict) else None
+    return None
 
 
 def resolve_dataset(paths: EvalPaths, run_info: dict[str, Any]) -> Path:
@@ -207,6 +223,9 @@ def main(conf: EvalConf, paths: EvalPaths) -> dict[str, Any]:
     events = load_events(run_dir / EVENTS_FILE)
     summary, scored = summarise(track, ds, events, run_info)
     summary = {"run_dir": str(run_dir), "dataset": str(ds_path), **summary}
+    live = read_live(run_dir)
+    if live is not None:
+        summary["live"] = _jsonable(live)
     out = Path(paths.out) if paths.out is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",

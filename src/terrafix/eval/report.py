@@ -11,13 +11,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+from terrafix.eval.verdicts import VERDICT_CSS, verdict_table_html, verdicts
+
 _CSS = """
-body { font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+body { font-family: sans-serif; margin: 0 auto; padding: 0.8em; max-width: 1200px; color: #222; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 10px; text-align: right; font-size: 0.9em; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1em; }
+img { width: 100%; height: auto; border: 1px solid #ddd; margin-bottom: 1em; }
 .fail { color: #b00; font-weight: bold; } .pass { color: #070; }
+code { word-break: break-all; }
 """
 
 
@@ -38,7 +42,8 @@ def _fmt(v: Any) -> str:
 def _kv_table(rows: dict[str, Any]) -> str:
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
                    for k, v in rows.items())
-    return f"<table><tr><th>metric</th><th>value</th></tr>{body}</table>"
+    return (f"<div class='scroll'><table><tr><th>metric</th><th>value</th></tr>{body}</table>"
+            "</div>")
 
 
 def _list_table(rows: list[dict[str, Any]]) -> str:
@@ -48,18 +53,39 @@ def _list_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys) + "</tr>"
                    for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
+
+
+def summary_figures(s: dict[str, Any]) -> dict[str, Any]:
+    """The verdict figures an evaluation summary holds: accuracy against truth, and the live
+    run's output, latency, drops and take-off load when live.json was there."""
+    figures: dict[str, Any] = {k: s["accuracy"][k] for k in (
+        "within_50m", "within_20m", "p_over_30m", "p_over_100m") if k in s.get("accuracy", {})}
+    live = s.get("live") or {}
+    for k in ("gps_input_rate_hz", "gps_input_max_gap_ms", "gps_input_jitter_ms",
+              "latency_p95_ms", "latency_max_ms", "frame_drop_rate", "takeoff_load_s"):
+        if k in live:
+            figures[k] = live[k]
+    return figures
 
 
 def write_report(path: Path, summary: dict[str, Any], images: dict[str, str]) -> Path:
     """Write report.html at `path`. `summary` is the evaluation summary (see
     `terrafix.eval.evaluate`); `images` maps captions to PNG file names next to `path`."""
     s = summary
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>terrafix evaluation"
-             f"</title><style>{_CSS}</style></head><body>",
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport'"
+             f" content='width=device-width, initial-scale=1'><title>terrafix evaluation"
+             f"</title><style>{_CSS}{VERDICT_CSS}</style></head><body>",
              "<h1>terrafix navigation evaluation</h1>",
              f"<p>run: <code>{html.escape(str(s.get('run_dir', '')))}</code><br>"
-             f"dataset: <code>{html.escape(str(s.get('dataset', '')))}</code></p>"]
+             f"dataset: <code>{html.escape(str(s.get('dataset', '')))}</code></p>",
+             "<h2>Verdicts</h2>" + verdict_table_html(verdicts(summary_figures(s), {
+                 k: "as received by the flight controller" for k in (
+                     "gps_input_rate_hz", "gps_input_max_gap_ms", "gps_input_jitter_ms")}))]
+    if s.get("live"):
+        live = {k: v for k, v in s["live"].items() if not isinstance(v, dict | list)}
+        parts.append("<h2>Live run (what the flight controller accepted)</h2>"
+                     + _kv_table(live))
     parts.append("<h2>Horizontal accuracy</h2>" + _kv_table(s["accuracy"]))
     parts.append("<h2>Covariance consistency</h2>" + _kv_table(s["consistency"]))
     parts.append("<h2>Labels and outputs</h2>" + _kv_table({

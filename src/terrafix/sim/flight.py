@@ -19,6 +19,7 @@ import numpy as np
 
 from terrafix.camera import CameraPose, NavCameraConfig
 from terrafix.geo.frames import LocalFrame
+from terrafix.progress import progress
 from terrafix.sim.attitude import AttitudeErrorParams, simulate_attitude
 from terrafix.sim.baro import BaroParams, simulate_baro
 from terrafix.sim.dataset import truth_state_at, write_frame, write_streams
@@ -270,14 +271,16 @@ def simulate_flight(scenario: Scenario, seed: int, out: str | Path) -> Path:
     _prepare_out(out)
     intr = setup.camera.processing_intrinsics()
     files = []
-    for i, (t, pose) in enumerate(zip(t_frames.tolist(), poses, strict=True)):
-        rng = _rng(seed, _RNG_FRAMES, i)
-        blackout = _blackout_at(scenario, t * 1e-9)
-        if blackout is not None:
-            img = blackout_frame(intr.height, intr.width, blackout, rng)
-        else:
-            img = setup.world.render(pose, intr, setup.frame, setup.effects, rng)
-        files.append(write_frame(out, i, img))
+    with progress(f"sim {scenario.name}", len(t_frames), "frames") as bar:
+        for i, (t, pose) in enumerate(zip(t_frames.tolist(), poses, strict=True)):
+            rng = _rng(seed, _RNG_FRAMES, i)
+            blackout = _blackout_at(scenario, t * 1e-9)
+            if blackout is not None:
+                img = blackout_frame(intr.height, intr.width, blackout, rng)
+            else:
+                img = setup.world.render(pose, intr, setup.frame, setup.effects, rng)
+            files.append(write_frame(out, i, img))
+            bar.advance()
     frames = FrameIndex(t_ns=t_frames, index=np.arange(len(t_frames), dtype=np.int64),
                         file=np.array(files, dtype=str))
     meta = build_meta(setup, imu_params, att_params, baro_params, gnss_params, attacks)

@@ -32,8 +32,9 @@ def provision(
     extractor: Annotated[list[str] | None, typer.Option(
         help="Feature type to build (repeatable): xfeat, sift; default both.")] = None,
     level: Annotated[list[str] | None, typer.Option(
-        help="ZOOM:CHUNK_M:OVERLAP (repeatable); default z19 300 m 50% and z18 700 m "
-        "45%.")] = None,
+        help="ZOOM:CHUNK_M:OVERLAP (repeatable); default: the zooms the cache holds (z19 "
+        "and finer: 300 m chunks, 50% overlap; z18 and coarser: 700 m, 45%); with --geotiff "
+        "z19 and z18.")] = None,
     models: Annotated[Path, typer.Option(help="Model cache (XFeat).")] = Path("build/models"),
 ) -> None:
     """Compute map features and the chunk retrieval index for a tile cache (before flight),
@@ -43,8 +44,12 @@ def provision(
     from terrafix.vision.rasters import raster_from_geotiff, rasters_from_store
     from terrafix.vision.xfeat import MAP_WINDOW_SIZE, XFeatExtractor
 
-    cfg = step.ProvisionConfig(levels=tuple(_parse_level(t) for t in level)) if level \
-        else step.ProvisionConfig()
+    if level:
+        cfg = step.ProvisionConfig(levels=tuple(_parse_level(t) for t in level))
+    elif geotiff is None:
+        cfg = step.ProvisionConfig(levels=_cache_levels(cache_root))
+    else:
+        cfg = step.ProvisionConfig()
     for name in extractor or ["xfeat", "sift"]:
         if name == "xfeat":
             ext = XFeatExtractor.open(models, [MAP_WINDOW_SIZE])
@@ -69,3 +74,26 @@ def provision(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
         typer.echo(f"{name}: {path}")
+
+
+def _cache_levels(cache_root: Path) -> tuple[LevelConfig, ...]:
+    """The levels for the zooms the cache holds (`levels_for_zooms`), said on the console."""
+    from terrafix.tiles.config import open_store
+    from terrafix.vision.provision import levels_for_zooms
+
+    if not Path(cache_root).is_dir():
+        typer.echo(f"error: {cache_root} is not a tile cache folder", err=True)
+        raise typer.Exit(1)
+    store = open_store(cache_root, read_only=True)
+    try:
+        zooms = sorted(store.summary().zooms)
+    finally:
+        store.close()
+    try:
+        levels = levels_for_zooms(zooms)
+    except VisionError as exc:
+        typer.echo(f"error: {cache_root}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("levels from the cache's zooms: " + ", ".join(
+        f"z{lv.z} ({lv.chunk_m:.0f} m chunks, {lv.overlap:.0%} overlap)" for lv in levels))
+    return levels

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from terrafix.progress import progress
 from terrafix.vision.errors import VisionError
 from terrafix.vision.features import FeatureExtractor, Features
 from terrafix.vision.mapfeatures import (
@@ -56,6 +57,21 @@ class ProvisionConfig(BaseModel):
     vocabulary_size: int = 64
 
 
+def levels_for_zooms(zooms: list[int] | set[int]) -> tuple[LevelConfig, ...]:
+    """The levels to build for a cache that holds `zooms`: the default level of each zoom
+    that has one, else the default chunking of the nearest default zoom (fine levels serve
+    low flights with footprint-sized chunks, coarse ones the 600-800 m chunks of N2)."""
+    if not zooms:
+        raise VisionError("the cache holds no tiles: provision tiles first "
+                          "(terrafix tiles provision ...)")
+    defaults = {lv.z: lv for lv in ProvisionConfig().levels}
+    out = []
+    for z in sorted(set(zooms), reverse=True):
+        near = defaults.get(z) or defaults[min(defaults, key=lambda d: abs(d - z))]
+        out.append(LevelConfig(z=z, chunk_m=near.chunk_m, overlap=near.overlap))
+    return tuple(out)
+
+
 def main(config: ProvisionConfig, cache_root: str | Path,
          rasters_for_zoom: Callable[[int], list[MapRaster]],
          extractor: FeatureExtractor, merge_areas: bool = False) -> Path:
@@ -69,35 +85,15 @@ def main(config: ProvisionConfig, cache_root: str | Path,
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     levels = manifest.setdefault("levels", {})
     done = []
-    for lv in config.levels:
-        t0 = time.perf_counter()
-        rasters = rasters_for_zoom(lv.z)
-        if not rasters:
-            raise VisionError(f"no map raster at zoom {lv.z}")
-        fcfg = MapFeatureConfig(keypoints_per_mpx=config.keypoints_per_mpx)
-        parts = [extract_map_features(r, extractor, fcfg) for r in rasters]
-        feats = Features(np.concatenate([f.keypoints for f in parts]),
-                         np.concatenate([f.descriptors for f in parts]),
-                         np.concatenate([f.scores for f in parts]))
-        _, lat_c = rasters[0].centre_lonlat
-        MapFeatures.write(root, extractor.name, lv.z, feats, lat_c)
-        stored = MapFeatures.open(root, extractor.name, lv.z, in_memory=False)
-        chunk_sets = []
-        if merge_areas:
-            for x0, y0, x1, y1 in _connected_extents(rasters):
-                chunk_sets.append(make_chunks(x0, y0, x1, y1, lv.z, lat_c, lv.chunk_m,
-                                              lv.overlap))
-        for r in ([] if merge_areas else rasters):
-            ys, xs = np.nonzero(r.valid)
-            chunk_sets.append(make_chunks(r.px_x0 + xs.min(), r.px_y0 + ys.min(),
-                                          r.px_x0 + xs.max() + 1, r.px_y0 + ys.max() + 1,
-                                          lv.z, r.centre_lonlat[1], lv.chunk_m, lv.overlap))
-        chunks = np.concatenate(chunk_sets)
-        index = RetrievalIndex.build(root, stored, chunks, config.vocabulary_size)
-        log.info("provisioned %s z%d: %d features, %d chunks in %.1f s", extractor.name, lv.z,
-                 len(stored), len(index), time.perf_counter() - t0)
-        done.append(lv.z)
-    natives = [r.native_gsd_m for r in rasters if r.native_gsd_m]
+    bar = progress(f"vps provision {extractor.name}", len(config.levels), "levels")
+    natives: list[float] = []
+    with bar as line:
+        for lv in config.levels:
+            n_features, n_chunks, natives = _provision_level(root, lv, config,
+                                                             rasters_for_zoom, extractor,
+                                                             merge_areas)
+            done.append(lv.z)
+            line.advance(figures=f"z{lv.z}: {n_features} features, {n_chunks} chunks")
     if natives:
         manifest["native_gsd_m"] = float(np.median(natives))
     levels[extractor.name] = sorted(set(levels.get(extractor.name, [])) | set(done),
@@ -105,6 +101,40 @@ def main(config: ProvisionConfig, cache_root: str | Path,
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest_path
+
+
+def _provision_level(root: Path, lv: LevelConfig, config: ProvisionConfig,
+                     rasters_for_zoom: Callable[[int], list[MapRaster]],
+                     extractor: FeatureExtractor, merge_areas: bool
+                     ) -> tuple[int, int, list[float]]:
+    """Features and the retrieval index of one level; (features, chunks, native GSDs)."""
+    t0 = time.perf_counter()
+    rasters = rasters_for_zoom(lv.z)
+    if not rasters:
+        raise VisionError(f"no map raster at zoom {lv.z}")
+    fcfg = MapFeatureConfig(keypoints_per_mpx=config.keypoints_per_mpx)
+    parts = [extract_map_features(r, extractor, fcfg) for r in rasters]
+    feats = Features(np.concatenate([f.keypoints for f in parts]),
+                     np.concatenate([f.descriptors for f in parts]),
+                     np.concatenate([f.scores for f in parts]))
+    _, lat_c = rasters[0].centre_lonlat
+    MapFeatures.write(root, extractor.name, lv.z, feats, lat_c)
+    stored = MapFeatures.open(root, extractor.name, lv.z, in_memory=False)
+    chunk_sets = []
+    if merge_areas:
+        for x0, y0, x1, y1 in _connected_extents(rasters):
+            chunk_sets.append(make_chunks(x0, y0, x1, y1, lv.z, lat_c, lv.chunk_m,
+                                          lv.overlap))
+    for r in ([] if merge_areas else rasters):
+        ys, xs = np.nonzero(r.valid)
+        chunk_sets.append(make_chunks(r.px_x0 + xs.min(), r.px_y0 + ys.min(),
+                                      r.px_x0 + xs.max() + 1, r.px_y0 + ys.max() + 1,
+                                      lv.z, r.centre_lonlat[1], lv.chunk_m, lv.overlap))
+    chunks = np.concatenate(chunk_sets)
+    index = RetrievalIndex.build(root, stored, chunks, config.vocabulary_size)
+    log.info("provisioned %s z%d: %d features, %d chunks in %.1f s", extractor.name, lv.z,
+             len(stored), len(index), time.perf_counter() - t0)
+    return len(stored), len(index), [r.native_gsd_m for r in rasters if r.native_gsd_m]
 
 
 def _connected_extents(rasters: list[MapRaster]) -> list[tuple[float, float, float, float]]:
