@@ -1,0 +1,194 @@
+"""The local targeting API: HTTP over a Unix domain socket (default) or TCP on loopback only.
+
+Why a Unix socket by default (REQUIREMENTS T6, "no listening port reachable from outside"): a
+Unix socket has no network address at all, so no interface, route or firewall mistake can
+expose it; who may ask is decided by the socket file's owner and mode (0660: the targeting
+software's group), and it cannot collide with another program's port. TCP on 127.0.0.1 / ::1
+is offered for targeting software that cannot speak HTTP over a Unix socket; any other host is
+refused at configuration time.
+
+Endpoints (JSON):
+- POST /v1/target {"u_px", "v_px", "pan_deg", "tilt_deg", "zoom", "roll_deg"?, "t_ns"?,
+  "gimbal_frame"?} -> 200 {"ok": true, "target": TargetFix.record()}; a refusal -> 422
+  {"ok": false, "reason": RefusalReason, "detail"}; a bad request -> 400 {"ok": false,
+  "reason": "bad_request", "detail"}. t_ns is the exposure time on the companion's monotonic
+  clock (GET /v1/clock gives "now" on it); omitted: the latest pose.
+- GET /v1/health -> {"ok": true, "solutions_held", "latest_t_ns"}.
+- GET /v1/clock -> {"mono_ns"}.
+
+The server is uvicorn (a real HTTP/1.1 server) on its own thread; answers are computed on the
+event loop (a request is ~0.3 ms of numpy, shorter than a thread hand-off).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from terrafix.targeting.errors import TargetInputError, TargetRefused, TargetingError
+from terrafix.targeting.geometry import GimbalFrame
+from terrafix.targeting.locate import TargetLocator, TargetRequest
+
+log = logging.getLogger(__name__)
+
+
+class LocalApiConfig(BaseModel):
+    """Where the API listens: `unix_socket` (default) or `tcp_port` on `tcp_host` (loopback
+    only). Exactly one of the two."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    unix_socket: Path | None = Path("/run/terrafix/target.sock")
+    socket_mode: int = Field(0o660, ge=0, le=0o777)
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int | None = Field(None, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> LocalApiConfig:
+        if (self.unix_socket is None) == (self.tcp_port is None):
+            raise ValueError("set exactly one of unix_socket and tcp_port "
+                             f"(got unix_socket={self.unix_socket}, tcp_port={self.tcp_port})")
+        if self.tcp_port is not None:
+            try:
+                loopback = ipaddress.ip_address(self.tcp_host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise ValueError(f"tcp_host must be a loopback address (127.0.0.1 or ::1), "
+                                 f"got {self.tcp_host!r}: nothing may listen outside "
+                                 "(REQUIREMENTS T6)")
+        return self
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    u_px: float
+    v_px: float
+    pan_deg: float
+    tilt_deg: float
+    zoom: float
+    roll_deg: float = 0.0
+    t_ns: int | None = None
+    gimbal_frame: GimbalFrame | None = None
+
+
+def _json(status: int, obj: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
+
+
+def build_app(locator: TargetLocator) -> Starlette:
+    """The ASGI application over a locator (also usable with any ASGI test client)."""
+
+    async def target(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = _Body.model_validate_json(raw)
+        except ValidationError as exc:
+            return _json(400, {"ok": False, "reason": "bad_request",
+                               "detail": exc.errors(include_url=False, include_input=False)})
+        req = TargetRequest(body.u_px, body.v_px, body.pan_deg, body.tilt_deg, body.zoom,
+                            body.roll_deg, body.t_ns, body.gimbal_frame)
+        try:
+            fix = locator.locate(req)
+        except TargetRefused as exc:
+            return _json(422, {"ok": False, "reason": exc.reason, "detail": exc.detail})
+        except TargetInputError as exc:
+            return _json(400, {"ok": False, "reason": "bad_request", "detail": str(exc)})
+        except TargetingError as exc:
+            return _json(400, {"ok": False, "reason": "bad_request", "detail": str(exc)})
+        return _json(200, {"ok": True, "target": fix.record()})
+
+    async def health(_request: Request) -> Response:
+        return _json(200, {"ok": True, "solutions_held": len(locator.history),
+                           "latest_t_ns": locator.history.latest_t_ns()})
+
+    async def clock(_request: Request) -> Response:
+        return _json(200, {"mono_ns": time.monotonic_ns()})
+
+    return Starlette(routes=[Route("/v1/target", target, methods=["POST"]),
+                             Route("/v1/health", health, methods=["GET"]),
+                             Route("/v1/clock", clock, methods=["GET"])])
+
+
+class LocalApiServer:
+    """uvicorn serving `build_app(locator)` on a Unix socket or loopback TCP, on a thread."""
+
+    def __init__(self, locator: TargetLocator, config: LocalApiConfig) -> None:
+        self.config = config
+        self._app = build_app(locator)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    def _bind(self) -> socket.socket:
+        cfg = self.config
+        if cfg.unix_socket is not None:
+            path = Path(cfg.unix_socket)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_socket():
+                path.unlink()  # a stale socket of an earlier run
+            elif path.exists():
+                raise TargetingError(f"{path} exists and is not a socket: refusing to replace "
+                                     "it")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            os.chmod(path, cfg.socket_mode)
+        else:
+            family = socket.AF_INET6 if ":" in cfg.tcp_host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((cfg.tcp_host, cfg.tcp_port or 0))
+        sock.listen(128)
+        return sock
+
+    @property
+    def address(self) -> str | tuple[str, int]:
+        """The Unix socket path, or the bound (host, port)."""
+        if self._sock is None:
+            raise TargetingError("the local API is not started")
+        if self.config.unix_socket is not None:
+            return str(self.config.unix_socket)
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._sock = self._bind()
+        cfg = uvicorn.Config(self._app, log_level="warning", access_log=False,
+                             lifespan="off", timeout_keep_alive=30)
+        self._server = uvicorn.Server(cfg)
+        sock = self._sock
+        self._thread = threading.Thread(target=lambda: self._server.run(sockets=[sock]),
+                                        name="target-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise TargetingError("the local targeting API did not start")
+            time.sleep(0.01)
+        log.info("targeting API listening on %s", self.address)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self._sock is not None:
+            self._sock.close()
+        if self.config.unix_socket is not None:
+            path = Path(self.config.unix_socket)
+            if path.is_socket():
+                path.unlink()
