@@ -3,7 +3,7 @@
 - `locate_target` / `TargetLocator` (locate.py): pixel + gimbal angles + zoom at a time ->
   WGS84 ground point with a 95% horizontal ellipse from the navigation covariance, attitude,
   gimbal, focal, pixel and ground-height uncertainty (linearised: geometry.py), or a
-  `TargetRefused` with its reason.
+  `TargetRefusedError` with its reason.
 - `PoseHistory` (history.py): the recent NavSolutions and FC attitudes, so a request at time t
   uses the pose at t.
 - `LocalApiServer` (api.py): HTTP on a Unix socket (default) or loopback TCP only.
@@ -15,7 +15,7 @@ from terrafix.targeting.errors import (
     RefusalReason,
     TargetingError,
     TargetInputError,
-    TargetRefused,
+    TargetRefusedError,
 )
 from terrafix.targeting.geometry import GimbalFrame
 from terrafix.targeting.history import PoseAt, PoseHistory
@@ -35,7 +35,7 @@ __all__ = [
     "TargetFix",
     "TargetInputError",
     "TargetLocator",
-    "TargetRefused",
+    "TargetRefusedError",
     "TargetRequest",
     "TargetingConfig",
     "TargetingError",

@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from terrafix.targeting.errors import TargetInputError, TargetRefused, TargetingError
+from terrafix.targeting.errors import TargetingError, TargetInputError, TargetRefusedError
 from terrafix.targeting.geometry import GimbalFrame
 from terrafix.targeting.locate import TargetLocator, TargetRequest
 
@@ -104,7 +104,7 @@ def build_app(locator: TargetLocator) -> Starlette:
                             body.roll_deg, body.t_ns, body.gimbal_frame)
         try:
             fix = locator.locate(req)
-        except TargetRefused as exc:
+        except TargetRefusedError as exc:
             return _json(422, {"ok": False, "reason": exc.reason, "detail": exc.detail})
         except TargetInputError as exc:
             return _json(400, {"ok": False, "reason": "bad_request", "detail": str(exc)})

@@ -11,7 +11,7 @@ class TargetInputError(TargetingError):
     """A request value outside what the model accepts (names the value and the range)."""
 
 
-class TargetRefused(TargetingError):
+class TargetRefusedError(TargetingError):
     """The request is valid but no honest answer exists; `reason` is one of RefusalReason."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -42,7 +42,7 @@ R_CAM_TO_GIMBAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _E1, _E2, _E3 = np.eye(3)
 
 
-class GimbalFrame(str, Enum):
+class GimbalFrame(StrEnum):
     """What the gimbal angles are relative to (see the module docstring)."""
 
     BODY = "body"

@@ -27,7 +27,7 @@ from terrafix.autopilot import constants as C
 from terrafix.camera import AiCameraConfig
 from terrafix.geo import LocalFrame
 from terrafix.targeting import geometry as G
-from terrafix.targeting.errors import RefusalReason, TargetInputError, TargetRefused
+from terrafix.targeting.errors import RefusalReason, TargetInputError, TargetRefusedError
 from terrafix.targeting.history import PoseAt, PoseHistory
 
 SOURCES = {"navigation": slice(0, 3), "attitude": slice(3, 6), "gimbal": slice(6, 9),
@@ -171,7 +171,7 @@ def _check_request(req: TargetRequest, cam: AiCameraConfig) -> None:
 
 def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame: LocalFrame,
                   ground_alt_m: float) -> TargetFix:
-    """The Python function of N11: pose at the request's time -> TargetFix, or TargetRefused.
+    """The Python function of N11: pose at the request's time -> TargetFix, or TargetRefusedError.
 
     `ground_alt_m`: terrain altitude (m, same datum as the navigation altitude) of the flat
     ground; `frame`: the flight's local frame (origin altitude frame.alt0_m)."""
@@ -179,7 +179,7 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     _check_request(req, cam)
     if pose.failsafe or not np.all(np.isfinite(pose.p_ned_m)) \
             or not np.all(np.isfinite(pose.cov_p_ned_m2)):
-        raise TargetRefused(RefusalReason.NAVIGATION_FAILSAFE,
+        raise TargetRefusedError(RefusalReason.NAVIGATION_FAILSAFE,
                             f"navigation at t={pose.t_ns} ns is the failsafe no-fix "
                             f"(label {pose.label})")
     frame_kind = req.gimbal_frame or cfg.gimbal_frame
@@ -187,7 +187,7 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     needed = {G.GimbalFrame.BODY: euler, G.GimbalFrame.HEADING: euler[2:],
               G.GimbalFrame.EARTH: euler[:0]}[frame_kind]
     if not np.all(np.isfinite(needed)):
-        raise TargetRefused(RefusalReason.NAVIGATION_FAILSAFE,
+        raise TargetRefusedError(RefusalReason.NO_NAVIGATION_AT_TIME,
                             f"no FC attitude held at t={pose.t_ns} ns")
     K = cam.intrinsics(req.zoom)
     k = G.CameraConstants(K.fx, K.cx, K.cy, np.asarray(cam.p_gimbal_in_body, dtype=np.float64),
@@ -199,15 +199,15 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     hit = G.intersect(x, k)
     off_deg = math.degrees(hit.off_vertical_rad)
     if not hit.hits:
-        raise TargetRefused(RefusalReason.RAY_MISSES_GROUND,
+        raise TargetRefusedError(RefusalReason.RAY_MISSES_GROUND,
                             f"the ray points {off_deg:.1f} deg from the vertical (at or above "
                             "the horizon, or the camera is below the ground)")
     if hit.slant_range_m > cfg.max_slant_range_m:
-        raise TargetRefused(RefusalReason.BEYOND_RANGE_LIMIT,
+        raise TargetRefusedError(RefusalReason.BEYOND_RANGE_LIMIT,
                             f"the ray meets the ground {hit.slant_range_m:.0f} m away, beyond "
                             f"the {cfg.max_slant_range_m:.0f} m limit")
     if off_deg > cfg.max_off_vertical_deg:
-        raise TargetRefused(RefusalReason.GRAZING_RAY,
+        raise TargetRefusedError(RefusalReason.GRAZING_RAY,
                             f"the ray meets the ground {off_deg:.1f} deg from the vertical, "
                             f"beyond {cfg.max_off_vertical_deg:.1f} deg")
     J = G.jacobian(x, k)
@@ -244,12 +244,12 @@ class TargetLocator:
     def locate(self, req: TargetRequest) -> TargetFix:
         t_ns = req.t_ns if req.t_ns is not None else self.history.latest_t_ns()
         if t_ns is None:
-            raise TargetRefused(RefusalReason.NO_NAVIGATION_AT_TIME,
+            raise TargetRefusedError(RefusalReason.NO_NAVIGATION_AT_TIME,
                                 "no navigation solution received yet")
         pose = self.history.at(int(t_ns))
         if pose is None:
             latest = self.history.latest_t_ns()
-            raise TargetRefused(RefusalReason.NO_NAVIGATION_AT_TIME,
+            raise TargetRefusedError(RefusalReason.NO_NAVIGATION_AT_TIME,
                                 f"no navigation solution held around t={t_ns} ns (latest "
                                 f"{latest} ns; history {self.cfg.history_s:.0f} s, "
                                 f"extrapolation {self.cfg.max_extrapolation_s:.1f} s)")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from terrafix.autopilot import constants as C
 from terrafix.autopilot.channel import MavlinkChannel
 from terrafix.geo.rotation import R_to_euler, quat_to_R
-from terrafix.targeting.errors import TargetingError, TargetRefused
+from terrafix.targeting.errors import TargetingError, TargetRefusedError
 from terrafix.targeting.geometry import GimbalFrame
 from terrafix.targeting.locate import TargetFix, TargetLocator, TargetRequest
 
@@ -133,7 +133,7 @@ class TrackingGeoReporter:
         try:
             fix = self._locate(msg, arrival_ns, gimbal, zoom)
         except TargetingError as exc:
-            reason = exc.reason if isinstance(exc, TargetRefused) else "bad_request"
+            reason = exc.reason if isinstance(exc, TargetRefusedError) else "bad_request"
             with self._lock:
                 self._last_refusal = reason
             log.info("tracked target not localised: %s", exc)
