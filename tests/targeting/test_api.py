@@ -56,7 +56,7 @@ def test_unix_socket_api_answers_and_opens_no_tcp_port(tmp_path: Path) -> None:
 
 def test_tcp_api_listens_on_loopback_only() -> None:
     before = set(_tcp_listeners())
-    server = LocalApiServer(locator(), LocalApiConfig(unix_socket=None, tcp_port=0))
+    server = LocalApiServer(locator(), LocalApiConfig(transport="tcp", tcp_port=0))
     server.start()
     try:
         _host, port = server.address
@@ -71,9 +71,9 @@ def test_tcp_api_listens_on_loopback_only() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "localhost.example"])
 def test_a_non_loopback_host_is_refused(host: str) -> None:
     with pytest.raises(ValidationError, match="loopback"):
-        LocalApiConfig(unix_socket=None, tcp_port=8080, tcp_host=host)
+        LocalApiConfig(transport="tcp", tcp_port=8080, tcp_host=host)
 
 
-def test_exactly_one_endpoint() -> None:
-    with pytest.raises(ValidationError, match="exactly one"):
-        LocalApiConfig(unix_socket=Path("/tmp/x.sock"), tcp_port=8080)
+def test_an_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValidationError, match="transport"):
+        LocalApiConfig(transport="udp")

@@ -91,6 +91,18 @@ class AiCameraSim:
             return None
         return px[0]
 
+    def on_imagery(self, p_ned: np.ndarray) -> bool:
+        """True when a ground point lies on valid imagery of an orthophoto world (always True
+        for worlds without a validity mask, e.g. the procedural one)."""
+        to_px = getattr(self.world, "lla_to_pixel", None)
+        valid = getattr(self.world, "valid", None)
+        if to_px is None or valid is None:
+            return True
+        lat, lon, _ = self.frame.ned_to_lla(np.asarray(p_ned, dtype=np.float64))
+        col, row = to_px(np.atleast_1d(lat), np.atleast_1d(lon))
+        c, r = int(round(float(col[0]))), int(round(float(row[0])))
+        return 0 <= r < valid.shape[0] and 0 <= c < valid.shape[1] and bool(valid[r, c])
+
     def render(self, truth: TruthState, g: GimbalState) -> np.ndarray:
         """The (H, W) uint8 image; WorldError when part of it looks at the sky."""
         try:

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
@@ -47,21 +47,19 @@ log = logging.getLogger(__name__)
 
 
 class LocalApiConfig(BaseModel):
-    """Where the API listens: `unix_socket` (default) or `tcp_port` on `tcp_host` (loopback
-    only). Exactly one of the two."""
+    """Where the API listens: `transport` "unix" (the socket file `unix_socket`, default) or
+    "tcp" (`tcp_host`:`tcp_port`, loopback only; port 0 lets the OS choose)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    unix_socket: Path | None = Path("/run/terrafix/target.sock")
+    transport: Literal["unix", "tcp"] = "unix"
+    unix_socket: Path = Path("/run/terrafix/target.sock")
     socket_mode: int = Field(0o660, ge=0, le=0o777)
     tcp_host: str = "127.0.0.1"
-    tcp_port: int | None = Field(None, ge=0, le=65535)
+    tcp_port: int = Field(8790, ge=0, le=65535)
 
     @model_validator(mode="after")
-    def _one_endpoint(self) -> LocalApiConfig:
-        if (self.unix_socket is None) == (self.tcp_port is None):
-            raise ValueError("set exactly one of unix_socket and tcp_port "
-                             f"(got unix_socket={self.unix_socket}, tcp_port={self.tcp_port})")
-        if self.tcp_port is not None:
+    def _loopback_only(self) -> LocalApiConfig:
+        if self.transport == "tcp":
             try:
                 loopback = ipaddress.ip_address(self.tcp_host).is_loopback
             except ValueError:
@@ -136,7 +134,7 @@ class LocalApiServer:
 
     def _bind(self) -> socket.socket:
         cfg = self.config
-        if cfg.unix_socket is not None:
+        if cfg.transport == "unix":
             path = Path(cfg.unix_socket)
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_socket():
@@ -151,7 +149,7 @@ class LocalApiServer:
             family = socket.AF_INET6 if ":" in cfg.tcp_host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((cfg.tcp_host, cfg.tcp_port or 0))
+            sock.bind((cfg.tcp_host, cfg.tcp_port))
         sock.listen(128)
         return sock
 
@@ -160,7 +158,7 @@ class LocalApiServer:
         """The Unix socket path, or the bound (host, port)."""
         if self._sock is None:
             raise TargetingError("the local API is not started")
-        if self.config.unix_socket is not None:
+        if self.config.transport == "unix":
             return str(self.config.unix_socket)
         host, port = self._sock.getsockname()[:2]
         return host, port
@@ -188,7 +186,7 @@ class LocalApiServer:
             self._thread.join(timeout=5.0)
         if self._sock is not None:
             self._sock.close()
-        if self.config.unix_socket is not None:
+        if self.config.transport == "unix":
             path = Path(self.config.unix_socket)
             if path.is_socket():
                 path.unlink()
