@@ -17,7 +17,7 @@ dgsamples WorldView-3 image of Longmont; GNSS jammed from 20 s):
    N(0, 1%) calibration error), the FC's noisy ATTITUDE stream of the dataset, the replay's
    NavSolutions;
 4. every request goes through the local API: uvicorn on a Unix socket in a separate server
-   process, an httpx client here;
+   process, the standard library's HTTP client here;
 5. scored against the truth: horizontal error, and whether it falls inside the reported 95%
    ellipse (Mahalanobis distance against the reported covariance).
 Throughput: the same requests replayed `--api-runs` times over one keep-alive connection
@@ -35,12 +35,14 @@ committed).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import resource
+import socket
 import statistics
 import sys
 import threading
@@ -178,14 +180,30 @@ def score(targets: list[dict[str, Any]], answers: list[dict[str, Any]], ds: Any
     return rows
 
 
-def ask_all(sock: str, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
-    import httpx
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """The standard library's HTTP/1.1 client on a Unix socket (keep-alive)."""
 
-    with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://terrafix",
-                      timeout=10.0) as c:
-        t0 = time.perf_counter()
-        answers = [c.post("/v1/target", json=r).json() for r in requests]
-        return answers, time.perf_counter() - t0
+    def __init__(self, path: str) -> None:
+        super().__init__("terrafix", timeout=10.0)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+def ask_all(sock: str, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """POST every request on one keep-alive connection; (answers, elapsed s)."""
+    conn = UnixHTTPConnection(sock)
+    bodies = [json.dumps(r) for r in requests]
+    answers = []
+    t0 = time.perf_counter()
+    for b in bodies:
+        conn.request("POST", "/v1/target", b, {"Content-Type": "application/json"})
+        answers.append(json.loads(conn.getresponse().read()))
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return answers, elapsed
 
 
 def concurrent_rate(sock: str, requests: list[dict[str, Any]], threads: int) -> float:
@@ -222,7 +240,7 @@ def render_examples(ds: Any, sim: Any, targets: list[dict[str, Any]], rows: list
         except Exception:
             continue
         bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        u, v = (int(round(c)) for c in tg["pixel"])
+        u, v = (round(c) for c in tg["pixel"])
         cv2.drawMarker(bgr, (u, v), (0, 0, 255), cv2.MARKER_CROSS, 40, 2)
         cv2.putText(bgr, f"zoom {tg['gimbal'].zoom:.1f} off-nadir "
                     f"{tg['gimbal'].tilt_deg + 90:.0f} deg err {row['error_m']:.1f} m "
@@ -358,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         "simulated_errors": ERR,
         "config": {"scenario": SCENARIO, "backend": BACKEND, "seeds": args.seeds,
                    "targets_per_seed": args.targets, "tilt_from_nadir_deg": [20, 70],
-                   "zoom": [1, 10], "api": "HTTP/1.1 over a Unix socket (uvicorn), httpx "
-                   "client in another process, one keep-alive connection"},
+                   "zoom": [1, 10], "api": "HTTP/1.1 over a Unix socket (uvicorn + httptools "
+                   "+ uvloop) in a server process; the standard library's http.client here, "
+                   "one keep-alive connection"},
         "command": " ".join(["bench/target.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

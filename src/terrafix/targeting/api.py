@@ -28,16 +28,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from terrafix.targeting.errors import TargetingError, TargetInputError, TargetRefusedError
 from terrafix.targeting.geometry import GimbalFrame
@@ -83,43 +80,62 @@ class _Body(BaseModel):
     gimbal_frame: GimbalFrame | None = None
 
 
-def _json(status: int, obj: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json")
+def _answer(locator: TargetLocator, raw: bytes) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON object) of one POST /v1/target body."""
+    try:
+        body = _Body.model_validate_json(raw)
+    except ValidationError as exc:
+        return 400, {"ok": False, "reason": "bad_request",
+                     "detail": exc.errors(include_url=False, include_input=False)}
+    req = TargetRequest(body.u_px, body.v_px, body.pan_deg, body.tilt_deg, body.zoom,
+                        body.roll_deg, body.t_ns, body.gimbal_frame)
+    try:
+        fix = locator.locate(req)
+    except TargetRefusedError as exc:
+        return 422, {"ok": False, "reason": exc.reason, "detail": exc.detail}
+    except (TargetInputError, TargetingError) as exc:
+        return 400, {"ok": False, "reason": "bad_request", "detail": str(exc)}
+    return 200, {"ok": True, "target": fix.record()}
 
 
-def build_app(locator: TargetLocator) -> Starlette:
-    """The ASGI application over a locator (also usable with any ASGI test client)."""
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
-    async def target(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = _Body.model_validate_json(raw)
-        except ValidationError as exc:
-            return _json(400, {"ok": False, "reason": "bad_request",
-                               "detail": exc.errors(include_url=False, include_input=False)})
-        req = TargetRequest(body.u_px, body.v_px, body.pan_deg, body.tilt_deg, body.zoom,
-                            body.roll_deg, body.t_ns, body.gimbal_frame)
-        try:
-            fix = locator.locate(req)
-        except TargetRefusedError as exc:
-            return _json(422, {"ok": False, "reason": exc.reason, "detail": exc.detail})
-        except TargetInputError as exc:
-            return _json(400, {"ok": False, "reason": "bad_request", "detail": str(exc)})
-        except TargetingError as exc:
-            return _json(400, {"ok": False, "reason": "bad_request", "detail": str(exc)})
-        return _json(200, {"ok": True, "target": fix.record()})
 
-    async def health(_request: Request) -> Response:
-        return _json(200, {"ok": True, "solutions_held": len(locator.history),
-                           "latest_t_ns": locator.history.latest_t_ns()})
+def build_app(locator: TargetLocator) -> ASGIApp:
+    """The ASGI application over a locator. A bare ASGI callable rather than a framework:
+    three fixed routes, and a framework's per-request objects cost more than the answer
+    itself on a loaded companion."""
 
-    async def clock(_request: Request) -> Response:
-        return _json(200, {"mono_ns": time.monotonic_ns()})
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                  send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        chunks = []
+        while True:
+            event = await receive()
+            chunks.append(event.get("body", b""))
+            if not event.get("more_body", False):
+                break
+        if path == "/v1/target" and method == "POST":
+            status, obj = _answer(locator, b"".join(chunks))
+        elif path == "/v1/health" and method == "GET":
+            status, obj = 200, {"ok": True, "solutions_held": len(locator.history),
+                                "latest_t_ns": locator.history.latest_t_ns()}
+        elif path == "/v1/clock" and method == "GET":
+            status, obj = 200, {"mono_ns": time.monotonic_ns()}
+        elif path in ("/v1/target", "/v1/health", "/v1/clock"):
+            status, obj = 405, {"ok": False, "reason": "method_not_allowed", "detail": method}
+        else:
+            status, obj = 404, {"ok": False, "reason": "not_found", "detail": path}
+        payload = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
-    return Starlette(routes=[Route("/v1/target", target, methods=["POST"]),
-                             Route("/v1/health", health, methods=["GET"]),
-                             Route("/v1/clock", clock, methods=["GET"])])
+    return app
 
 
 class LocalApiServer:
@@ -165,8 +181,11 @@ class LocalApiServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         self._sock = self._bind()
+        # httptools + uvloop: the C HTTP parser and event loop (h11 on asyncio costs several
+        # times more per request on a loaded companion)
         cfg = uvicorn.Config(self._app, log_level="warning", access_log=False,
-                             lifespan="off", timeout_keep_alive=30)
+                             lifespan="off", timeout_keep_alive=30, http="httptools",
+                             loop="uvloop")
         self._server = uvicorn.Server(cfg)
         sock = self._sock
         self._thread = threading.Thread(target=lambda: self._server.run(sockets=[sock]),

@@ -138,9 +138,22 @@ def intersect(x: np.ndarray, k: CameraConstants) -> RayHit:
 
 def jacobian(x: np.ndarray, k: CameraConstants) -> np.ndarray:
     """(3, 13) d p_ground_ned / d x at x (the ray must hit the ground there)."""
+    _hit, J = intersect_with_jacobian(x, k)
+    if J is None:
+        raise ValueError("the ray does not hit the ground: no Jacobian")
+    return J
+
+
+def intersect_with_jacobian(x: np.ndarray, k: CameraConstants
+                            ) -> tuple[RayHit, np.ndarray | None]:
+    """`intersect` and `jacobian` in one pass (the request path): the hit, and its (3, 13)
+    Jacobian or None when the ray misses the ground."""
     x = np.asarray(x, dtype=np.float64)
     R_b2n, dR_b2n = _euler_and_derivatives(x[3], x[4], x[5])
-    R_base, dR_base = _base(x, k.gimbal_frame)
+    if k.gimbal_frame is GimbalFrame.BODY:
+        R_base, dR_base = R_b2n, dR_b2n
+    else:
+        R_base, dR_base = _base(x, k.gimbal_frame)
     R_g, dR_g = _euler_and_derivatives(x[6], x[7], x[8])
     f = k.f_px * math.exp(x[9])
     du, dv = (x[10] - k.cx_px) / f, (x[11] - k.cy_px) / f
@@ -150,24 +163,28 @@ def jacobian(x: np.ndarray, k: CameraConstants) -> np.ndarray:
     r = R_c2n @ ray_c
     lever = np.asarray(k.p_gimbal_in_body, dtype=np.float64)
     c = x[:3] + R_b2n @ lever
+    off_vertical = math.acos(max(-1.0, min(1.0, r[2] / float(np.linalg.norm(r)))))
     h = x[12] - c[2]
     if r[2] <= 1e-12 or h <= 0.0:
-        raise ValueError("the ray does not hit the ground: no Jacobian")
+        return RayHit(np.full(3, np.nan), c, r, off_vertical, False), None
     t = h / r[2]
+    hit = RayHit(c + t * r, c, r, off_vertical, True)
     A = np.eye(3) - np.outer(r, _E3) / r[2]  # d p / d c, and d p / d r = t A
-    J = np.zeros((3, N_PARAMS))
-    J[:, 0:3] = A
+    # columns of d c / d x and d r / d x, then one product with A
+    D = np.zeros((3, N_PARAMS))
+    D[:, 0:3] = np.eye(3) / t  # position moves c (scaled: everything below is times t)
+    g_ray = Rg_c @ ray_c
     for i in range(3):  # body attitude: moves the lever arm and (per frame) the ray
-        dc = dR_b2n[i] @ lever
-        dr = dR_base[i] @ Rg_c @ ray_c
-        J[:, 3 + i] = A @ dc + t * (A @ dr)
+        D[:, 3 + i] = dR_b2n[i] @ lever / t + dR_base[i] @ g_ray
+    cam_ray = R_CAM_TO_GIMBAL @ ray_c
     for i in range(3):  # gimbal angles
-        J[:, 6 + i] = t * (A @ (R_base @ dR_g[i] @ R_CAM_TO_GIMBAL @ ray_c))
-    J[:, 9] = t * (A @ (R_c2n @ np.array([-du, -dv, 0.0])))
-    J[:, 10] = t * (A @ (R_c2n @ np.array([1.0 / f, 0.0, 0.0])))
-    J[:, 11] = t * (A @ (R_c2n @ np.array([0.0, 1.0 / f, 0.0])))
+        D[:, 6 + i] = R_base @ (dR_g[i] @ cam_ray)
+    D[:, 9] = R_c2n @ np.array([-du, -dv, 0.0])
+    D[:, 10] = R_c2n[:, 0] / f
+    D[:, 11] = R_c2n[:, 1] / f
+    J = t * (A @ D)
     J[:, 12] = r / r[2]
-    return J
+    return hit, J
 
 
 def numerical_jacobian(x: np.ndarray, k: CameraConstants, steps: np.ndarray | None = None

@@ -70,7 +70,7 @@ class PoseHistory:
         self._att_gap_ns = int(max_attitude_gap_s * 1e9)
         self._lock = threading.Lock()
         self._sol_t: deque[int] = deque(maxlen=max_items)
-        self._sol: deque[tuple[NavSolution, np.ndarray]] = deque(maxlen=max_items)
+        self._sol: deque[tuple[NavSolution, np.ndarray, bool]] = deque(maxlen=max_items)
         self._att_t: deque[int] = deque(maxlen=max_items)
         self._att: deque[np.ndarray] = deque(maxlen=max_items)
 
@@ -80,7 +80,8 @@ class PoseHistory:
 
     def add_solution(self, sol: NavSolution) -> None:
         """Append a solution (out-of-order ones are dropped: the series must stay sorted)."""
-        if _usable(sol):
+        usable = _usable(sol)
+        if usable:
             p = np.asarray(self._frame.lla_to_ned(sol.lat_deg, sol.lon_deg, sol.alt_m))
         else:
             p = np.full(3, np.nan)
@@ -88,7 +89,7 @@ class PoseHistory:
             if self._sol_t and sol.t_ns <= self._sol_t[-1]:
                 return
             self._sol_t.append(int(sol.t_ns))
-            self._sol.append((sol, p))
+            self._sol.append((sol, p, usable))
             while self._sol_t and self._sol_t[0] < sol.t_ns - self._keep_ns:
                 self._sol_t.popleft()
                 self._sol.popleft()
@@ -138,20 +139,19 @@ class PoseHistory:
             i = bisect.bisect_right(ts, t_ns)
             euler = self._attitude_at(t_ns)
             if i == len(ts):  # at or after the latest
-                sol, p = self._sol[-1]
+                sol, p, ok = self._sol[-1]
                 age_ns = t_ns - ts[-1]
                 if age_ns > self._extra_ns:
                     return None
-                return self._extrapolated(sol, p, age_ns / 1e9, t_ns, euler)
-            (s0, p0), (s1, p1) = self._sol[i - 1], self._sol[i]
+                return self._extrapolated(sol, p, ok, age_ns / 1e9, t_ns, euler)
+            (s0, p0, ok0), (s1, p1, ok1) = self._sol[i - 1], self._sol[i]
             t0, t1 = ts[i - 1], ts[i]
         if t1 - t0 > self._gap_ns:
             return None
-        failsafe = not (_usable(s0) and _usable(s1))
         a = (t_ns - t0) / (t1 - t0)
-        if failsafe:
+        if not (ok0 and ok1):
             return PoseAt(t_ns, np.full(3, np.nan), np.full((3, 3), np.nan),
-                          s0.label if not _usable(s0) else s1.label, True, euler)
+                          s1.label if ok0 else s0.label, True, euler)
         c0 = np.asarray(s0.cov_p_ned_m2, dtype=np.float64)
         c1 = np.asarray(s1.cov_p_ned_m2, dtype=np.float64)
         cov = c0 if np.trace(c0) >= np.trace(c1) else c1
@@ -159,9 +159,9 @@ class PoseHistory:
         return PoseAt(t_ns, (1.0 - a) * p0 + a * p1, cov.copy(), label, False, euler)
 
     @staticmethod
-    def _extrapolated(sol: NavSolution, p: np.ndarray, age_s: float, t_ns: int,
+    def _extrapolated(sol: NavSolution, p: np.ndarray, usable: bool, age_s: float, t_ns: int,
                       euler: np.ndarray) -> PoseAt:
-        if not _usable(sol):
+        if not usable:
             return PoseAt(t_ns, np.full(3, np.nan), np.full((3, 3), np.nan), sol.label, True,
                           euler)
         v = np.asarray(sol.v_ned_mps, dtype=np.float64).reshape(-1)

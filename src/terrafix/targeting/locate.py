@@ -131,13 +131,14 @@ class TargetFix:
 
 def ellipse95(cov_ne_m2: np.ndarray) -> tuple[float, float, float]:
     """(semi-major, semi-minor, azimuth of the major axis in degrees [0, 180)) of the 95%
-    ellipse of a (2, 2) north/east covariance."""
-    lam, vec = np.linalg.eigh(0.5 * (cov_ne_m2 + cov_ne_m2.T))
-    lam = np.clip(lam, 0.0, None)
-    major = vec[:, 1]
-    az = math.degrees(math.atan2(major[1], major[0])) % 180.0
+    ellipse of a (2, 2) north/east covariance (closed-form 2x2 eigen-decomposition)."""
+    a, b, c = float(cov_ne_m2[0, 0]), 0.5 * float(cov_ne_m2[0, 1] + cov_ne_m2[1, 0]), \
+        float(cov_ne_m2[1, 1])
+    mean, half = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
+    lam1, lam2 = max(0.0, mean + half), max(0.0, mean - half)
+    az = math.degrees(0.5 * math.atan2(2.0 * b, a - c)) % 180.0
     k = math.sqrt(C.CHI2_2DOF_95)
-    return k * math.sqrt(lam[1]), k * math.sqrt(lam[0]), az
+    return k * math.sqrt(lam1), k * math.sqrt(lam2), az
 
 
 def input_covariance(cfg: TargetingConfig, cov_p_ned_m2: np.ndarray) -> np.ndarray:
@@ -177,8 +178,8 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     ground; `frame`: the flight's local frame (origin altitude frame.alt0_m)."""
     cam = cfg.camera.camera()
     _check_request(req, cam)
-    if pose.failsafe or not np.all(np.isfinite(pose.p_ned_m)) \
-            or not np.all(np.isfinite(pose.cov_p_ned_m2)):
+    if pose.failsafe or not math.isfinite(float(pose.p_ned_m.sum())) \
+            or not math.isfinite(float(pose.cov_p_ned_m2.sum())):
         raise TargetRefusedError(RefusalReason.NAVIGATION_FAILSAFE,
                             f"navigation at t={pose.t_ns} ns is the failsafe no-fix "
                             f"(label {pose.label})")
@@ -186,17 +187,18 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     euler = pose.euler_rad
     needed = {G.GimbalFrame.BODY: euler, G.GimbalFrame.HEADING: euler[2:],
               G.GimbalFrame.EARTH: euler[:0]}[frame_kind]
-    if not np.all(np.isfinite(needed)):
+    if not math.isfinite(float(needed.sum())):
         raise TargetRefusedError(RefusalReason.NO_NAVIGATION_AT_TIME,
                             f"no FC attitude held at t={pose.t_ns} ns")
     K = cam.intrinsics(req.zoom)
     k = G.CameraConstants(K.fx, K.cx, K.cy, np.asarray(cam.p_gimbal_in_body, dtype=np.float64),
                           frame_kind)
     ground_down = frame.alt0_m - ground_alt_m
-    x = np.array([*pose.p_ned_m, *np.nan_to_num(euler), math.radians(req.roll_deg),
+    euler_used = np.where(np.isfinite(euler), euler, 0.0)  # unused angles may be NaN
+    x = np.array([*pose.p_ned_m, *euler_used, math.radians(req.roll_deg),
                   math.radians(req.tilt_deg), math.radians(req.pan_deg), 0.0, req.u_px,
                   req.v_px, ground_down])
-    hit = G.intersect(x, k)
+    hit, J = G.intersect_with_jacobian(x, k)
     off_deg = math.degrees(hit.off_vertical_rad)
     if not hit.hits:
         raise TargetRefusedError(RefusalReason.RAY_MISSES_GROUND,
@@ -210,11 +212,15 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
         raise TargetRefusedError(RefusalReason.GRAZING_RAY,
                             f"the ray meets the ground {off_deg:.1f} deg from the vertical, "
                             f"beyond {cfg.max_off_vertical_deg:.1f} deg")
-    J = G.jacobian(x, k)
+    assert J is not None
     P = input_covariance(cfg, pose.cov_p_ned_m2)
     Jh = J[:2]
     cov_ne = Jh @ P @ Jh.T
-    by_source = {name: float(math.sqrt(max(0.0, np.trace(Jh[:, s] @ P[s, s] @ Jh[:, s].T))))
+    # per-source share of the horizontal variance (P is block diagonal, diagonal past nav)
+    var_cols = (Jh**2).sum(axis=0) * np.diag(P)
+    nav_var = float(np.trace(Jh[:, :3] @ P[:3, :3] @ Jh[:, :3].T))
+    by_source = {name: math.sqrt(max(0.0, nav_var if name == "navigation"
+                                      else float(var_cols[s].sum())))
                  for name, s in SOURCES.items()}
     a, b, az = ellipse95(cov_ne)
     lat, lon, _ = frame.ned_to_lla(hit.p_ground_ned)
