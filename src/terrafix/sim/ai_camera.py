@@ -100,7 +100,7 @@ class AiCameraSim:
             return True
         lat, lon, _ = self.frame.ned_to_lla(np.asarray(p_ned, dtype=np.float64))
         col, row = to_px(np.atleast_1d(lat), np.atleast_1d(lon))
-        c, r = int(round(float(col[0]))), int(round(float(row[0])))
+        c, r = round(float(col[0])), round(float(row[0]))
         return 0 <= r < valid.shape[0] and 0 <= c < valid.shape[1] and bool(valid[r, c])
 
     def render(self, truth: TruthState, g: GimbalState) -> np.ndarray:
