@@ -32,6 +32,8 @@ class RefusalReason:
     """The pixel's ray points at or above the horizon: it never meets the ground."""
     BEYOND_RANGE_LIMIT = "beyond_range_limit"
     """The ray meets the ground farther than the configured slant-range limit."""
+    NO_TERRAIN_HEIGHT = "no_terrain_height"
+    """The DEM has no height where the ray goes (outside its coverage or a void)."""
     GRAZING_RAY = "grazing_ray"
     """The ray meets the ground at more than the configured angle from the vertical: the
     linearised ellipse would not describe the error there (tan grows too fast)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,7 @@ from terrafix.geo import LocalFrame
 from terrafix.targeting import geometry as G
 from terrafix.targeting.errors import RefusalReason, TargetInputError, TargetRefusedError
 from terrafix.targeting.history import PoseAt, PoseHistory
+from terrafix.targeting.terrain import FlatGround, GeoTiffDem, GroundModel
 
 SOURCES = {"navigation": slice(0, 3), "attitude": slice(3, 6), "gimbal": slice(6, 9),
            "focal": slice(9, 10), "pixel": slice(10, 12), "ground": slice(12, 13)}
@@ -66,6 +68,11 @@ class TargetingConfig(BaseModel):
     max_off_vertical_deg: float = Field(80.0, gt=0.0, lt=90.0)
     history_s: float = Field(30.0, gt=0.0, le=600.0)
     max_extrapolation_s: float = Field(0.5, ge=0.0, le=5.0)
+    dem_path: Path | None = None
+    """An elevation GeoTIFF (terrain.GeoTiffDem); None: flat ground at the terrain altitude
+    with `ground_alt_sigma_m`."""
+    dem_sigma_m: float = Field(5.0, gt=0.0, le=500.0)
+    """Vertical 1-sigma of the DEM (e.g. ~4 m for a 30 m global DEM on open ground)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +148,18 @@ def ellipse95(cov_ne_m2: np.ndarray) -> tuple[float, float, float]:
     return k * math.sqrt(lam1), k * math.sqrt(lam2), az
 
 
-def input_covariance(cfg: TargetingConfig, cov_p_ned_m2: np.ndarray) -> np.ndarray:
-    """(13, 13) block-diagonal covariance of the parameter vector."""
+def input_covariance(cfg: TargetingConfig, cov_p_ned_m2: np.ndarray,
+                     ground_sigma_m: float | None = None) -> np.ndarray:
+    """(13, 13) block-diagonal covariance of the parameter vector (ground sigma: the ground
+    model's, default the flat-ground one)."""
     P = np.zeros((G.N_PARAMS, G.N_PARAMS))
     P[0:3, 0:3] = 0.5 * (cov_p_ned_m2 + cov_p_ned_m2.T)
     rp, yw = math.radians(cfg.attitude_roll_pitch_sigma_deg), \
         math.radians(cfg.attitude_yaw_sigma_deg)
     g = math.radians(cfg.gimbal_sigma_deg)
     diag = [rp**2, rp**2, yw**2, g**2, g**2, g**2, cfg.focal_relative_sigma**2,
-            cfg.pixel_sigma_px**2, cfg.pixel_sigma_px**2, cfg.ground_alt_sigma_m**2]
+            cfg.pixel_sigma_px**2, cfg.pixel_sigma_px**2,
+            (cfg.ground_alt_sigma_m if ground_sigma_m is None else ground_sigma_m)**2]
     P[3:, 3:] = np.diag(diag)
     return P
 
@@ -170,12 +180,47 @@ def _check_request(req: TargetRequest, cam: AiCameraConfig) -> None:
                                f"{req.tilt_deg}, roll {req.roll_deg} (degrees)")
 
 
-def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame: LocalFrame,
-                  ground_alt_m: float) -> TargetFix:
-    """The Python function of N11: pose at the request's time -> TargetFix, or TargetRefusedError.
+MAX_TERRAIN_ITERATIONS = 25
+TERRAIN_TOLERANCE_M = 0.05
 
-    `ground_alt_m`: terrain altitude (m, same datum as the navigation altitude) of the flat
-    ground; `frame`: the flight's local frame (origin altitude frame.alt0_m)."""
+
+def _terrain_hit(x: np.ndarray, k: G.CameraConstants, frame: LocalFrame,
+                 ground: GroundModel) -> tuple[G.RayHit, np.ndarray | None, float]:
+    """Intersection with the ground model (fixed point on planes, see terrain.py); returns the
+    hit, its Jacobian and the terrain altitude there. x[12] is set in place."""
+    if isinstance(ground, FlatGround):
+        alt = ground.alt_m
+    else:  # start from the height under the aircraft
+        lat0, lon0, _ = frame.ned_to_lla(x[:3])
+        alt = ground.height_at(float(lat0), float(lon0))
+    for _ in range(MAX_TERRAIN_ITERATIONS):
+        if not math.isfinite(alt):
+            raise TargetRefusedError(RefusalReason.NO_TERRAIN_HEIGHT,
+                                     "the ground model has no height there (outside the DEM)")
+        x[12] = frame.alt0_m - alt
+        hit, J = G.intersect_with_jacobian(x, k)
+        if J is None or isinstance(ground, FlatGround):
+            return hit, J, alt
+        lat, lon, _ = frame.ned_to_lla(hit.p_ground_ned)
+        new = ground.height_at(float(lat), float(lon))
+        if math.isfinite(new) and abs(new - alt) < TERRAIN_TOLERANCE_M:
+            return hit, J, alt
+        alt = new
+    raise TargetRefusedError(RefusalReason.GRAZING_RAY,
+                             "the ray's intersection with the terrain did not converge (terrain "
+                             "steeper than the ray)")
+
+
+def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame: LocalFrame,
+                  ground: GroundModel | float) -> TargetFix:
+    """The Python function of N11: pose at the request's time -> TargetFix, or
+    TargetRefusedError.
+
+    `ground`: a GroundModel (terrain.py), or a float terrain altitude (m, same datum as the
+    navigation altitude) for flat ground with the configured sigma; `frame`: the flight's local
+    frame (origin altitude frame.alt0_m)."""
+    if isinstance(ground, (int, float)):
+        ground = FlatGround(float(ground), cfg.ground_alt_sigma_m)
     cam = cfg.camera.camera()
     _check_request(req, cam)
     if pose.failsafe or not math.isfinite(float(pose.p_ned_m.sum())) \
@@ -193,12 +238,11 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
     K = cam.intrinsics(req.zoom)
     k = G.CameraConstants(K.fx, K.cx, K.cy, np.asarray(cam.p_gimbal_in_body, dtype=np.float64),
                           frame_kind)
-    ground_down = frame.alt0_m - ground_alt_m
     euler_used = np.where(np.isfinite(euler), euler, 0.0)  # unused angles may be NaN
     x = np.array([*pose.p_ned_m, *euler_used, math.radians(req.roll_deg),
                   math.radians(req.tilt_deg), math.radians(req.pan_deg), 0.0, req.u_px,
-                  req.v_px, ground_down])
-    hit, J = G.intersect_with_jacobian(x, k)
+                  req.v_px, 0.0])
+    hit, J, ground_alt_m = _terrain_hit(x, k, frame, ground)
     off_deg = math.degrees(hit.off_vertical_rad)
     if not hit.hits:
         raise TargetRefusedError(RefusalReason.RAY_MISSES_GROUND,
@@ -213,7 +257,7 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
                             f"the ray meets the ground {off_deg:.1f} deg from the vertical, "
                             f"beyond {cfg.max_off_vertical_deg:.1f} deg")
     assert J is not None
-    P = input_covariance(cfg, pose.cov_p_ned_m2)
+    P = input_covariance(cfg, pose.cov_p_ned_m2, ground.sigma_m)
     Jh = J[:2]
     cov_ne = Jh @ P @ Jh.T
     # per-source share of the horizontal variance (P is block diagonal, diagonal past nav)
@@ -229,7 +273,7 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
         t_ns=int(pose.t_ns), lat_deg=float(lat), lon_deg=float(lon), alt_m=float(ground_alt_m),
         p_ned_m=hit.p_ground_ned, cov_ne_m2=cov_ne, semi_major_95_m=a, semi_minor_95_m=b,
         major_azimuth_deg=az, h_acc_m=a / math.sqrt(C.CHI2_2DOF_95),
-        v_acc_m=cfg.ground_alt_sigma_m, slant_range_m=hit.slant_range_m,
+        v_acc_m=ground.sigma_m, slant_range_m=hit.slant_range_m,
         ground_range_m=float(np.hypot(*(hit.p_ground_ned[:2] - p_cam[:2]))),
         off_vertical_deg=off_deg, nav_label=pose.label, sigma_by_source_m=by_source)
 
@@ -239,11 +283,15 @@ class TargetLocator:
 
     def __init__(self, cfg: TargetingConfig, frame: LocalFrame, ground_alt_m: float,
                  history: PoseHistory | None = None) -> None:
+        """`ground_alt_m`: the flat-ground terrain altitude (used without a DEM)."""
         if not math.isfinite(ground_alt_m):
             raise TargetInputError(f"ground altitude must be finite, got {ground_alt_m}")
         self.cfg = cfg
         self.frame = frame
         self.ground_alt_m = float(ground_alt_m)
+        self.ground: GroundModel = (GeoTiffDem(cfg.dem_path, cfg.dem_sigma_m)
+                                    if cfg.dem_path is not None
+                                    else FlatGround(ground_alt_m, cfg.ground_alt_sigma_m))
         self.history = history or PoseHistory(frame, keep_s=cfg.history_s,
                                               max_extrapolation_s=cfg.max_extrapolation_s)
 
@@ -259,4 +307,4 @@ class TargetLocator:
                                 f"no navigation solution held around t={t_ns} ns (latest "
                                 f"{latest} ns; history {self.cfg.history_s:.0f} s, "
                                 f"extrapolation {self.cfg.max_extrapolation_s:.1f} s)")
-        return locate_target(req, pose, self.cfg, self.frame, self.ground_alt_m)
+        return locate_target(req, pose, self.cfg, self.frame, self.ground)
