@@ -410,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'all':>5} {len(ok):>9} {result['target_error_median_m']:>9.2f} "
           f"{result['target_error_p95_m']:>8.2f} {result['target_cov_consistency']:>7.3f}")
     print(f"API: {result['target_requests_per_s']:.0f} requests/s (1 connection), "
-          f"{result['target_requests_per_s_4_clients']:.0f} with 4 clients; refused "
+          f"{result['target_requests_per_s_4_clients']:.0f} with 4 clients, "
+          f"{result['target_requests_per_cpu_s']:.0f} per CPU second; refused "
           f"{result['refused']}")
     print(f"bars: consistency 0.90-0.99, >= 200 requests/s -> {args.out}")
     return 0
