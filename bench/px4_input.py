@@ -16,6 +16,9 @@ Measured at the FC side, on arrival times of GLOBAL_POSITION_SENSOR:
 * signed_fraction: share that arrived signed (incompat flag 0x01);
 * signing_handshake_s, sender_skipped_ticks.
 Bars (issue "Bars", as for GPS_INPUT): 5-10 Hz, max gap <= 250 ms, jitter < 50 ms.
+With `--compare` (default) every run is followed by a bench/gps_input.py run of the ArduPilot
+link under the same machine load: both links share the fixed-rate sender, so on a loaded
+shared machine their gaps should look alike; the pair separates the link from the load.
 """
 
 from __future__ import annotations
@@ -137,9 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imu-hz", type=float, default=200.0)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--no-compare", dest="compare", action="store_false",
+                    help="skip the ArduPilot GPS_INPUT run after each PX4 run")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()[0]
-    runs = [one_run(args.duration, args.rate, args.imu_hz) for _ in range(args.runs)]
+    runs, ardupilot = [], []
+    for _ in range(args.runs):
+        runs.append(one_run(args.duration, args.rate, args.imu_hz))
+        if args.compare:
+            sys.path.insert(0, str(Path(__file__).parent))
+            import gps_input  # bench/gps_input.py
+
+            r = gps_input.one_run(args.duration, args.rate, args.imu_hz)
+            ardupilot.append({k: r[k] for k in ("count", "rate_hz", "max_gap_ms", "jitter_ms",
+                                                "p99_gap_ms", "gaps_over_245ms")})
     result = {
         "px4_agp_rate_hz": statistics.median(r["rate_hz"] for r in runs),
         "px4_agp_max_gap_ms": max(r["max_gap_ms"] for r in runs),
@@ -148,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                       "max_gap_ms": max(r["max_gap_ms"] for r in runs),
                       "jitter_ms": max(r["jitter_ms"] for r in runs)},
         "runs": runs,
+        "ardupilot_gps_input_same_load": ardupilot,
         "command": " ".join(["bench/px4_input.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"duration_s": args.duration, "rate_hz": args.rate, "imu_hz": args.imu_hz,
                    "transport": "udp loopback, signed MAVLink 2, FC in a separate process",
@@ -166,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['jitter_ms']:>10.2f} {r['p99_gap_ms']:>7.1f} {r['gaps_over_245ms']:>7} "
               f"{r['healthy_fraction']:>8.3f} {r['signed_fraction']:>7.3f} "
               f"{r['signing_handshake_s']:>11.2f}")
+    for i, r in enumerate(ardupilot):
+        print(f"{'AP' + str(i):>4} {r['count']:>6} {r['rate_hz']:>8.3f} {r['max_gap_ms']:>11.1f} "
+              f"{r['jitter_ms']:>10.2f} {r['p99_gap_ms']:>7.1f} {r['gaps_over_245ms']:>7}"
+              "   (ArduPilot GPS_INPUT, same load)")
     print(f"bars: rate 5-10 Hz, max gap <= 250 ms, jitter < 50 ms -> {args.out}")
     return 0
 
