@@ -41,6 +41,7 @@ import numpy as np
 
 from terrafix.autopilot import constants as C
 from terrafix.autopilot.ardupilot import ArduPilotLinkConfig, FcCallbacks
+from terrafix.autopilot.errors import SigningHandshakeError
 from terrafix.autopilot.fc_emulation import FcEmulator
 from terrafix.autopilot.px4 import Px4Link
 from terrafix.measurements import NavSolution, SourceLabel
@@ -145,13 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     load_before = os.getloadavg()[0]
     runs, ardupilot = [], []
+    handshake_failures: list[str] = []
+
+    def attempt(fn: Any) -> dict[str, Any]:
+        # on a saturated shared machine the FC process may not answer the signing handshake
+        # within its 3 s take-off budget; such a run is retried and the failure recorded
+        for _ in range(3):
+            try:
+                return fn(args.duration, args.rate, args.imu_hz)
+            except SigningHandshakeError as exc:
+                handshake_failures.append(str(exc))
+        raise SystemExit("three signing handshakes failed in a row: " + handshake_failures[-1])
+
     for _ in range(args.runs):
-        runs.append(one_run(args.duration, args.rate, args.imu_hz))
+        runs.append(attempt(one_run))
         if args.compare:
             sys.path.insert(0, str(Path(__file__).parent))
             import gps_input  # bench/gps_input.py
 
-            r = gps_input.one_run(args.duration, args.rate, args.imu_hz)
+            r = attempt(gps_input.one_run)
             ardupilot.append({k: r[k] for k in ("count", "rate_hz", "max_gap_ms", "jitter_ms",
                                                 "p99_gap_ms", "gaps_over_245ms")})
     result = {
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                       "jitter_ms": max(r["jitter_ms"] for r in runs)},
         "runs": runs,
         "ardupilot_gps_input_same_load": ardupilot,
+        "signing_handshake_failures_retried": handshake_failures,
         "command": " ".join(["bench/px4_input.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"duration_s": args.duration, "rate_hz": args.rate, "imu_hz": args.imu_hz,
                    "transport": "udp loopback, signed MAVLink 2, FC in a separate process",
