@@ -21,7 +21,8 @@ Lifecycle (REQUIREMENTS A5, T5, T6, A2, N10):
    summary (GPS_INPUT output statistics, capture→output latency, frame drops) is written.
 
 No network listener is opened: the FC link is a client (`udpout:`/`tcp:`/serial) and nothing
-else talks to the network. Restart in flight: when the FC reports itself armed and in the air
+else talks to the network (the optional targeting API listens on a Unix socket or loopback
+only: targeting/api.py). Restart in flight: when the FC reports itself armed and in the air
 at start-up, the navigator is initialised from the FC's own position (GLOBAL_POSITION_INT).
 """
 
@@ -60,6 +61,8 @@ from terrafix.autopilot import (
     FcCallbacks,
     GroundStation,
     GroundStationConfig,
+    Px4Link,
+    Px4OutputConfig,
 )
 from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.config_files import load_toml_config, validate_config
@@ -79,6 +82,7 @@ from terrafix.navigation.navigator import (
 from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
 from terrafix.recorder.schemas import model_schema
+from terrafix.targeting.onboard import OnboardTargeting, TargetingSection
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,11 @@ class FlyConfig(_Cfg):
     takeoff: TakeoffSection = TakeoffSection()
     map: MapSection = MapSection()
     autopilot: ArduPilotLinkConfig = ArduPilotLinkConfig(connection="udpout:127.0.0.1:14551")
+    autopilot_firmware: Literal["ardupilot", "px4"] = "ardupilot"
+    """ardupilot: GPS_INPUT; px4: GLOBAL_POSITION_SENSOR for EKF2's aux global position (the
+    `autopilot` section's connection, signing and rate apply to both)."""
+    px4: Px4OutputConfig = Px4OutputConfig()
+    targeting: TargetingSection = TargetingSection()
     wait_for_fc_s: float = Field(30.0, gt=0.0)
     set_baro_reference: bool = False
     """Set the barometer's sea-level reference from the take-off altitude at start-up (only
@@ -417,15 +426,19 @@ class OnboardProgram:
         runner = ThreadedRegistration(positioner.locate) if positioner is not None else None
         self.navigator = Navigator(cfg.navigation, self.context, positioner, runner)
         # FC link with signing
+        self.targeting = (OnboardTargeting(cfg.targeting, self.context.frame,
+                                           self.context.ground_alt_m)
+                          if cfg.targeting.enabled else None)
         cb = FcCallbacks(
             on_imu=lambda s: self.inbox.put(s.t_ns, s),
-            on_attitude=lambda s: self.inbox.put(s.t_ns, s),
+            on_attitude=self._on_attitude,
             on_baro=lambda s: self.inbox.put(s.t_ns, s),
             on_gnss=self._on_gnss,
             on_fc_position=self._on_fc_position,
             on_landed_state=self._on_landed,
             on_output_sent=lambda report, t_ns: self.telemetry.output_sent(report, t_ns))
-        self.link = ArduPilotLink(cfg.autopilot, cb)
+        self.link = (Px4Link(cfg.autopilot, cb, px4=cfg.px4) if cfg.autopilot_firmware == "px4"
+                     else ArduPilotLink(cfg.autopilot, cb))
         self.link.open()
         if not self.link.wait_for_fc(cfg.wait_for_fc_s):
             raise FlyError(f"take-off refused: no flight controller on "
@@ -440,6 +453,8 @@ class OnboardProgram:
         self.gcs = GroundStation(self.link.channel, cfg.ground_station,
                                  on_reloc_hint=self._on_hint)
         self.gcs.start()
+        if self.targeting is not None:
+            self.targeting.start(self.link.channel)
         self.link.start_output()
         load_s = time.perf_counter() - t0
         log.info("take-off load %.2f s (cache verified, models warm, signing done)", load_s)
@@ -450,6 +465,11 @@ class OnboardProgram:
     def _on_gnss(self, sample) -> None:
         self.inbox.put(sample.t_ns, sample)
         self.gcs_fc_gnss = sample
+
+    def _on_attitude(self, sample) -> None:
+        self.inbox.put(sample.t_ns, sample)
+        if self.targeting is not None:
+            self.targeting.add_attitude(sample)
 
     def _on_fc_position(self, pos) -> None:
         self._fc_position = pos
@@ -556,6 +576,8 @@ class OnboardProgram:
                     self.navigator.flush()
                 sols = self.navigator.drain_solutions()
                 for s in sols:
+                    if self.targeting is not None:
+                        self.targeting.add_solution(s)
                     record = solution_record(s)
                     results.write(record)
                     self._rec_solution.record(s.t_ns, record)
@@ -623,6 +645,8 @@ class OnboardProgram:
         out_stats = self.link.output_stats()
         offset_ns = self.link.stats().clock_offset_ns
         self.gcs.close()
+        if self.targeting is not None:
+            self.targeting.close()
         self.link.close()
         if self._store is not None:
             self._store.close()

@@ -3,7 +3,9 @@
 - `ArduPilotLink` (ardupilot.py): signed MAVLink 2 to ArduPilot; FC telemetry in as typed samples
   on the companion clock, GPS_INPUT out at a fixed rate, EKF source-set commands.
 - `InavLink` (inav.py): MSP2_SENSOR_GPS to iNav, status on an unsigned MAVLink side channel.
-  Both are `PositionOutput`s.
+- `Px4Link` (px4.py): the ArduPilot link's inbound side and signing, GLOBAL_POSITION_SENSOR out
+  for PX4's EKF2 auxiliary global position.
+  All three are `PositionOutput`s.
 - `GroundStation` (ground_station.py): status at 1-2 Hz, rate-limited STATUSTEXT, spoof alerts
   that always get through, RELOC hints in with acknowledgement.
 - `FcEmulator` (fc_emulation.py): the FC end with ArduPilot's signing and GPS_INPUT rules, for
@@ -41,6 +43,7 @@ from terrafix.autopilot.inbound import (
     LandedState,
 )
 from terrafix.autopilot.position_output import PositionOutput
+from terrafix.autopilot.px4 import Px4Link, Px4OutputConfig, encode_global_position_sensor
 from terrafix.autopilot.reloc_hint import RelocHint
 
 __all__ = [
@@ -70,10 +73,13 @@ __all__ = [
     "MspError",
     "OutputStats",
     "PositionOutput",
+    "Px4Link",
+    "Px4OutputConfig",
     "RelocHint",
     "RelocHintError",
     "SigningHandshakeError",
     "SigningReport",
+    "encode_global_position_sensor",
     "encode_gps_input",
     "gps_report_from_solution",
 ]
