@@ -200,6 +200,7 @@ class ArduPilotLink:
         self._fc_heartbeat: FcHeartbeat | None = None
         self._heartbeat_seen = threading.Event()
         self._landed: LandedState | None = None
+        self._landed_seen = threading.Event()
         self._decode_errors = 0
         self._signing_established = False
         self._gnss_trusted: bool | None = None
@@ -406,6 +407,7 @@ class ArduPilotLink:
             elif isinstance(sample, LandedState):
                 with self._lock:
                     self._landed = sample
+                self._landed_seen.set()
             name = _CALLBACK_FOR.get(type(sample))
             cb = getattr(self._cb, name) if name else None
             if cb is not None:
@@ -419,6 +421,17 @@ class ArduPilotLink:
     @property
     def signing_established(self) -> bool:
         return self._signing_established
+
+    @property
+    def landed_state(self) -> LandedState | None:
+        """The latest EXTENDED_SYS_STATE landed state (None before the first)."""
+        return self._landed
+
+    def wait_for_landed_state(self, timeout_s: float) -> bool:
+        """Block until the first EXTENDED_SYS_STATE (True) or the timeout (False)."""
+        if not self._opened:
+            self.open()
+        return self._landed_seen.wait(timeout=timeout_s)
 
     def on_ground(self, now_ns: int | None = None) -> bool:
         """True only for a fresh ON_GROUND report; unknown, in-air or stale read False."""
