@@ -45,8 +45,8 @@ def replay_command(
                 update={"enabled": False})})
         from terrafix.mapping.tile_feed import FlightTilesConfig
 
-        tiles = None if flight_tiles is None else FlightTilesConfig(enabled=True,
-                                                                     folder=flight_tiles)
+        tiles = None if flight_tiles is None else FlightTilesConfig(
+            enabled=True, folder=flight_tiles, drop_when_busy=False)
         path = main(ReplayConf(cfg, map_cache, duration_s=duration, flight_tiles=tiles),
                     ReplayPaths(dataset, out))
     except (NavigatorError, SimError) as exc:

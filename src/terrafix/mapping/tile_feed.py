@@ -70,6 +70,9 @@ class FlightTilesConfig(BaseModel):
     min_coverage: float = Field(0.99, gt=0.0, le=1.0)
     idle_frames: int = Field(3, ge=1)
     queue_frames: int = Field(4, ge=1, le=64)
+    drop_when_busy: bool = True
+    """Live: a frame the worker has no room for is dropped (counted), the navigation never
+    waits. A replay sets False: it is not real time, and waiting keeps it repeatable."""
     eligibility: EligibilityConfig = EligibilityConfig()
 
 
@@ -114,7 +117,7 @@ class FlightTileFeed:
         self.stats = FeedStats()
         self._att_t: deque[int] = deque(maxlen=400)
         self._att: deque[tuple[float, float]] = deque(maxlen=400)
-        self._sols: deque[NavSolution] = deque(maxlen=64)
+        self._sols: deque[NavSolution] = deque(maxlen=4096)
         self._waiting: deque[CameraFrame] = deque()
         self._t_last_taken_ns: int | None = None
         self._t_last_spoof_ns: int | None = None
@@ -147,6 +150,11 @@ class FlightTileFeed:
         self._sols.extend(solutions)
         while self._waiting and self._sols and self._sols[-1].t_ns >= self._waiting[0].t_ns:
             self._resolve(self._waiting.popleft())
+        # ticks older than the oldest waiting frame (and its predecessor) are not needed
+        keep_from = self._waiting[0].t_ns if self._waiting else self._sols[-1].t_ns \
+            if self._sols else 0
+        while len(self._sols) > 2 and self._sols[1].t_ns <= keep_from:
+            self._sols.popleft()
 
     def _resolve(self, frame: CameraFrame) -> None:
         sol = self._solution_at(frame.t_ns)
@@ -169,7 +177,7 @@ class FlightTileFeed:
         view = FrameView(frame.t_ns, self._utc_of(frame.t_ns), frame.image, pose.p_cam_ned,
                          pose.R_cam_to_ned, horizontal_sigma_m(sol))
         try:
-            self._queue.put_nowait(view)
+            self._queue.put(view, block=not self.config.drop_when_busy)
         except queue.Full:
             self.stats.frames_dropped_busy += 1
             return
