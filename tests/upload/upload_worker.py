@@ -1,10 +1,13 @@
 """A real uploader process for the kill -9 tests and benchmark: `python -m
 tests.upload.upload_worker STORE URL CA KEY BATCH` uploads the flight store once and exits
-(0 done, 3 budget spent). It prints "started" once its session is being opened."""
+(0 done, 3 budget spent). It prints "started" when it begins, and a JSON summary (wall_s
+of the upload itself, counts) when done."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 from terrafix.mapping.flight_store import open_flight_store
@@ -22,10 +25,14 @@ def main(argv: list[str]) -> int:
                               "backoff_cap_s": 0.2})
     with open_flight_store(Path(store_root)) as store:
         print("started", flush=True)
+        t0 = time.perf_counter()
         try:
-            Uploader(store, cfg, load_device_key(Path(key)), Path(store_root).name).run()
+            s = Uploader(store, cfg, load_device_key(Path(key)), Path(store_root).name).run()
         except RetryBudgetSpentError:
             return 3
+        wall = time.perf_counter() - t0
+    print(json.dumps({"wall_s": wall, "accepted": s.accepted, "duplicate": s.duplicate,
+                      "offered": s.offered}), flush=True)
     return 0
 
 
