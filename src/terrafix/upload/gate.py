@@ -51,16 +51,17 @@ class FcStateReading:
         return LANDED_STATE_NAMES.get(self.landed_state, f"UNKNOWN({self.landed_state})")
 
 
-def read_fc_state(link: object, *, wait_s: float = 0.0,
+def read_fc_state(link: object, *, wait_s: float = 0.0, newer_than_ns: int | None = None,
                   mono_ns: Callable[[], int] = time.monotonic_ns) -> FcStateReading:
     """One reading of an `ArduPilotLink`'s latest landed state and heartbeat.
 
-    wait_s: for a link opened just now, how long to wait for the FC's first HEARTBEAT and
-    EXTENDED_SYS_STATE (a bounded wait for the one reading, not a polling loop on its value)."""
+    wait_s: how long to wait for the FC's HEARTBEAT and for an EXTENDED_SYS_STATE report
+    (newer than `newer_than_ns` when given: the end of a flight waits for the report that
+    follows it). A bounded wait for the one reading, not a polling loop on its value."""
     try:
         if wait_s > 0:
             link.wait_for_fc(wait_s)  # type: ignore[attr-defined]
-            link.wait_for_landed_state(wait_s)  # type: ignore[attr-defined]
+            link.wait_for_landed_state(wait_s, newer_than_ns)  # type: ignore[attr-defined]
         landed = link.landed_state  # type: ignore[attr-defined]
         hb = link.fc_heartbeat  # type: ignore[attr-defined]
     except Exception as exc:  # a failing read is a refusal, whatever failed
