@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import threading
 import uuid
 from collections import deque
@@ -48,6 +49,32 @@ from terrafix.upload.protocol import (
     fingerprint,
     verify,
 )
+
+_DISPOSITION = re.compile(rb'form-data;\s*name="([^"]*)"(?:;\s*filename="([^"]*)")?', re.I)
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, list[tuple[str | None, bytes]]]:
+    """multipart/form-data -> field name -> [(filename, bytes)], with bytes-level splitting
+    (starlette's form parser walks the body in Python and was the server's main cost)."""
+    m = re.search(r"boundary=\"?([^\";]+)\"?", content_type)
+    if not content_type.startswith("multipart/form-data") or m is None:
+        raise ValueError(f"expected multipart/form-data with a boundary, got {content_type!r}")
+    delim = b"--" + m.group(1).encode("ascii")
+    out: dict[str, list[tuple[str | None, bytes]]] = {}
+    chunks = body.split(delim)
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        raise ValueError("multipart body is truncated (no closing boundary)")
+    for chunk in chunks[1:-1]:
+        head, sep, data = chunk.partition(b"\r\n\r\n")
+        if not sep or not data.endswith(b"\r\n"):
+            raise ValueError("malformed multipart part")
+        d = _DISPOSITION.search(head)
+        if d is None:
+            raise ValueError("multipart part without a form-data name")
+        name = d.group(1).decode()
+        filename = d.group(2).decode() if d.group(2) is not None else None
+        out.setdefault(name, []).append((filename, data[:-2]))
+    return out
 
 
 def _error(status: int, code: ErrorCode, detail: str,
@@ -154,25 +181,20 @@ class GroundDouble:
             cert = double.sessions.get(sid)
             if cert is None:
                 return _error(401, ErrorCode.UNKNOWN_SESSION, sid)
-            form = await request.form()
             try:
-                m_part = form["manifest"]
-                manifest_bytes = await m_part.read() if hasattr(m_part, "read") \
-                    else str(m_part).encode()
-                s_part = form["signature"]
-                sig = (await s_part.read()).decode() if hasattr(s_part, "read") \
-                    else str(s_part)
+                fields = parse_multipart(await request.body(),
+                                         request.headers.get("content-type", ""))
+                manifest_bytes = fields["manifest"][0][1]
+                sig = fields["signature"][0][1].decode("ascii")
                 verify(cert.session_public_key, sig.strip(), manifest_bytes, "batch manifest")
                 manifest = BatchManifest.parse(manifest_bytes)
             except ProtocolError as exc:
                 return _error(401, ErrorCode.BAD_SIGNATURE, str(exc))
-            except KeyError as exc:
-                return _error(400, ErrorCode.MALFORMED, f"missing part {exc}")
+            except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                return _error(400, ErrorCode.MALFORMED, f"bad multipart body: {exc}")
             if manifest.session_id != sid or manifest.flight_id != cert.flight_id:
                 return _error(400, ErrorCode.MALFORMED, "manifest session/flight mismatch")
-            parts = {}
-            for f in form.getlist("tile"):
-                parts[Path(f.filename or "").stem] = await f.read()
+            parts = {Path(name or "").stem: data for name, data in fields.get("tile", [])}
             outcomes = []
             limit = action.get("partial", action.get("omit_after"))
             for i, entry in enumerate(manifest.tiles):

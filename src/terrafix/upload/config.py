@@ -21,6 +21,8 @@ class UploadConfig(BaseModel):
     device_key: Path | None = None
     """The device key (None: $XDG_CONFIG_HOME/terrafix/device_ed25519.pem)."""
     batch_tiles: int = Field(32, ge=1, le=MAX_TILES_PER_BATCH)
+    concurrent_batches: int = Field(2, ge=1, le=8)
+    """Batches in flight at once (the link's latency and the ground's work overlap)."""
     request_timeout_s: float = Field(30.0, gt=0.0, le=600.0)
     session_lifetime_s: float = Field(3600.0, ge=60.0, le=86400.0)
     retry: RetryPolicy = RetryPolicy()
