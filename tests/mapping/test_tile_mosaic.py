@@ -90,3 +90,25 @@ def test_tile_finished_once_the_aircraft_moved_on():
     assert mosaic.open_tiles > 0
     for t in done:
         assert _shift_px(t.image, truth_tile(tex, t.tile)) < 0.25
+
+
+def test_alignment_to_the_map_removes_a_pose_error_within_its_sigma():
+    tex = ground_texture(5)
+    true_pose = camera_pose(0.0, 0.0, 170.0, 0.03, -0.02, 0.7)
+    frame = render(tex, true_pose)
+    off = true_pose.p_cam_ned + np.array([2.5, -1.5, 0.0])  # believed position: 2.9 m off
+
+    def run(reference, sigma):
+        m = TileMosaic(FRAME, GROUND_ALT, INTR, 19, min_coverage=0.99, reference=reference)
+        m.add(FrameView(0, T0, frame, off, true_pose.R_cam_to_ned, sigma))
+        return m, m.flush()
+
+    _, plain = run(None, 2.0)
+    assert plain and any(_shift_px(t.image, truth_tile(tex, t.tile)) > 8 for t in plain)
+    m, aligned = run(lambda t: truth_tile(tex, t), 2.0)
+    assert m.frames_aligned == 1
+    assert all(_shift_px(t.image, truth_tile(tex, t.tile)) < 0.5 for t in aligned)
+    # a correction beyond 3 sigma of the pose is not the map's to make: the pose stands
+    m, kept = run(lambda t: truth_tile(tex, t), 0.5)
+    assert m.frames_aligned == 0
+    assert any(_shift_px(t.image, truth_tile(tex, t.tile)) > 8 for t in kept)

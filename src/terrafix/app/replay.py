@@ -169,7 +169,29 @@ def open_tile_feed(conf: ReplayConf, ds: FlightDataset, dataset: Path) -> Flight
 
     t0 = datetime.fromisoformat(str(ds.meta["utc_start"]).replace("Z", "+00:00"))
     return FlightTileFeed(ft, conf.flight_id or dataset.resolve().name, flight_context(ds),
-                          lambda t_ns: t0 + timedelta(microseconds=t_ns / 1e3))
+                          lambda t_ns: t0 + timedelta(microseconds=t_ns / 1e3),
+                          reference=map_tiles(ds, ft.zoom))
+
+
+def map_tiles(ds: FlightDataset, z: int):
+    """The map's tile at z/x/y (None outside it), from the dataset's map source: the same
+    imagery the replay's map cache is provisioned from (no map: None)."""
+    src = map_source(ds)
+    if src is None:
+        return None
+    from terrafix.vision.rasters import raster_from_geotiff
+
+    raster = raster_from_geotiff(src[1], z)
+    h, w = raster.image.shape
+
+    def tile(t):
+        c0, r0 = int(t.x * 256 - raster.px_x0), int(t.y * 256 - raster.px_y0)
+        if c0 < 0 or r0 < 0 or c0 + 256 > w or r0 + 256 > h or \
+                not raster.valid[r0:r0 + 256, c0:c0 + 256].all():
+            return None
+        return raster.image[r0:r0 + 256, c0:c0 + 256]
+
+    return tile
 
 
 def main(conf: ReplayConf, paths: ReplayPaths) -> Path:

@@ -70,6 +70,9 @@ class FlightTilesConfig(BaseModel):
     min_coverage: float = Field(0.99, gt=0.0, le=1.0)
     idle_frames: int = Field(3, ge=1)
     queue_frames: int = Field(4, ge=1, le=64)
+    align_to_map: bool = True
+    """Line each frame up with the map's tiles before merging it, within 3 sigma of its pose
+    (`TileMosaic._aligned`); needs the map's tiles (a reference)."""
     drop_when_busy: bool = True
     """Live: a frame the worker has no room for is dropped (counted), the navigation never
     waits. A replay sets False: it is not real time, and waiting keeps it repeatable."""
@@ -84,6 +87,7 @@ class FeedStats:
     frames_low_trust: int = 0
     frames_dropped_busy: int = 0
     ineligible: dict[str, int] = field(default_factory=dict)
+    frames_aligned: int = 0
     tiles_stored: int = 0
     tiles_low_trust: int = 0
     tiles_incomplete: int = 0
@@ -98,7 +102,7 @@ class FeedStats:
 class FlightTileFeed:
     """See module docstring. utc_of: input time (ns) -> UTC datetime of that instant.
     reference: the cached map tile for a z/x/y (None when the map has none), for the change
-    score. on_record: (topic, dict) into the flight recorder."""
+    score and the alignment to the map. on_record: (topic, dict) into the flight recorder."""
 
     def __init__(self, config: FlightTilesConfig, flight_id: str, context: FlightContext,
                  utc_of: Callable[[int], datetime], *, reference: Reference | None = None,
@@ -113,7 +117,8 @@ class FlightTileFeed:
         self.store = open_flight_store(self.root, cap_bytes=config.cap_bytes)
         self.mosaic = TileMosaic(context.frame, context.ground_alt_m, context.intrinsics,
                                  config.zoom, min_coverage=config.min_coverage,
-                                 idle_frames=config.idle_frames)
+                                 idle_frames=config.idle_frames,
+                                 reference=reference if config.align_to_map else None)
         self.stats = FeedStats()
         self._att_t: deque[int] = deque(maxlen=400)
         self._att: deque[tuple[float, float]] = deque(maxlen=400)
@@ -232,6 +237,7 @@ class FlightTileFeed:
                     self._store(tile)
                 with self._lock:
                     self.stats.tiles_incomplete = self.mosaic.incomplete
+                    self.stats.frames_aligned = self.mosaic.frames_aligned
             except Exception:  # a bad frame must not end the flight's tiles
                 self.stats.worker_errors += 1
                 log.exception("flight tiles: frame at t=%s failed", None if view is None

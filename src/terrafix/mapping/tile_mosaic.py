@@ -23,6 +23,7 @@ would carry black holes into the map).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,7 +82,10 @@ class TileMosaic:
     worker owns it."""
 
     def __init__(self, frame: LocalFrame, ground_alt_m: float, intrinsics: Intrinsics, z: int,
-                 *, min_coverage: float = 0.99, idle_frames: int = 3) -> None:
+                 *, min_coverage: float = 0.99, idle_frames: int = 3,
+                 reference: Callable[[TileId], np.ndarray | None] | None = None,
+                 align_min_response: float = 0.08, align_max_sigmas: float = 3.0,
+                 align_max_spread_m: float = 1.0) -> None:
         self.frame = frame
         self.ground_alt_m = float(ground_alt_m)
         self.ground_down_m = float(frame.alt0_m - ground_alt_m)
@@ -90,6 +94,13 @@ class TileMosaic:
         self.z = int(z)
         self.min_coverage = float(min_coverage)
         self.idle_frames = int(idle_frames)
+        self._reference = reference
+        self.align_min_response = float(align_min_response)
+        self.align_max_sigmas = float(align_max_sigmas)
+        self.align_max_spread_m = float(align_max_spread_m)
+        self.frames_aligned = 0
+        self.align_shifts_m: list[float] = []
+        self._window = cv2.createHanningWindow((_S, _S), cv2.CV_32F)
         self._tiles: dict[TileId, _Canvas] = {}
         self._count = 0
         self.incomplete = 0
@@ -129,6 +140,8 @@ class TileMosaic:
             tiles = self.tiles_seen(pose) if height > 1.0 else []
         except CameraError:
             tiles = []  # a corner sees the sky: a steep bank, no orthorectification
+        if tiles and self._reference is not None:
+            pose = self._aligned(view, pose, height, tiles)
         if tiles:
             self._paint(view, pose, height, tiles)
         return self._finish(lambda c: self._count - c.last_touch >= self.idle_frames)
@@ -136,6 +149,61 @@ class TileMosaic:
     def flush(self) -> list[FinishedTile]:
         """Finish every tile still open (end of flight)."""
         return self._finish(lambda _c: True)
+
+    def _aligned(self, view: FrameView, pose: CameraPose, height: float,
+                 tiles: list[TileId]) -> CameraPose:
+        """The pose moved so that the frame lines up with the map, when it clearly does.
+
+        Each tile the frame fully covers is warped with the pose and phase-correlated with the
+        map's tile (cross-sensor and months apart, but roads, field edges and buildings hold):
+        a displacement s of the fresh view against the map means the believed camera position
+        is off by s on the ground. The median s over the tiles that correlate (response >=
+        align_min_response) is applied when the tiles agree (spread <= align_max_spread_m)
+        and it is within align_max_sigmas of the pose's 1-sigma; otherwise the pose stands
+        (changed ground, no texture, or a pose the map contradicts: not this step's call)."""
+        shifts = []
+        for t in tiles:
+            ref = self._reference(t)  # type: ignore[misc]
+            if ref is None:
+                continue
+            warped, valid = self._warp(view.image, pose, height, t)
+            if warped is None or not valid.all():
+                continue
+            (dx, dy), resp = cv2.phaseCorrelate(warped.astype(np.float32),
+                                                ref.astype(np.float32), self._window)
+            if resp < self.align_min_response:
+                continue
+            A = self.tile_to_ne(t)
+            shifts.append(A[:, :2] @ np.array([-dx, -dy]))  # fresh content vs the map, N/E m
+        if not shifts:
+            return pose
+        s = np.median(np.array(shifts), axis=0)
+        spread = float(np.max(np.linalg.norm(np.array(shifts) - s, axis=1)))
+        if spread > self.align_max_spread_m and len(shifts) > 1:
+            return pose
+        if float(np.linalg.norm(s)) > self.align_max_sigmas * max(view.sigma_m, 0.5):
+            return pose
+        self.frames_aligned += 1
+        self.align_shifts_m.append(float(np.linalg.norm(s)))
+        p = pose.p_cam_ned.copy()
+        p[:2] -= s
+        return CameraPose(p, pose.R_cam_to_ned)
+
+    def _warp(self, image: np.ndarray, pose: CameraPose, height: float,
+              t: TileId) -> tuple[np.ndarray | None, np.ndarray]:
+        """The frame warped into tile t (no anti-aliasing: alignment only) and its mask."""
+        n_c, e_c, d_c = (float(v) for v in pose.p_cam_ned)
+        A = self.tile_to_ne(t)
+        M = np.array([[A[0, 0], A[0, 1], A[0, 2] - n_c], [A[1, 0], A[1, 1], A[1, 2] - e_c],
+                      [0.0, 0.0, self.ground_down_m - d_c]])
+        H = self.K @ pose.R_cam_to_ned.T @ M
+        ones = np.full(image.shape, 255, np.uint8)
+        valid = cv2.warpPerspective(ones, H, (_S, _S), flags=cv2.INTER_NEAREST
+                                    | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
+        if not valid.any():
+            return None, valid
+        return cv2.warpPerspective(image, H, (_S, _S), flags=cv2.INTER_LINEAR
+                                   | cv2.WARP_INVERSE_MAP, borderValue=0), valid
 
     def _paint(self, view: FrameView, pose: CameraPose, height: float,
                tiles: list[TileId]) -> None:
