@@ -4,6 +4,8 @@
 
 Measures, on this machine (2 shared CPU cores: timings are noisy, medians over runs):
 
+* tiles_per_cpu_s: the same tiles over the CPU seconds the uploader and the server spent
+  (what the wall-clock rate becomes without the other tenants of this machine).
 * tiles_per_s: a real uploader process (tests/upload/upload_worker.py) sends a flight store of
   `--tiles` synthetic ~20 KB JPEG tiles to the scriptable ground double (FastAPI + uvicorn,
   TLS on loopback, signatures checked, tiles stored by content hash) in batches of 32; the
@@ -109,7 +111,7 @@ class Ground:
 
 
 def throughput(runs: int, n_tiles: int) -> dict[str, Any]:
-    rates, sizes = [], []
+    rates, sizes, per_cpu = [], [], []
     for r in range(runs):
         with tempfile.TemporaryDirectory(dir=WORK) as d:
             work = Path(d)
@@ -118,18 +120,24 @@ def throughput(runs: int, n_tiles: int) -> dict[str, Any]:
             sizes += [p.stat().st_size for p in (store / "tiles").rglob("*.jpg")]
             ground = Ground(work)
             try:
+                server_cpu0 = sum(psutil.Process().cpu_times()[:2])
                 proc = ground.worker(store, 32)
                 out, err = proc.communicate(timeout=600)
+                server_cpu = sum(psutil.Process().cpu_times()[:2]) - server_cpu0
                 if proc.returncode != 0:
                     raise RuntimeError(f"upload worker failed: {err[-2000:]}")
                 summary = json.loads(out.strip().splitlines()[-1])
                 assert summary["accepted"] == n_tiles, summary
                 rates.append(n_tiles / summary["wall_s"])
+                per_cpu.append(n_tiles / (summary["cpu_s"] + server_cpu))
             finally:
                 ground.close()
         print(f"  throughput run {r + 1}: {rates[-1]:.0f} tiles/s", flush=True)
     return {"tiles_per_s": round(statistics.median(rates), 1),
             "tiles_per_s_runs": [round(x, 1) for x in rates], "throughput_tiles": n_tiles,
+            "tiles_per_cpu_s": round(statistics.median(per_cpu), 1),
+            "tiles_per_cpu_s_note": "tiles / (uploader CPU s + ground double CPU s): the rate "
+                                    "a machine with two free cores would reach",
             "tile_bytes_median": int(np.median(sizes)), "batch_tiles": 32}
 
 

@@ -25,14 +25,14 @@ def main(argv: list[str]) -> int:
                               "backoff_cap_s": 0.2})
     with open_flight_store(Path(store_root)) as store:
         print("started", flush=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             s = Uploader(store, cfg, load_device_key(Path(key)), Path(store_root).name).run()
         except RetryBudgetSpentError:
             return 3
-        wall = time.perf_counter() - t0
-    print(json.dumps({"wall_s": wall, "accepted": s.accepted, "duplicate": s.duplicate,
-                      "offered": s.offered}), flush=True)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "accepted": s.accepted,
+                      "duplicate": s.duplicate, "offered": s.offered}), flush=True)
     return 0
 
 
