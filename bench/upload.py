@@ -154,7 +154,9 @@ def kill_points(kills: int, n_tiles: int, seed: int = 11) -> dict[str, Any]:
         done_kills, runs, finished_early = 0, 0, 0
         try:
             while done_kills < kills:
-                if open_flight_store(store).uploadable_records() == []:
+                with open_flight_store(store) as s:
+                    waiting = s.uploadable_records()
+                if not waiting:
                     # everything went up before all kills landed: refill with a fresh flight
                     make_flight_store(store, store.name, n_tiles, seed=seed + runs + 1)
                     with open_flight_store(store) as s:
