@@ -37,6 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from terrafix.upload.protocol import (
     API_PREFIX,
@@ -182,8 +183,11 @@ class GroundDouble:
             if cert is None:
                 return _error(401, ErrorCode.UNKNOWN_SESSION, sid)
             try:
-                fields = parse_multipart(await request.body(),
-                                         request.headers.get("content-type", ""))
+                raw = await request.body()
+            except ClientDisconnect:  # the uploader was killed mid-request: nothing stored
+                return _error(400, ErrorCode.MALFORMED, "client went away mid-body")
+            try:
+                fields = parse_multipart(raw, request.headers.get("content-type", ""))
                 manifest_bytes = fields["manifest"][0][1]
                 sig = fields["signature"][0][1].decode("ascii")
                 verify(cert.session_public_key, sig.strip(), manifest_bytes, "batch manifest")
