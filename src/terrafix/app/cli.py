@@ -21,6 +21,7 @@ from terrafix.recorder import cli as recorder_cli
 from terrafix.review import cli as review_cli
 from terrafix.sim import cli as sim_cli
 from terrafix.tiles import cli as tiles_cli
+from terrafix.upload import cli as upload_cli
 from terrafix.vision import cli as vps_cli
 
 app = typer.Typer(
@@ -36,12 +37,14 @@ app.command("demo")(fly_cli.demo_command)
 app.add_typer(recorder_cli.app, name="fdr")
 app.command("fly")(fly_cli.fly_command)
 app.add_typer(ground_cli.app, name="ground")
+app.command("keys")(upload_cli.keys_command)
 app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
 app.command("review")(review_cli.review_command)
 app.add_typer(sim_cli.app, name="sim")
 app.command("sim-fc")(fly_cli.sim_fc_command)
 app.add_typer(tiles_cli.app, name="tiles")
+app.command("upload")(upload_cli.upload_command)
 app.add_typer(vps_cli.app, name="vps")
 
 

@@ -68,6 +68,7 @@ from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.config_files import load_toml_config, validate_config
 from terrafix.eval.records import SOLUTION_SCHEMA, JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
+from terrafix.mapping.tile_feed import FlightTileFeed, FlightTilesConfig
 from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
 from terrafix.navigation.navigator import (
     FRAME_REPORT_SCHEMA,
@@ -83,6 +84,7 @@ from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
 from terrafix.recorder.schemas import model_schema
 from terrafix.targeting.onboard import OnboardTargeting, TargetingSection
+from terrafix.upload.config import UploadConfig
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,14 @@ class FlyConfig(_Cfg):
     ground_station: GroundStationConfig = GroundStationConfig()
     navigation: NavigatorConfig = NavigatorConfig()
     recorder: RecorderSection = RecorderSection()
+    flight_tiles: FlightTilesConfig = FlightTilesConfig()
+    """In-flight tiles into a flight store of their own (off by default)."""
+    upload: UploadConfig = UploadConfig()
+    upload_after_landing: bool = False
+    """After the flight, once the FC says ON_GROUND and disarmed and the recorder footer is
+    clean, upload the flight's tiles to `upload.url` (needs flight_tiles.enabled)."""
+    upload_gate_wait_s: float = Field(10.0, gt=0.0, le=120.0)
+    """How long the end of the flight waits for the FC's next landed-state report."""
 
     @staticmethod
     def load(path: str | Path) -> FlyConfig:
@@ -371,6 +381,8 @@ class OnboardProgram:
         self.inbox = _Inbox(int(hold_s * 1e9))
         self._stop = threading.Event()
         self._frames_seen = 0
+        self.tiles: FlightTileFeed | None = None
+        self.upload_summary: dict[str, Any] | None = None
         self._landed = False
         self._fc_position = None
         self._arrived_ns: dict[int, int] = {}
@@ -425,6 +437,7 @@ class OnboardProgram:
         # while a frame is matched; its fix is fused at its capture time when it is back
         runner = ThreadedRegistration(positioner.locate) if positioner is not None else None
         self.navigator = Navigator(cfg.navigation, self.context, positioner, runner)
+        self.tiles = self._tile_feed()
         # FC link with signing
         self.targeting = (OnboardTargeting(cfg.targeting, self.context.frame,
                                            self.context.ground_alt_m)
@@ -460,6 +473,35 @@ class OnboardProgram:
         log.info("take-off load %.2f s (cache verified, models warm, signing done)", load_s)
         self.telemetry.takeoff(load_s, self.link.stats().clock_offset_ns)
         return load_s
+
+    def _tile_feed(self) -> FlightTileFeed | None:
+        """The in-flight tile feed (None when off): its store is separate from the map cache,
+        which stays read-only; the map's tiles only score the change."""
+        ft = self.cfg.flight_tiles
+        if not ft.enabled:
+            return None
+        from datetime import UTC, datetime
+
+        def utc_of(t_ns: int) -> datetime:  # companion monotonic -> UTC
+            return datetime.fromtimestamp((time.time_ns() - (time.monotonic_ns() - t_ns))
+                                          / 1e9, UTC)
+
+        cache = self._store
+        reference = None
+        if cache is not None:
+            def reference(tile):
+                return cache.read_image(tile) if cache.get_record(tile) is not None else None
+
+        producers: dict[str, Any] = {}
+
+        def record(topic: str, data: dict[str, Any]) -> None:
+            prod = producers.get(topic)
+            if prod is None:
+                prod = producers[topic] = self.recorder.producer(topic, {"type": "object"})
+            prod.record(time.monotonic_ns(), data)
+
+        return FlightTileFeed(ft, self.flight_id, self.context, utc_of, reference=reference,
+                              on_record=record)
 
     # --- callbacks (reader threads: quick) -------------------------------------------------
     def _on_gnss(self, sample) -> None:
@@ -571,6 +613,8 @@ class OnboardProgram:
                         late_frames += 1
                         continue
                     last_fed_ns = max(last_fed_ns, t_item)
+                    if self.tiles is not None:
+                        self.tiles.on_input(item)
                 self.navigator.poll()
                 if done and not items:
                     self.navigator.flush()
@@ -582,6 +626,8 @@ class OnboardProgram:
                     results.write(record)
                     self._rec_solution.record(s.t_ns, record)
                 n_solutions += len(sols)
+                if self.tiles is not None:
+                    self.tiles.on_solutions(sols)
                 latest: NavSolution | None = self.navigator.current_solution()
                 if latest is not None:
                     # every pass, not only at output ticks: a fix fused now reaches the
@@ -597,7 +643,10 @@ class OnboardProgram:
                     if cap is not None:
                         meter.frame_done(rep.index, cap, rep.registered, now)
                     self._rec_frame.record(rep.t_ns, rep.record())
-                for ev in self.navigator.drain_events():
+                evs = self.navigator.drain_events()
+                if self.tiles is not None:
+                    self.tiles.on_events(evs)
+                for ev in evs:
                     n_events += 1
                     rec = event_record(ev)
                     events.write(rec)
@@ -630,6 +679,25 @@ class OnboardProgram:
         return self._land(load_s, processed, meter, n_solutions, n_events,
                           getattr(source, "dropped", 0))
 
+    def _upload_after_landing(self, fc_reading) -> dict[str, Any] | None:
+        """The post-flight upload, when configured: gate, then `upload_flight`. A refusal or a
+        failed upload is logged (ERROR) and leaves the tiles PENDING for `terrafix upload`."""
+        cfg = self.cfg
+        if fc_reading is None or not (cfg.flight_tiles.enabled and cfg.upload.url):
+            return None
+        from terrafix.upload.errors import UploadError
+        from terrafix.upload.post_flight import upload_flight
+
+        try:
+            summary = upload_flight(self.tiles.root, self.flight_id, cfg.upload, fc_reading,
+                                    Path(cfg.recorder.folder) / self.flight_id)
+        except UploadError as exc:
+            log.error("post-flight upload not done: %s; run `terrafix upload` later", exc)
+            return {"error": str(exc)}
+        log.info("post-flight upload: %d accepted, %d duplicate, %d rejected", summary.accepted,
+                 summary.duplicate, summary.rejected)
+        return summary.as_dict()
+
     def _forward_event(self, ev) -> None:
         kind = type(ev).__name__
         if kind == "SpoofRejected":
@@ -644,6 +712,14 @@ class OnboardProgram:
               n_solutions: int, n_events: int, dropped_by_source: int) -> FlightSummary:
         out_stats = self.link.output_stats()
         offset_ns = self.link.stats().clock_offset_ns
+        if self.tiles is not None:
+            self.tiles.close()
+        from terrafix.upload.gate import read_fc_state
+
+        # the one reading the upload gate takes: the FC's next landed-state report
+        fc_reading = read_fc_state(self.link, wait_s=self.cfg.upload_gate_wait_s,
+                                   newer_than_ns=time.monotonic_ns()) \
+            if self.cfg.upload_after_landing else None
         self.gcs.close()
         if self.targeting is not None:
             self.targeting.close()
@@ -672,6 +748,8 @@ class OnboardProgram:
         self.telemetry.close()
         footer = self.recorder.close()
         summary = replace(summary, recorder_clean=bool(footer.clean_shutdown))
+        # after the footer: the upload gate needs a clean one
+        self.upload_summary = self._upload_after_landing(fc_reading)
         (self.out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         log.debug("flight %s closed: %s", self.flight_id, summary)
         close_file_log(self._log_file)

@@ -33,6 +33,7 @@ from terrafix.eval.records import (
     JsonlWriter,
     solution_record,
 )
+from terrafix.mapping.tile_feed import FlightTileFeed, FlightTilesConfig
 from terrafix.navigation.navigator import (
     FlightContext,
     Navigator,
@@ -58,6 +59,10 @@ class ReplayConf:
     map_cache: Path | None = None
     map_root: Path = DEFAULT_MAP_ROOT
     duration_s: float | None = None
+    flight_tiles: FlightTilesConfig | None = None
+    """In-flight tiles from the replayed frames (None: off), into
+    <flight_tiles.folder>/<flight_id>; flight_id defaults to the dataset folder's name."""
+    flight_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,41 @@ def open_positioner(conf: ReplayConf, ds: FlightDataset) -> tuple[Any, str]:
     return VisualPositioner.open(root, vps, nav_camera(ds)), f"map cache {root}"
 
 
+def open_tile_feed(conf: ReplayConf, ds: FlightDataset, dataset: Path) -> FlightTileFeed | None:
+    """The in-flight tile feed of a replay (None when off). Times are the dataset's, counted
+    from its `utc_start`."""
+    ft = conf.flight_tiles
+    if ft is None or not ft.enabled:
+        return None
+    from datetime import datetime, timedelta
+
+    t0 = datetime.fromisoformat(str(ds.meta["utc_start"]).replace("Z", "+00:00"))
+    return FlightTileFeed(ft, conf.flight_id or dataset.resolve().name, flight_context(ds),
+                          lambda t_ns: t0 + timedelta(microseconds=t_ns / 1e3),
+                          reference=map_tiles(ds, ft.zoom))
+
+
+def map_tiles(ds: FlightDataset, z: int):
+    """The map's tile at z/x/y (None outside it), from the dataset's map source: the same
+    imagery the replay's map cache is provisioned from (no map: None)."""
+    src = map_source(ds)
+    if src is None:
+        return None
+    from terrafix.vision.rasters import raster_from_geotiff
+
+    raster = raster_from_geotiff(src[1], z)
+    h, w = raster.image.shape
+
+    def tile(t):
+        c0, r0 = int(t.x * 256 - raster.px_x0), int(t.y * 256 - raster.px_y0)
+        if c0 < 0 or r0 < 0 or c0 + 256 > w or r0 + 256 > h or \
+                not raster.valid[r0:r0 + 256, c0:c0 + 256].all():
+            return None
+        return raster.image[r0:r0 + 256, c0:c0 + 256]
+
+    return tile
+
+
 def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
     """Run the navigator over the dataset; returns the output folder."""
     ds = load_dataset(paths.dataset)
@@ -166,6 +206,7 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
     positioner, map_note = open_positioner(conf, ds)
     open_s = time.perf_counter() - t_open
     nav = Navigator(cfg, flight_context(ds), positioner)
+    tiles = open_tile_feed(conf, ds, Path(paths.dataset))
     t_end = None if conf.duration_s is None else round(conf.duration_s * 1e9)
     t0 = time.perf_counter()
     last_t = 0
@@ -173,10 +214,15 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
             JsonlWriter(out / SMOOTHED_FILE) as smoothed:
 
         def drain() -> None:
-            for s in nav.drain_solutions():
+            sols = nav.drain_solutions()
+            for s in sols:
                 results.write(solution_record(s))
-            for e in nav.drain_events():
+            evs = nav.drain_events()
+            for e in evs:
                 events.write(event_record(e))
+            if tiles is not None:
+                tiles.on_events(evs)
+                tiles.on_solutions(sols)
             for r in nav.drain_frame_reports():
                 events.write(r.record())
             for s in nav.drain_smoothed():
@@ -191,6 +237,8 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
                 if t_end is not None and sample.t_ns > t_end:
                     break
                 nav.feed(sample)
+                if tiles is not None:
+                    tiles.on_input(sample)
                 last_t = sample.t_ns
                 if i % 2000 == 0:
                     drain()
@@ -202,6 +250,7 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
             st = nav.stats
             bar.update(completed=int((last_t - t_first) * 1e-9), figures=(
                 f"frames {st.frames} · fixes {st.fixes_fused}/{st.registrations}"))
+    tile_stats = tiles.close().as_dict() if tiles is not None else None
     wall = time.perf_counter() - t0
     flight_s = (last_t - int(ds.truth.t_ns[0])) * 1e-9
     info = {
@@ -211,6 +260,7 @@ def main(conf: ReplayConf, paths: ReplayPaths) -> Path:
         "backend": cfg.backend,
         "map": map_note,
         "config": json.loads(cfg.model_dump_json()),
+        "flight_tiles": None if tiles is None else {"root": str(tiles.root), **tile_stats},
         "stats": {**nav.stats.as_dict(), "wall_s": wall, "flight_s": flight_s,
                   "open_s": open_s,
                   "replay_speed_x": flight_s / wall if wall > 0 else math.nan},

@@ -24,6 +24,8 @@ def replay_command(
         "--registration/--no-registration", help="Absolute fixes on or off.")] = True,
     duration: Annotated[float | None, typer.Option(
         help="Replay only the first SECONDS of the flight.")] = None,
+    flight_tiles: Annotated[Path | None, typer.Option(
+        help="Make in-flight tiles from the frames into FOLDER/<dataset name>/.")] = None,
 ) -> None:
     """Run the navigation core on a simulator dataset, as fast as it can.
 
@@ -41,7 +43,12 @@ def replay_command(
         if not registration:
             cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(
                 update={"enabled": False})})
-        path = main(ReplayConf(cfg, map_cache, duration_s=duration), ReplayPaths(dataset, out))
+        from terrafix.mapping.tile_feed import FlightTilesConfig
+
+        tiles = None if flight_tiles is None else FlightTilesConfig(
+            enabled=True, folder=flight_tiles, drop_when_busy=False)
+        path = main(ReplayConf(cfg, map_cache, duration_s=duration, flight_tiles=tiles),
+                    ReplayPaths(dataset, out))
     except (NavigatorError, SimError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -51,4 +58,8 @@ def replay_command(
                f"({st['replay_speed_x']:.2f}x real time), {st['solutions']} solutions, "
                f"{st['fixes_fused']}/{st['registrations']} fixes fused, "
                f"odometry {st['vo_accepted']}/{st['frames']} frames")
+    if info.get("flight_tiles"):
+        ft = info["flight_tiles"]
+        typer.echo(f"flight tiles: {ft['tiles_stored']} stored in {ft['root']} "
+                   f"({ft['frames_eligible']}/{ft['frames_judged']} frames eligible)")
     typer.echo(f"wrote {path / RESULTS_FILE}")

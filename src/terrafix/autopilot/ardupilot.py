@@ -203,6 +203,7 @@ class ArduPilotLink:
         self._fc_heartbeat: FcHeartbeat | None = None
         self._heartbeat_seen = threading.Event()
         self._landed: LandedState | None = None
+        self._landed_cond = threading.Condition(self._lock)
         self._decode_errors = 0
         self._signing_established = False
         self._gnss_trusted: bool | None = None
@@ -409,6 +410,7 @@ class ArduPilotLink:
             elif isinstance(sample, LandedState):
                 with self._lock:
                     self._landed = sample
+                    self._landed_cond.notify_all()
             name = _CALLBACK_FOR.get(type(sample))
             cb = getattr(self._cb, name) if name else None
             if cb is not None:
@@ -422,6 +424,22 @@ class ArduPilotLink:
     @property
     def signing_established(self) -> bool:
         return self._signing_established
+
+    @property
+    def landed_state(self) -> LandedState | None:
+        """The latest EXTENDED_SYS_STATE landed state (None before the first)."""
+        return self._landed
+
+    def wait_for_landed_state(self, timeout_s: float, newer_than_ns: int | None = None) -> bool:
+        """Block until an EXTENDED_SYS_STATE has arrived (after `newer_than_ns` on the
+        companion clock, when given) (True) or the timeout (False). Waits for a report, not
+        for a value: the caller judges the state it gets."""
+        if not self._opened:
+            self.open()
+        with self._landed_cond:
+            return self._landed_cond.wait_for(
+                lambda: self._landed is not None and (
+                    newer_than_ns is None or self._landed.t_ns > newer_than_ns), timeout_s)
 
     def on_ground(self, now_ns: int | None = None) -> bool:
         """True only for a fresh ON_GROUND report; unknown, in-air or stale read False."""

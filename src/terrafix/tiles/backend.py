@@ -148,6 +148,13 @@ class MetadataTransaction(Protocol):
     def set_upload_state(self, tile: TileId, status: VotingStatus, upload_attempts: int) -> None:
         ...
 
+    def count_upload_rejection(self, tile: TileId, give_up_at: int,
+                               live: Sequence[VotingStatus]) -> tuple[int, VotingStatus] | None:
+        """One statement: upload_attempts + 1, and UPLOAD_GIVEUP once it reaches give_up_at,
+        only while the status is one of `live`; the new (attempts, status), or None when the
+        tile is absent or not live."""
+        ...
+
     def set_protected_area(self, name: str, wkt: str, created_utc_s: float) -> None: ...
 
     def remove_protected_area(self, name: str) -> None: ...

@@ -142,6 +142,17 @@ class PostgresTransaction:
             " WHERE z = %s AND x = %s AND y = %s",
             (str(status), upload_attempts, tile.z, tile.x, tile.y))
 
+    def count_upload_rejection(self, tile: TileId, give_up_at: int,
+                               live: Sequence[VotingStatus]) -> tuple[int, VotingStatus] | None:
+        row = self._conn.execute(
+            "UPDATE tiles SET upload_attempts = upload_attempts + 1, voting_status = CASE WHEN"
+            " upload_attempts + 1 >= %s THEN %s ELSE voting_status END"
+            " WHERE z = %s AND x = %s AND y = %s AND voting_status = ANY(%s)"
+            " RETURNING upload_attempts, voting_status",
+            (give_up_at, str(VotingStatus.UPLOAD_GIVEUP), tile.z, tile.x, tile.y,
+             [str(v) for v in live])).fetchone()
+        return None if row is None else (int(row[0]), VotingStatus(row[1]))
+
     def set_protected_area(self, name: str, wkt: str, created_utc_s: float) -> None:
         self._conn.execute(
             "INSERT INTO protected_areas VALUES (%s, ST_GeomFromText(%s, 4326), %s)"

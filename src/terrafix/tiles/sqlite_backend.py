@@ -95,6 +95,18 @@ class SqliteTransaction:
             " WHERE z = ? AND x = ? AND y = ?",
             (str(status), upload_attempts, tile.z, tile.x, tile.y))
 
+    def count_upload_rejection(self, tile: TileId, give_up_at: int,
+                               live: Sequence[VotingStatus]) -> tuple[int, VotingStatus] | None:
+        marks = ", ".join("?" for _ in live)
+        row = self._conn.execute(
+            "UPDATE tiles SET upload_attempts = upload_attempts + 1, voting_status = CASE WHEN"
+            " upload_attempts + 1 >= ? THEN ? ELSE voting_status END"
+            f" WHERE z = ? AND x = ? AND y = ? AND voting_status IN ({marks})"
+            " RETURNING upload_attempts, voting_status",
+            (give_up_at, str(VotingStatus.UPLOAD_GIVEUP), tile.z, tile.x, tile.y,
+             *[str(v) for v in live])).fetchone()
+        return None if row is None else (int(row[0]), VotingStatus(row[1]))
+
     def set_protected_area(self, name: str, wkt: str, created_utc_s: float) -> None:
         self._conn.execute("INSERT OR REPLACE INTO protected_areas VALUES (?, ?, ?)",
                            (name, wkt, created_utc_s))

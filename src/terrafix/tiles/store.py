@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 
 OnConflict = Literal["error", "skip", "replace"]
 ReconcileMode = Literal["full", "journal", "none"]
+UPLOADABLE: tuple[VotingStatus, ...] = (VotingStatus.PENDING, VotingStatus.LOW_TRUST)
+"""Statuses of in-flight tiles still waiting for their upload."""
 SECTORS_FILE = "sectors.geojson"
 MAX_MOSAIC_PIXELS = 16384 * 16384
 _TOUCH_FLUSH_COUNT = 512
@@ -372,12 +374,48 @@ class TileStore:
         return len(present)
 
     def set_upload_state(self, tile: TileId, status: VotingStatus, upload_attempts: int) -> None:
-        """Record the voting status and upload attempts of a tile (upload/ground side)."""
+        """Record the voting status and upload attempts of a tile (upload/ground side).
+
+        UPLOAD_GIVEUP is forward only: a given-up tile never goes back to PENDING or
+        LOW_TRUST (InvalidTileError), so a later upload cannot pick it up again."""
         self._require_writable("update upload state")
         with self.backend.transaction() as tx:
-            if tile not in tx.existing([tile]):
+            old = tx.existing([tile]).get(tile)
+            if old is None:
                 raise TileNotFoundError(f"no tile {tile.z}/{tile.x}/{tile.y} in {self.root}")
+            if old.voting_status == VotingStatus.UPLOAD_GIVEUP and status in UPLOADABLE:
+                raise InvalidTileError(
+                    f"tile {tile.z}/{tile.x}/{tile.y} was given up after {old.upload_attempts} "
+                    f"upload attempts; UPLOAD_GIVEUP is final, refusing to set {status}")
             tx.set_upload_state(tile, status, upload_attempts)
+
+    def count_upload_rejection(self, tile: TileId,
+                               max_attempts: int) -> tuple[int, VotingStatus] | None:
+        """Add one rejected upload attempt to a PENDING/LOW_TRUST tile, atomically (one UPDATE
+        in the database, so two uploaders cannot lose a count), moving it to UPLOAD_GIVEUP when
+        the count reaches `max_attempts`. Returns (attempts, status) after the update, or None
+        when the tile is absent or no longer uploadable (already UPLOADED or given up)."""
+        self._require_writable("count an upload rejection")
+        if max_attempts < 1:
+            raise TileCacheError(f"max_attempts must be >= 1, got {max_attempts}")
+        with self.backend.transaction() as tx:
+            return tx.count_upload_rejection(tile, int(max_attempts), UPLOADABLE)
+
+    def mark_uploaded(self, tiles: Sequence[TileId]) -> int:
+        """Set UPLOADED on those tiles that are still PENDING/LOW_TRUST, in one transaction
+        (a given-up or already uploaded tile keeps its status); returns how many changed."""
+        self._require_writable("mark tiles uploaded")
+        changed = 0
+        with self.backend.transaction() as tx:
+            for tile, rec in tx.existing(list(tiles)).items():
+                if rec.voting_status in UPLOADABLE:
+                    tx.set_upload_state(tile, VotingStatus.UPLOADED, rec.upload_attempts)
+                    changed += 1
+        return changed
+
+    def uploadable_records(self) -> list[TileRecord]:
+        """Tiles waiting for upload (PENDING or LOW_TRUST), oldest row first."""
+        return [r for r in self.backend.iter_lru() if r.voting_status in UPLOADABLE]
 
     # --- budget --------------------------------------------------------------------------
     def protect_area(self, name: str, polygon: BaseGeometry) -> None:
