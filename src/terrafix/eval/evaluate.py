@@ -225,7 +225,7 @@ def main(conf: EvalConf, paths: EvalPaths) -> dict[str, Any]:
     summary = {"run_dir": str(run_dir), "dataset": str(ds_path), **summary}
     live = read_live(run_dir)
     if live is not None:
-        summary["live"] = _jsonable(live)
+        summary["live"] = jsonable(live)
     out = Path(paths.out) if paths.out is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
