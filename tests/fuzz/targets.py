@@ -469,21 +469,20 @@ _MCAP_SEED: bytes | None = None
 
 
 def _make_mcap(workdir: Path) -> Callable[[bytes], None]:
-    from terrafix.recorder.reader import FlightLog, clean_footer, footer_problem
+    from terrafix.recorder.reader import FlightLog, footer_problem
 
     folder = workdir / "flight"
     folder.mkdir(exist_ok=True)
     path = folder / "segment-00001.mcap"
 
     def read(p: Path) -> None:
+        """What `terrafix fdr info/check` and the upload gate do with a flight folder."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             log = FlightLog(p.parent)
             for _ in log.messages():
                 pass
-            log.scan_all()
             footer_problem(p.parent)
-            clean_footer(p.parent)
 
     def one(data: bytes) -> None:
         if data[:1] in (b"\x01", b"\x03") and _MCAP_SEED and len(data) >= 3:
