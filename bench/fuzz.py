@@ -113,15 +113,17 @@ def _worker(args: argparse.Namespace) -> None:
         (WORK / "artifacts").mkdir(parents=True, exist_ok=True)
         atheris.Fuzz()
     else:
-        stats["engine"] = "random mutation (atheris not installed)"
+        stats["engine"] = ("random mutation of the seed corpus" if atheris is not None
+                           else "random mutation of the seed corpus (atheris not installed)")
         target, crash_type, unclear_type = run_factory()
         _mutation_loop(corpus, one, args)
     save()
 
 
 def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
-    """Random byte mutations (flip, insert, delete, splice, truncate) of the seeds, with a
-    per-input alarm: an input over the timeout ends the worker like libFuzzer's timeout."""
+    """Random byte mutations (flip, insert, delete, splice, truncate) of the corpus (the seeds
+    and whatever an earlier atheris run added for new coverage), with a per-input alarm (an
+    input over the timeout ends the worker like libFuzzer's timeout) and the RSS limit."""
     rng = random.Random(args.seed)
     seeds = [p.read_bytes() for p in sorted(corpus.iterdir())] or [b""]
 
@@ -130,7 +132,12 @@ def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
         os._exit(70)
 
     signal.signal(signal.SIGALRM, on_alarm)
-    for _ in range(args.runs):
+    for i in range(args.runs):
+        if i % 500 == 0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 \
+                > args.rss_limit_mb:
+            print(f"==ERROR: libFuzzer: out-of-memory (over {args.rss_limit_mb} MB)",
+                  file=sys.stderr)
+            os._exit(71)
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 6)):
             op = rng.random()

@@ -52,11 +52,7 @@ def provider_service() -> Iterator[tuple[str, dict[str, str]]]:
 def fuzz_openapi(base_url: str, headers: dict[str, str], *, max_examples: int = 100,
                  timeout_s: float = 10.0, seed: int = 1) -> dict[str, Any]:
     """Run every operation of the service's OpenAPI; returns the counts (module docstring)."""
-    import requests
     import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as hseed
-    from schemathesis.checks import not_a_server_error
 
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     out: dict[str, Any] = {"inputs": 0, "crashes": 0, "hangs": 0, "schema_violations": 0,
@@ -66,40 +62,51 @@ def fuzz_openapi(base_url: str, headers: dict[str, str], *, max_examples: int = 
         op = result.ok()
         name = f"{op.method.upper()} {op.path}"
         stats = {"inputs": 0, "crashes": 0, "hangs": 0, "schema_violations": 0}
-
-        @hseed(seed)
-        @settings(max_examples=max_examples, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=op.as_strategy())
-        def one(case, stats=stats, name=name) -> None:
-            stats["inputs"] += 1
-            try:
-                response = case.call(base_url=base_url, headers=headers, timeout=timeout_s)
-            except requests.Timeout:
-                stats["hangs"] += 1
-                return
-            except requests.ConnectionError as exc:
-                stats["crashes"] += 1
-                _keep(out["crash_examples"], f"{name}: connection failed: {exc}")
-                return
-            try:
-                case.validate_response(response, checks=[not_a_server_error])
-            except Exception as exc:
-                stats["crashes"] += 1
-                _keep(out["crash_examples"], f"{name}: {exc}")
-                return
-            try:
-                case.validate_response(response)
-            except Exception as exc:
-                stats["schema_violations"] += 1
-                _keep(out["violation_examples"], f"{name}: {str(exc).splitlines()[0:3]}")
-
-        one()
+        _run_operation(op, name, stats, out, base_url, headers, max_examples, timeout_s, seed)
         out["operations"][name] = stats
         for k in ("inputs", "crashes", "hangs", "schema_violations"):
             out[k] += stats[k]
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _run_operation(op, name: str, stats: dict[str, int], out: dict[str, Any], base_url: str,
+                   headers: dict[str, str], max_examples: int, timeout_s: float,
+                   seed: int) -> None:
+    """Generated requests for one API operation (counts into `stats`, examples into `out`)."""
+    import requests
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+    from schemathesis.checks import not_a_server_error
+
+    @hseed(seed)
+    @settings(max_examples=max_examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy())
+    def one(case) -> None:
+        stats["inputs"] += 1
+        try:
+            response = case.call(base_url=base_url, headers=headers, timeout=timeout_s)
+        except requests.Timeout:
+            stats["hangs"] += 1
+            return
+        except requests.ConnectionError as exc:
+            stats["crashes"] += 1
+            _keep(out["crash_examples"], f"{name}: connection failed: {exc}")
+            return
+        try:
+            case.validate_response(response, checks=[not_a_server_error])
+        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup is a BaseExceptionGroup
+            stats["crashes"] += 1
+            _keep(out["crash_examples"], f"{name}: {exc}")
+            return
+        try:
+            case.validate_response(response)
+        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup is a BaseExceptionGroup
+            stats["schema_violations"] += 1
+            _keep(out["violation_examples"], f"{name}: {str(exc).splitlines()[0:3]}")
+
+    one()
 
 
 def _keep(examples: list[str], text: str, limit: int = 5) -> None:
