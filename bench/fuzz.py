@@ -60,6 +60,7 @@ def _worker(args: argparse.Namespace) -> None:
     stats = {"inputs": 0, "crashes": 0, "unclear_errors": 0, "max_input_s": 0.0,
              "crash_examples": [], "engine": ""}
     seen: set[str] = set()
+    saved = [time.monotonic()]
 
     def save() -> None:
         tmp = stats_path.with_suffix(".tmp")
@@ -94,7 +95,9 @@ def _worker(args: argparse.Namespace) -> None:
             save()
         stats["max_input_s"] = max(stats["max_input_s"], time.perf_counter() - t0)
         stats["inputs"] += 1
-        if stats["inputs"] % 500 == 0 or stats["inputs"] >= args.runs:
+        now = time.monotonic()
+        if stats["inputs"] % 500 == 0 or stats["inputs"] >= args.runs or now > saved[0] + 2:
+            saved[0] = now
             save()
 
     try:
