@@ -301,6 +301,40 @@ def _takeoff_load(runs: int) -> dict:
             "manifest_verification_s": round(statistics.median(verify_s), 3), "cache": str(cache)}
 
 
+def _finalize_running(timeout_s: float) -> None:
+    """Stop every running campaign of this checkout and keep what its workers have done: the
+    worker's own counts (saved every 2 s), its peak RSS (VmHWM) read before it is stopped,
+    `stopped_early` set. For a deadline on a machine too loaded to finish the inputs."""
+    for pid_s in sorted(os.listdir("/proc")):
+        if not pid_s.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{pid_s}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid_s}/status").read_text()
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in args if a]
+        if not any(a.endswith("bench/fuzz.py") for a in argv) or "--worker" not in argv:
+            continue
+        name = argv[argv.index("--worker") + 1]
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        ppid = int(fields["PPid"].strip())
+        rss_mb = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024.0
+        os.kill(ppid, signal.SIGKILL)  # the parent would restart the worker
+        os.kill(int(pid_s), signal.SIGTERM)
+        time.sleep(0.5)
+        stats = json.loads((WORK / f"{name}.stats.json").read_text())
+        result = {"inputs": stats["inputs"], "crashes": stats["crashes"],
+                  "unclear_errors": stats["unclear_errors"],
+                  "hangs": int(stats["max_input_s"] >= timeout_s), "out_of_memory": 0,
+                  "max_rss_mb": round(rss_mb, 1), "max_input_s": round(stats["max_input_s"], 3),
+                  "engine": stats["engine"], "crash_examples": stats["crash_examples"][:10],
+                  "byte_level": name not in FILE_IMPORT_TARGETS, "stopped_early": True,
+                  "command": " ".join(argv)}
+        _save_result(name, result)
+        print(f"stopped {name}: {result['inputs']} inputs, {result['crashes']} crashes")
+
+
 def _save_result(name: str, result: dict) -> None:
     (WORK / f"{name}.result.json").write_text(json.dumps(result, indent=1) + "\n")
 
@@ -336,6 +370,8 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="write the results of every target run so far (build/fuzz/*.result."
                          "json, e.g. from campaigns run in parallel with --targets)")
+    ap.add_argument("--finalize-running", action="store_true",
+                    help="stop the running campaigns, keeping their workers' counts so far")
     ap.add_argument("--only-takeoff", action="store_true",
                     help="measure the take-off load into the existing results file")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -345,6 +381,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         _worker(args)
+        return
+    if args.finalize_running:
+        _finalize_running(args.timeout_s)
         return
     if args.only_takeoff:
         _update_takeoff(args)

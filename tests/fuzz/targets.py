@@ -469,20 +469,20 @@ _MCAP_SEED: bytes | None = None
 
 
 def _make_mcap(workdir: Path) -> Callable[[bytes], None]:
-    from terrafix.recorder.reader import FlightLog, footer_problem
+    from terrafix.recorder.reader import FlightLog
 
     folder = workdir / "flight"
     folder.mkdir(exist_ok=True)
     path = folder / "segment-00001.mcap"
 
     def read(p: Path) -> None:
-        """What `terrafix fdr info/check` and the upload gate do with a flight folder."""
+        """What `terrafix fdr info` does with a flight folder: header, footer (through the
+        MCAP summary), every message up to the damage."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             log = FlightLog(p.parent)
             for _ in log.messages():
                 pass
-            footer_problem(p.parent)
 
     def one(data: bytes) -> None:
         if data[:1] in (b"\x01", b"\x03") and _MCAP_SEED and len(data) >= 3:

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from tests.fuzz.targets import FuzzTarget, all_targets, mavlink_frame
 
-FAST = settings(max_examples=250, deadline=None, database=None,
+FAST = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=40, deadline=None, database=None,
+SLOW = settings(max_examples=25, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 SLOW_TARGETS = {"geotiff_provisioning", "mbtiles_provisioning", "mcap_flight_log"}
 
