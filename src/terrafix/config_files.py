@@ -36,6 +36,6 @@ def load_toml_config(model: type[M], path: str | Path, what: str,
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise error(f"cannot read {what} {p}: {exc}") from None
     return validate_config(model, data, str(p), what, error)

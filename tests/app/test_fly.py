@@ -57,7 +57,8 @@ def _start_fc(dataset: Path, port: int, out: Path, key: bytes | None = None):
 
 def test_takeoff_refused_without_a_verified_cache(dataset: Path, tmp_path: Path):
     cfg = _config(dataset, tmp_path, free_udp_port(),
-                  map={"cache": str(tmp_path / "empty"), "require_manifest": True})
+                  map={"cache": str(tmp_path / "empty"), "require_manifest": True,
+                       "signer_fingerprint": "00" * 16})
     with pytest.raises(FlyError, match="take-off refused: manifest"):
         OnboardProgram(cfg).takeoff()
 

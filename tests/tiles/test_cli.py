@@ -114,6 +114,53 @@ def test_keygen_manifest_verify_accepts_then_refuses_a_changed_cache(cache,
     assert "REFUSED" in result.output and f"{tiles[0].x}/{tiles[0].y}" in result.output
 
 
+def test_verify_names_a_changed_feature_file_an_extra_file_and_a_key_in_the_cache(
+        cache, tmp_path: Path, monkeypatch) -> None:
+    """The CLI end to end with the default key location (the config folder) and the
+    fingerprint pin; features/ and retrieval/ are listed whole, models by --model."""
+    from tests.tiles.test_manifest import MODEL_NAMES, write_flight_files
+
+    root, tiles = cache
+    monkeypatch.setenv("TERRAFIX_CONFIG_DIR", str(tmp_path / "operator"))
+    result = _run("keygen")
+    assert result.exit_code == 0, result.output
+    key_file = tmp_path / "operator" / "provisioning_ed25519.pem"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    fp = result.output.split("fingerprint ")[1].split()[0]
+    models = tmp_path / "models"
+    write_flight_files(root, models)
+    corridor = tmp_path / "corridor.geojson"
+    poly = shapely.union_all([shapely.box(*tile_bounds(t)) for t in tiles]).buffer(-1e-7)
+    corridor.write_text(json.dumps(mapping(poly)))
+    manifest = tmp_path / "manifest.json"
+    result = _run("manifest", str(manifest), "--root", str(root), "--flight-id", "F-10",
+                  "--origin", "40.138,-105.14", "--corridor", str(corridor), "--zoom", "18",
+                  *[a for n in MODEL_NAMES for a in ("--model", str(models / n))])
+    assert result.exit_code == 0, result.output
+    assert "2 models" in result.output
+    verify = ("verify", str(manifest), "--root", str(root), "--fingerprint", fp,
+              "--models", str(models))
+    result = _run(*verify)
+    assert result.exit_code == 0, result.output
+    descriptors = root / "features" / "xfeat" / "z18" / "descriptors.npy"
+    data = bytearray(descriptors.read_bytes())
+    data[-1] ^= 0x80
+    descriptors.write_bytes(bytes(data))
+    result = _run(*verify)
+    assert result.exit_code == 1 and "features/xfeat/z18/descriptors.npy: sha256" in result.output
+    descriptors.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x80]))
+    assert _run(*verify).exit_code == 0
+    (root / "features" / "xfeat" / "z18" / "extra.npy").write_bytes(b"\x93NUMPY")
+    result = _run(*verify)
+    assert result.exit_code == 1 and "features/xfeat/z18/extra.npy: extra file" in result.output
+    (root / "features" / "xfeat" / "z18" / "extra.npy").unlink()
+    (root / "backup.key").write_bytes(key_file.read_bytes())
+    result = _run(*verify)
+    assert result.exit_code == 1
+    assert "private key inside the flying folder" in result.output and "backup.key" in \
+        result.output
+
+
 def test_manifest_refuses_a_corridor_the_cache_does_not_cover(cache, tmp_path: Path) -> None:
     root, tiles = cache
     priv, pub = tmp_path / "k.pem", tmp_path / "k.pub"

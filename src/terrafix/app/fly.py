@@ -84,6 +84,8 @@ from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
 from terrafix.recorder.schemas import model_schema
 from terrafix.targeting.onboard import OnboardTargeting, TargetingSection
+from terrafix.tiles.errors import TileCacheError
+from terrafix.tiles.private_keys import find_private_keys
 from terrafix.upload.config import UploadConfig
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,13 @@ class TakeoffSection(_Cfg):
 class MapSection(_Cfg):
     cache: Path = Path("build/cache-demo")
     manifest: Path | None = None
+    """Signed flight manifest (default: `<cache>/manifest.json`)."""
+    signer_fingerprint: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16,64}$")
+    """Pinned provisioning key: fingerprint (hex, as `terrafix tiles keygen` prints it) of
+    the key that must have signed the manifest. Pin this or `public_key`; a key found in the
+    cache is never trusted."""
     public_key: Path | None = None
+    """Pinned provisioning key as a PEM file kept outside the cache."""
     require_manifest: bool = True
 
 
@@ -172,6 +180,24 @@ class FlyConfig(_Cfg):
     @staticmethod
     def from_dict(data: dict[str, Any], source: str = "<dict>") -> FlyConfig:
         return validate_config(FlyConfig, data, source, "config", FlyError)
+
+
+def _pinned_signer(section: MapSection):
+    """The provisioning key the manifest must be signed by, from the onboard config."""
+    if section.public_key is not None:
+        from terrafix.tiles.manifest import fingerprint, load_public_key
+
+        key = load_public_key(section.public_key)
+        if section.signer_fingerprint and not fingerprint(key).startswith(
+                section.signer_fingerprint.lower()):
+            raise FlyError(f"take-off refused: map.public_key {section.public_key} has "
+                           f"fingerprint {fingerprint(key)}, not the pinned "
+                           f"{section.signer_fingerprint}")
+        return key
+    if section.signer_fingerprint:
+        return section.signer_fingerprint.lower()
+    raise FlyError("take-off refused: no provisioning key pinned (set map.signer_fingerprint "
+                   "or map.public_key in the onboard config)")
 
 
 def log_config(cfg: FlyConfig) -> str:
@@ -422,9 +448,16 @@ class OnboardProgram:
         store = None
         if cfg.map.require_manifest:
             try:
-                store = verify_flight_cache(cfg.map.cache, cfg.map.manifest, cfg.map.public_key)
-            except PreflightError as exc:
+                store = verify_flight_cache(
+                    cfg.map.cache, cfg.map.manifest, pinned=_pinned_signer(cfg.map),
+                    vps=cfg.navigation.vps,
+                    models_required=cfg.navigation.registration.enabled)
+            except (PreflightError, TileCacheError) as exc:
                 raise FlyError(str(exc)) from None
+        else:
+            leaked = find_private_keys(cfg.map.cache)
+            if leaked:
+                raise FlyError(f"take-off refused: private key inside the cache: {leaked[0]}")
         self._store = store
         positioner = None
         if cfg.navigation.registration.enabled:

@@ -58,8 +58,10 @@ def ensure_dataset(seed: int, scenario: str = "demo") -> Path:
 
 
 def ensure_cache(dataset: Path, flight_id: str, extractor: str = "xfeat",
-                 model_cache: Path = Path("build/models")) -> Path:
-    """Pre-flight: tile cache + features + signed manifest for the dataset's route."""
+                 model_cache: Path = Path("build/models")) -> tuple[Path, str]:
+    """Pre-flight: tile cache + features + signed manifest for the dataset's route; returns
+    the cache root and the provisioning key's fingerprint the onboard config pins. The
+    signing key stays in the user's terrafix config folder, outside the cache."""
     from terrafix.app.preflight import corridor_from_track, prepare_flight_cache
     from terrafix.app.replay import map_source
     from terrafix.sim.dataset import load_dataset
@@ -73,19 +75,21 @@ def ensure_cache(dataset: Path, flight_id: str, extractor: str = "xfeat",
     corridor = corridor_from_track(ds.truth.lat_deg[::step], ds.truth.lon_deg[::step], 40.0)
     o = ds.meta["origin"]
     root = DATA_ROOT / f"cache-{name}"
-    prepare_flight_cache(root, geotiff, flight_id=flight_id,
-                         takeoff=(o["lat_deg"], o["lon_deg"], o["alt_m"]), corridor=corridor,
-                         extractor_name=extractor, model_cache=model_cache)
-    return root
+    prepared = prepare_flight_cache(root, geotiff, flight_id=flight_id,
+                                    takeoff=(o["lat_deg"], o["lon_deg"], o["alt_m"]),
+                                    corridor=corridor, extractor_name=extractor,
+                                    model_cache=model_cache)
+    return root, prepared.signer_fingerprint
 
 
 def fly_config(dataset: Path, cache: Path, port: int, out: Path, flight_id: str,
-               backend: str = "eskf") -> dict[str, Any]:
+               backend: str = "eskf", signer_fingerprint: str | None = None) -> dict[str, Any]:
     return {
         "flight_id": flight_id,
         "output": str(out / "fly"),
         "camera": {"source": "simulator", "dataset": str(dataset)},
-        "map": {"cache": str(cache)},
+        "map": {"cache": str(cache), **({"signer_fingerprint": signer_fingerprint}
+                                        if signer_fingerprint else {})},
         "autopilot": {"connection": f"udpout:127.0.0.1:{port}", "gps_input_rate_hz": 10.0},
         "navigation": {"estimation": {"estimator": {"backend": backend}}},
         "recorder": {"folder": str(out / "flights")},
@@ -143,11 +147,11 @@ def run_live(out: Path, seed: int = 1, backend: str = "eskf",
     out.mkdir(parents=True, exist_ok=True)
     flight_id = time.strftime(f"demo-seed{seed}-%Y%m%dT%H%M%SZ", time.gmtime())
     dataset = Path(dataset) if dataset is not None else ensure_dataset(seed)
-    cache = ensure_cache(dataset, flight_id)
+    cache, signer = ensure_cache(dataset, flight_id)
     port = free_udp_port()
     cfg_path = out / "fly.toml"
     cfg_path.write_text(tomli_w.dumps(fly_config(dataset, cache, port, out, flight_id,
-                                                 backend)))
+                                                 backend, signer)))
     fc_dir = out / "fc"
     log.info("demo: starting the simulated FC and the onboard program (real time)")
     fc = subprocess.Popen(_cli("sim-fc", "--dataset", str(dataset), "--connect",

@@ -15,6 +15,7 @@ that what the recorder writes is standard MCAP.
 from __future__ import annotations
 
 import mmap
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -163,27 +164,14 @@ def _records(
                         yield RecordedMessage(
                             topic, log_time, seq, buf[pos + MESSAGE_HEAD.size : end], scan.name
                         )
-            elif op == Opcode.SCHEMA and in_data:
-                schema = _read_record(Schema, buf[pos + 9 : end])
-                schemas[schema.id] = schema
-            elif op == Opcode.CHANNEL and in_data:
-                channel = _read_record(Channel, buf[pos + 9 : end])
-                channels[channel.id] = (
-                    channel.topic,
-                    topics is None or channel.topic in topics,
-                )
-                s = schemas.get(channel.schema_id)
-                if channel.topic not in counts:
-                    counts[channel.topic] = [
-                        s.name if s else "",
-                        orjson.loads(s.data) if s and s.data else {},
-                        0,
-                        None,
-                        None,
-                    ]
-            elif op == Opcode.METADATA and in_data:
-                meta = _read_record(Metadata, buf[pos + 9 : end])
-                scan.metadata[meta.name] = meta.metadata
+            elif op in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.METADATA) and in_data:
+                # a garbled record body (bad UTF-8, short strings, bad JSON schema) is damage
+                # like a torn one: read up to it, never raise
+                try:
+                    _declare(op, buf[pos + 9 : end], schemas, channels, counts, scan, topics)
+                except (ValueError, EOFError, struct.error, McapError) as exc:
+                    scan.damage = f"unreadable record (opcode 0x{op:02x}) at byte {pos}: {exc}"
+                    return
             elif op == Opcode.DATA_END:
                 in_data = False
             elif op == Opcode.FOOTER:
@@ -308,6 +296,26 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+def _declare(op: int, body: bytes, schemas: dict[int, Schema],
+             channels: dict[int, tuple[str, bool]], counts: dict[str, list[Any]],
+             scan: SegmentScan, topics: set[str] | None) -> None:
+    """Take in one schema, channel or metadata record."""
+    if op == Opcode.SCHEMA:
+        schema = _read_record(Schema, body)
+        schemas[schema.id] = schema
+    elif op == Opcode.CHANNEL:
+        channel = _read_record(Channel, body)
+        s = schemas.get(channel.schema_id)
+        if channel.topic not in counts:
+            counts[channel.topic] = [s.name if s else "",
+                                     orjson.loads(s.data) if s and s.data else {},
+                                     0, None, None]
+        channels[channel.id] = (channel.topic, topics is None or channel.topic in topics)
+    else:
+        meta = _read_record(Metadata, body)
+        scan.metadata[meta.name] = meta.metadata
 
 
 def read_footer(segment: Path) -> FlightFooter | None:

@@ -235,7 +235,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise ScenarioError(f"scenario file {p} not found")
-        text, source = p.read_text(encoding="utf-8"), str(p)
+        try:
+            text, source = p.read_text(encoding="utf-8"), str(p)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"cannot read scenario file {p}: {exc}") from None
     else:
         res = resources.files("terrafix.sim") / "scenarios" / f"{name_or_path}.toml"
         if not res.is_file():

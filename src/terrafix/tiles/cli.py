@@ -300,16 +300,23 @@ def migrate(root: Root) -> None:
 # --- manifest ------------------------------------------------------------------------------
 @app.command()
 def keygen(
-    private_key: Annotated[Path, typer.Argument(help="Ed25519 private key PEM to write (0600).")],
-    public_key: Annotated[Path, typer.Argument(help="Public key PEM to write.")],
+    private_key: Annotated[Path | None, typer.Argument(
+        help="Ed25519 private key PEM to write (0600); default: the terrafix config folder's "
+             "provisioning_ed25519.pem.")] = None,
+    public_key: Annotated[Path | None, typer.Argument(
+        help="Public key PEM to write; default: beside the private key.")] = None,
 ) -> None:
-    """Create the Ed25519 key pair that signs flight manifests."""
+    """Create the Ed25519 key pair that signs flight manifests (keep it on the ground)."""
+    from terrafix.config_paths import PROVISIONING_PUBLIC_KEY_FILE, provisioning_key_path
     from terrafix.tiles.manifest import generate_keypair
 
+    private_key = private_key or provisioning_key_path()
+    public_key = public_key or private_key.with_name(PROVISIONING_PUBLIC_KEY_FILE)
     if private_key.exists():
         raise _fail(TileCacheError(f"{private_key} exists; refusing to overwrite a key"))
-    generate_keypair(private_key, public_key)
-    typer.echo(f"wrote {private_key} and {public_key}")
+    fp = generate_keypair(private_key, public_key)
+    typer.echo(f"wrote {private_key} and {public_key}; fingerprint {fp} "
+               "(pin it as map.signer_fingerprint in the onboard config)")
 
 
 @app.command()
@@ -319,11 +326,18 @@ def manifest(
     flight_id: Annotated[str, typer.Option(help="Flight identifier.")],
     origin: Annotated[str, typer.Option(help="Take-off origin LAT,LON[,ALT_M].")],
     corridor: Annotated[Path, typer.Option(help="GeoJSON polygon of the route corridor.")],
-    zoom: Annotated[int, typer.Option("--zoom", "-z", help="Flight zoom.")],
-    key: Annotated[Path, typer.Option(help="Ed25519 private key PEM.")],
+    zoom: Annotated[list[int], typer.Option("--zoom", "-z",
+                                            help="Flight zoom (repeatable: every map level "
+                                                 "the flight matches at).")],
+    model: Annotated[list[Path] | None, typer.Option(
+        "--model", help="ONNX model file the flight loads (repeatable).")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Ed25519 private key PEM (default: the terrafix config folder's).")] = None,
     protect: Annotated[bool, typer.Option(help="Protect the corridor from eviction.")] = True,
 ) -> None:
-    """Sign the list of corridor tiles a flight needs (refuses when any is missing)."""
+    """Sign what a flight reads: corridor tiles at every flight zoom, the features/ and
+    retrieval/ folders, the models (refuses when a corridor tile is missing)."""
+    from terrafix.config_paths import provisioning_key_path
     from terrafix.tiles.geometry import load_polygon
     from terrafix.tiles.manifest import build_manifest, load_private_key, write_signed
 
@@ -335,28 +349,49 @@ def manifest(
         raise typer.BadParameter(f"--origin must be LAT,LON[,ALT], got {origin!r}")
     lat, lon, alt = (*parts, 0.0)[:3]
     with _store(root) as store:
-        polygon = load_polygon(corridor)
-        m = build_manifest(store, flight_id, lat, lon, alt, polygon, zoom)
-        write_signed(m, load_private_key(key), out)
+        try:
+            signing_key = load_private_key(key or provisioning_key_path())
+            polygon = load_polygon(corridor)
+            m = build_manifest(store, flight_id, lat, lon, alt, polygon, zoom,
+                               models=model or [], signer=signing_key.public_key())
+            write_signed(m, signing_key, out)
+        except TileCacheError as exc:
+            raise _fail(exc) from None
         if protect:
             store.protect_area(f"flight:{flight_id}", polygon)
-    typer.echo(f"manifest for flight {flight_id}: {len(m.tiles)} tiles at z{zoom} -> {out}")
+    zooms = ",".join(f"z{z}" for z in m.flight_zooms)
+    typer.echo(f"manifest for flight {flight_id}: {len(m.tiles)} tiles at {zooms}, "
+               f"{len(m.files)} feature/index files, {len(m.models)} models -> {out}")
 
 
 @app.command()
 def verify(
     manifest_file: Annotated[Path, typer.Argument(help="Signed manifest JSON.")],
     root: Root,
-    public_key: Annotated[Path, typer.Option(help="Ed25519 public key PEM of the signer.")],
+    public_key: Annotated[Path | None, typer.Option(
+        help="Ed25519 public key PEM of the signer (kept outside the cache).")] = None,
+    fingerprint: Annotated[str | None, typer.Option(
+        help="Fingerprint of the signer's key (what the onboard config pins).")] = None,
+    models: Annotated[Path | None, typer.Option(
+        help="Model folder holding the manifest's ONNX models.")] = None,
 ) -> None:
-    """Pre-take-off check: signature, every tile hash, corridor coverage. Exit 1 = refuse."""
+    """Pre-take-off check: no private key in the cache, signer and signature, every tile,
+    feature, index and model file against its size and hash, no extra file, corridor
+    coverage. Exit 1 = refuse."""
     from terrafix.tiles.manifest import load_public_key, verify_cache
 
+    if (public_key is None) == (fingerprint is None):
+        raise typer.BadParameter("give exactly one of --public-key or --fingerprint")
+    try:
+        pinned = load_public_key(public_key) if public_key is not None else str(fingerprint)
+    except TileCacheError as exc:
+        raise _fail(exc) from None
     with _store(root, read_only=True, reconcile="journal") as store:
-        report = verify_cache(store, manifest_file, load_public_key(public_key))
+        report = verify_cache(store, manifest_file, pinned, model_folder=models)
     if report.ok:
-        typer.echo(f"OK: flight {report.flight_id}: signature valid, {report.tiles_checked} tiles "
-                   f"verified, corridor covered")
+        typer.echo(f"OK: flight {report.flight_id}: signature valid, {report.tiles_checked} tiles, "
+                   f"{report.files_checked} files, {report.models_checked} models verified "
+                   f"({report.bytes_hashed / 1e6:.1f} MB), corridor covered")
         return
     typer.echo(f"REFUSED: flight {report.flight_id}:", err=True)
     for p in report.problems:

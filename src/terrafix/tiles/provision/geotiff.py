@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import rasterio
 from pyproj import Transformer
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -162,24 +163,29 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
         src = rasterio.open(p)
     except rasterio.errors.RasterioIOError as exc:
         raise ProvisioningError(f"cannot open raster {p}: {exc}") from exc
-    with src:
-        if src.crs is None:
-            raise ProvisioningError(f"{p}: raster has no coordinate reference system")
-        stretch = compute_stretch(src)
-        zoom_list = tuple(zooms) if zooms else (native_zoom(src),)
-        plans = [_plan(src, z) for z in zoom_list]
-        total = sum(pl.n_tiles for pl in plans)
-        counts = {"written": 0, "skipped": 0, "empty": 0}
-        done = 0
-        for plan in plans:
-            # closing(): an exception here (or in on_progress) stops the workers' blocks now
-            with contextlib.closing(_provision_zoom(store, src, plan, stretch, cap, src_name,
-                                                    replace, quality, block_tiles,
-                                                    counts)) as blocks:
-                for n in blocks:
-                    done += n
-                    if on_progress:
-                        on_progress(done, total)
+    try:
+        with src:
+            if src.crs is None:
+                raise ProvisioningError(f"{p}: raster has no coordinate reference system")
+            stretch = compute_stretch(src)
+            zoom_list = tuple(zooms) if zooms else (native_zoom(src),)
+            plans = [_plan(src, z) for z in zoom_list]
+            total = sum(pl.n_tiles for pl in plans)
+            counts = {"written": 0, "skipped": 0, "empty": 0}
+            done = 0
+            for plan in plans:
+                # closing(): an exception here (or in on_progress) stops the workers' blocks now
+                with contextlib.closing(_provision_zoom(store, src, plan, stretch, cap, src_name,
+                                                        replace, quality, block_tiles,
+                                                        counts)) as blocks:
+                    for n in blocks:
+                        done += n
+                        if on_progress:
+                            on_progress(done, total)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        # a file that opens but whose blocks or georeferencing do not read (corrupt strips,
+        # bad tags) is the file's fault: say which file, never a bare GDAL error
+        raise ProvisioningError(f"{p}: cannot read the raster: {exc}") from exc
     log.info("provisioned %s: %d tiles written, %d already present, %d empty (zooms %s)",
              p.name, counts["written"], counts["skipped"], counts["empty"], zoom_list)
     return GeoTiffReport(src_name, cap, zoom_list, stretch, counts["written"], counts["skipped"],

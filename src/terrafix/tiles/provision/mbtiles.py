@@ -29,6 +29,9 @@ Progress = Callable[[int, int], None]
 _BATCH = 256
 
 
+_MAX_ZOOM = 30
+
+
 def _tms_row(z: int, y: int) -> int:
     return (1 << z) - 1 - y
 
@@ -100,6 +103,16 @@ def import_mbtiles(store: TileStore, path: str | Path, *, capture_date: date | N
                 "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
                 " ORDER BY zoom_level, tile_column, tile_row"):
             done += 1
+            if not all(isinstance(v, int) for v in (z, col, row)) or \
+                    not isinstance(data, bytes):
+                # SQLite columns are untyped: bytes(10**12) from an integer tile_data would
+                # allocate a terabyte, a text zoom would fail far from here
+                raise ProvisioningError(
+                    f"{p}: tile row has zoom_level={z!r}, tile_column={col!r}, tile_row={row!r}"
+                    f" and tile_data of type {type(data).__name__}; expected integers and a "
+                    "blob")
+            if not 0 <= z <= _MAX_ZOOM:  # before 1 << z: a zoom of 10**9 is gigabytes
+                raise ProvisioningError(f"{p}: tile zoom_level {z} outside 0..{_MAX_ZOOM}")
             y = _tms_row(z, row)
             try:
                 t = TileId(z, col, y)
@@ -129,6 +142,8 @@ def import_mbtiles(store: TileStore, path: str | Path, *, capture_date: date | N
         flush()
         if on_progress:
             on_progress(done, total)
+    except sqlite3.DatabaseError as exc:  # a page past the first is corrupt
+        raise ProvisioningError(f"{p}: unreadable MBTiles file: {exc}") from exc
     finally:
         conn.close()
     return MbtilesReport(str(p), written, skipped, converted, total)
