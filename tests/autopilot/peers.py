@@ -146,6 +146,10 @@ def _fc_command(fc: FcEmulator, cmd: str, args: list[Any], options: dict[str, An
     if cmd == "landed_state":
         options["landed_state"] = args[0]
         return True
+    if cmd == "gps2_raw":
+        fc.send(mavlink.MAVLink_gps2_raw_message(
+            fc.boot_us(), 3, 504600000, 305300000, 180000, 90, 150, 1500, 9000, 12, 0, 0))
+        return True
     if cmd == "statustext":
         fc.send(mavlink.MAVLink_statustext_message(args[0], args[1].encode(), 0, 0))
         return True

@@ -130,3 +130,20 @@ def test_an_unanswered_switch_is_reported_unconfirmed(start_peer):
         assert switches[0].answer is None and not switches[0].confirmed
     finally:
         link.close()
+
+
+def test_the_fc_report_of_terrafix_own_receiver_is_not_fed_back_as_gnss(start_peer):
+    fc = start_peer(fc_peer_main, "udpin:127.0.0.1:0", {"telemetry_hz": 50})
+    gnss: list = []
+    link = ArduPilotLink(ArduPilotLinkConfig(connection=f"udpout:127.0.0.1:{fc.address[1]}"),
+                         FcCallbacks(on_gnss=gnss.append))
+    try:
+        link.open()
+        link.establish_signing()
+        for _ in range(5):
+            fc.call("gps2_raw")  # GPS2 = terrafix's own GPS_INPUT, echoed by ArduPilot
+        assert wait_for(lambda: link.own_gps_echoes == 5)
+        assert wait_for(lambda: len(gnss) >= 3)  # GPS_RAW_INT, the real receiver, still comes
+        assert all(abs(g.lat_deg - 50.45) < 1e-6 for g in gnss)
+    finally:
+        link.close()

@@ -144,6 +144,10 @@ _CALLBACK_FOR = {
 }
 
 
+_GPS_REPORT_OF_INSTANCE = {0: "GPS_RAW_INT", 1: "GPS2_RAW"}
+"""ArduPilot reports receiver instance 0 in GPS_RAW_INT and instance 1 in GPS2_RAW."""
+
+
 @dataclass(frozen=True, slots=True)
 class GnssSwitchResult:
     """One switch made on a change of GNSS trust.
@@ -243,6 +247,8 @@ class ArduPilotLink:
                                     config.gps_id, config.ekf_source_set_gnss_trusted,
                                     config.ekf_source_set_gnss_untrusted)
         self._switches: list[GnssSwitchResult] = []
+        self._own_gps_report = _GPS_REPORT_OF_INSTANCE.get(config.gps_id)
+        self._own_gps_echoes = 0
         self._command_thread: threading.Thread | None = None
         self._mono = mono_clock
         self._opened = False
@@ -430,6 +436,12 @@ class ArduPilotLink:
                 self._command_thread.start()
         self._commands.put(bool(trusted))
 
+    @property
+    def own_gps_echoes(self) -> int:
+        """FC reports of terrafix's own receiver instance, dropped (never fed back as GNSS)."""
+        with self._lock:
+            return self._own_gps_echoes
+
     def switches(self) -> list[GnssSwitchResult]:
         with self._lock:
             return list(self._switches)
@@ -494,6 +506,12 @@ class ArduPilotLink:
     def _on_message(self, msg: C.MavMessage, arrival_ns: int) -> None:
         hdr = msg.get_header()
         if not self._is_from_fc(hdr.srcSystem, hdr.srcComponent):
+            return
+        if msg.get_type() == self._own_gps_report:
+            # ArduPilot's report of the receiver that terrafix feeds is our own GPS_INPUT
+            # echoed back: GNSS to the navigator only from the real receiver (no feedback)
+            with self._lock:
+                self._own_gps_echoes += 1
             return
         try:
             samples = self._decoder.decode(msg, arrival_ns)
