@@ -113,10 +113,7 @@ class SitlControl:
             if time.monotonic() > deadline:
                 raise SitlError("no HEARTBEAT from SITL on SERIAL0")
             time.sleep(0.1)
-        for msg_id, hz in ((C.MSG_SIM_STATE, 20.0), (C.MSG_GLOBAL_POSITION_INT, 10.0),
-                           (C.MSG_EKF_STATUS_REPORT, 5.0), (C.MSG_GPS_RAW_INT, 5.0),
-                           (C.MSG_GPS2_RAW, 5.0)):
-            self.message_interval(msg_id, hz)
+        request_rates(self.channel, self.target, GCS_RATES_HZ)
 
     def close(self) -> None:
         self.channel.close()
@@ -194,8 +191,7 @@ class SitlControl:
 
     # --- commands -----------------------------------------------------------------------------
     def message_interval(self, msg_id: int, hz: float) -> None:
-        self.channel.command_long(*self.target, C.CMD_SET_MESSAGE_INTERVAL,
-                                  (float(msg_id), 1e6 / hz), timeout_s=1.0, retries=3)
+        request_rates(self.channel, self.target, {msg_id: hz})
 
     def set_param(self, name: str, value: float, *, required: bool = True) -> bool:
         pv = self.params.set(self.target, name, value)
@@ -230,7 +226,6 @@ class SitlControl:
         ts, tc = self.target
         self.channel.send(mavlink.MAVLink_mission_count_message(ts, tc, len(items), 0))
         deadline = time.monotonic() + timeout_s
-        sent_count_at = time.monotonic()
         with self._cond:
             while self._mission_ack is None:
                 while self._mission_requests:
@@ -242,11 +237,29 @@ class SitlControl:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SitlError("mission upload: no MISSION_ACK")
-                if time.monotonic() - sent_count_at > 3.0 and not self._mission_requests:
-                    pass
                 self._cond.wait(min(remaining, 0.5))
             if self._mission_ack != MISSION_ACCEPTED:
                 raise SitlError(f"mission upload refused: MISSION_ACK type {self._mission_ack}")
+
+
+GCS_RATES_HZ: dict[int, float] = {
+    C.MSG_SIM_STATE: 20.0, C.MSG_GLOBAL_POSITION_INT: 10.0, C.MSG_EKF_STATUS_REPORT: 5.0,
+    C.MSG_GPS_RAW_INT: 5.0, C.MSG_GPS2_RAW: 5.0, mavlink.MAVLINK_MSG_ID_MISSION_CURRENT: 2.0,
+}
+COMPANION_RATES_HZ: dict[int, float] = {
+    C.MSG_GPS_RAW_INT: 5.0, C.MSG_ATTITUDE: 50.0, C.MSG_SCALED_IMU2: 50.0,
+    C.MSG_SCALED_PRESSURE: 10.0, C.MSG_GLOBAL_POSITION_INT: 5.0,
+    C.MSG_EXTENDED_SYS_STATE: 1.0, C.MSG_SYSTEM_TIME: 1.0,
+}
+"""What the onboard program reads on its own link (ArduPilot streams nothing a channel has
+not asked for: SET_MESSAGE_INTERVAL is per channel)."""
+
+
+def request_rates(channel, target: tuple[int, int], rates_hz: dict[int, float]) -> None:
+    """MAV_CMD_SET_MESSAGE_INTERVAL for each message, on the channel it must stream to."""
+    for msg_id, hz in rates_hz.items():
+        channel.command_long(*target, C.CMD_SET_MESSAGE_INTERVAL, (float(msg_id), 1e6 / hz),
+                             timeout_s=1.0, retries=3)
 
 
 def mission_item(seq: int, command: int, lat: float, lon: float, rel_alt_m: float,
