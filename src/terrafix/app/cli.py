@@ -35,6 +35,7 @@ app.add_typer(models_cli.app, name="models")
 app.command("replay")(replay_cli.replay_command)
 app.add_typer(sim_cli.app, name="sim")
 app.command("sim-fc")(fly_cli.sim_fc_command)
+app.command("sitl-demo")(fly_cli.sitl_demo_command)
 app.add_typer(tiles_cli.app, name="tiles")
 app.add_typer(vps_cli.app, name="vps")
 

@@ -638,3 +638,26 @@ def main_in_netns(cfg: SwitchRunConfig, out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m terrafix.sitl.switch_run --topology T --out FILE` (inside the namespace)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--topology", default="gps2_primary", choices=TOPOLOGIES)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--no-death", action="store_true")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main_in_netns(SwitchRunConfig(topology=args.topology, companion_death=not args.no_death,
+                                  seed=args.seed), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
