@@ -58,6 +58,20 @@ def plane_defaults(binary: Path) -> Path:
     return path
 
 
+def _listening(port: int) -> bool:
+    """A TCP socket of this namespace listens on `port` (from /proc/net/tcp, state 0A)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 3 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 def in_private_netns() -> bool:
     """True when the only network interface is loopback (as under `unshare -n`)."""
     names = {name for _, name in socket.if_nameindex()}
@@ -118,10 +132,8 @@ class ArduPlaneSitl:
             if self._proc is not None and self._proc.poll() is not None:
                 raise SitlError(f"arduplane exited with {self._proc.returncode}: see "
                                 f"{self.folder}/arduplane.log")
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+            if _listening(port):  # no probe connection: SITL takes its first client as SERIAL0
+                return
             time.sleep(0.2)
         raise SitlError(f"SITL did not listen on tcp {port} within {timeout_s:.0f} s")
 

@@ -52,6 +52,7 @@ from terrafix.sitl.control import (
     CMD_NAV_TAKEOFF,
     CMD_NAV_WAYPOINT,
     PLANE_MODE_AUTO,
+    PLANE_MODE_MANUAL,
     SitlControl,
     horizontal_error_m,
     mission_item,
@@ -85,7 +86,7 @@ class SwitchRunConfig:
     home: tuple[float, float, float, float] = DEMO_HOME
     loop_radius_m: float = 190.0
     loop_alt_m: float = 150.0
-    loops: int = 5
+    loops: int = 4
     settle_s: float = 15.0
     spoof_rate_mps: float = 0.5
     spoof_bearing_deg: float = 60.0
@@ -304,6 +305,11 @@ class SwitchRun:
         while time.monotonic() < deadline:
             if ctl.set_mode(PLANE_MODE_AUTO) and ctl.arm() == C.RESULT_ACCEPTED:
                 self.log.event("armed in AUTO")
+                return
+            # some versions arm only in a manual mode: arm there, then AUTO
+            if ctl.set_mode(PLANE_MODE_MANUAL) and ctl.arm() == C.RESULT_ACCEPTED \
+                    and ctl.set_mode(PLANE_MODE_AUTO):
+                self.log.event("armed in MANUAL, then AUTO")
                 return
             time.sleep(2.0)
         raise SitlError("SITL refused to arm in AUTO: " + " | ".join(ctl.texts_since(0)[-8:]))
