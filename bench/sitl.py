@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-death", action="store_true", help="skip the companion-death phase")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="shorter phases (3 loops, 10 s settle, 20 s jam): ~5 min")
     args = ap.parse_args(argv)
     out = args.out or (RESULTS / ("sitl.json" if args.topology == "gps2_primary"
                                   else f"sitl-{args.topology}.json"))
@@ -85,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cfg = SwitchRunConfig(topology=args.topology, companion_death=not args.no_death,
                           seed=args.seed)
+    if args.quick:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, loops=3, settle_s=10.0, jam_after_switch_s=10.0,
+                                  jam_s=20.0, death_observe_s=15.0)
     result = main_in_netns(cfg, out)
     result = {
         "command": "bench/sitl.py " + " ".join(argv if argv is not None else sys.argv[1:]),
