@@ -53,3 +53,11 @@ def test_switch_moves_ardupilot_onto_terrafix_and_back_keeping_ekf3_aiding(tmp_p
     assert r["companion_death"]["back_on_gps1_after_s"] is not None
     assert r["companion_death"]["aiding_kept"]
     assert r["aiding_kept_whole_run"]
+
+
+def test_the_old_source_set_switch_with_default_parameters_stops_ekf3_aiding(tmp_path):
+    # what issue 20 found, kept as a regression fact about ArduPilot: the pre-flight check
+    # refuses this configuration (tests/autopilot/test_gnss_switch.py)
+    r = _run_case("sourceset", tmp_path)
+    assert r["ack_confirmed"]
+    assert r["aiding_lost_after_s"] is not None

@@ -173,15 +173,48 @@ def case_switch(offset_m: float = 25.0) -> dict[str, Any]:
     return out
 
 
+def case_sourceset() -> dict[str, Any]:
+    """The old switch: MAV_CMD_SET_EKF_SOURCE_SET 2 with ArduPilot's default source sets."""
+    out: dict[str, Any] = {}
+    with ArduPlaneSitl(DEMO_HOME) as _sitl:
+        ctl = SitlControl()
+        ctl.start()
+        link = ArduPilotLink(ArduPilotLinkConfig(
+            connection=f"tcp:127.0.0.1:{SERIAL1_PORT}", signing_timeout_s=5.0,
+            gnss_switch="ekf_source_set", check_fc_parameters=False))
+        try:
+            link.open()
+            if not link.wait_for_fc(60.0):
+                raise SitlError("no HEARTBEAT on SERIAL1")
+            link.establish_signing()
+            out["aiding_on_gps1_after_s"] = _wait(lambda: _aiding(ctl), 90.0)
+            time.sleep(3.0)
+            t0 = time.monotonic()
+            link.set_gnss_trusted(False)
+            _wait(lambda: bool(link.switches()), 10.0)
+            sw = link.switches()[-1]
+            out["ack_confirmed"] = sw.confirmed
+            lost = _wait(lambda: not _aiding(ctl), 15.0)
+            out["aiding_lost_after_s"] = None if lost is None else round(
+                time.monotonic() - t0, 2)
+            time.sleep(2.0)
+            out["fc_texts"] = ctl.texts_since(int(t0 * 1e9))[:12]
+        finally:
+            link.close()
+            ctl.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--case", choices=("switch", "defaults"), required=True)
+    ap.add_argument("--case", choices=("switch", "defaults", "sourceset"), required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO)
-    result = case_switch() if args.case == "switch" else case_defaults()
+    result = {"switch": case_switch, "defaults": case_defaults,
+              "sourceset": case_sourceset}[args.case]()
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
