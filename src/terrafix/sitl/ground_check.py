@@ -44,6 +44,11 @@ def _east_of_truth_m(ctl: SitlControl) -> float | None:
         math.radians(tr.lat_deg))
 
 
+def _off(x: float | None) -> float:
+    """|x| with None (no data yet) as far away."""
+    return 1e9 if x is None else abs(x)
+
+
 def _aiding(ctl: SitlControl) -> bool:
     with ctl.lock:
         return bool(ctl.ekf) and ctl.ekf[-1].aiding_horizontal
@@ -124,7 +129,7 @@ def case_switch(offset_m: float = 25.0) -> dict[str, Any]:
             threading.Thread(target=record, daemon=True).start()
             link.start_output()
             out["aiding_on_gps1_after_s"] = _wait(
-                lambda: _aiding(ctl) and abs(_east_of_truth_m(ctl) or 99) < 2.0, 90.0)
+                lambda: _aiding(ctl) and _off(_east_of_truth_m(ctl)) < 2.0, 90.0)
             out["gps2_detected_after_s"] = _wait(
                 lambda: any("GPS 2" in t for t in ctl.texts_since(0)), 20.0)
             time.sleep(5.0)  # GPS2 healthy for a while
@@ -135,7 +140,9 @@ def case_switch(offset_m: float = 25.0) -> dict[str, Any]:
                 link.set_gnss_trusted(trusted)
                 _wait(lambda n=n: len(link.switches()) > n, 10.0)
                 sw = link.switches()[-1]
-                moved = _wait(lambda w=want_east: abs((_east_of_truth_m(ctl) or 1e9) - w) < 3.0,
+                moved = _wait(lambda w=want_east: _off(_east_of_truth_m(ctl) - w
+                                                         if _east_of_truth_m(ctl) is not None
+                                                         else None) < 3.0,
                               20.0)
                 t_moved = None if moved is None else time.monotonic() - t0
                 time.sleep(5.0)
@@ -147,19 +154,21 @@ def case_switch(offset_m: float = 25.0) -> dict[str, Any]:
                 }
             # the companion dies while ArduPilot is on terrafix
             link.set_gnss_trusted(False)
-            _wait(lambda: abs((_east_of_truth_m(ctl) or 1e9) - offset_m) < 3.0, 20.0)
+            _wait(lambda: _off(None if (e := _east_of_truth_m(ctl)) is None else e - offset_m)
+                  < 3.0, 20.0)
             n_trace = len(trace)
             stop.set()
             link.close()
             t0 = time.monotonic()
-            back = _wait(lambda: abs(_east_of_truth_m(ctl) or 1e9) < 3.0, 30.0)
+            back = _wait(lambda: _off(_east_of_truth_m(ctl)) < 3.0, 30.0)
             time.sleep(3.0)
             with ctl.lock:
                 ekf_after = [e.aiding_horizontal for e in ctl.ekf if e.t_ns >= t0 * 1e9]
             out["companion_death"] = {"back_on_gps1_after_s": None if back is None
                                       else round(back, 2),
                                       "aiding_kept": all(ekf_after) and bool(ekf_after)}
-            out["aiding_kept_whole_run"] = all(a for _, _, a in trace[5:n_trace])
+            first = next((i for i, (_, _, a) in enumerate(trace) if a), len(trace))
+            out["aiding_kept_whole_run"] = all(a for _, _, a in trace[first:n_trace])
             out["trace"] = trace
             out["fc_texts"] = [t for _, _, t in ctl.texts][-40:]
             out["gps_input_max_gap_ms"] = link.output_stats().max_gap_ms
