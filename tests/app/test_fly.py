@@ -74,6 +74,33 @@ def test_takeoff_refused_when_the_fc_holds_another_key(dataset: Path, tmp_path: 
         fc.join()
 
 
+def _run_unconfigured_fc(connection: str, seconds: float) -> None:
+    import time
+
+    from terrafix.autopilot.fc_emulation import ARDUPILOT_DEFAULT_PARAMS, FcEmulator
+
+    fc = FcEmulator(connection, params=dict(ARDUPILOT_DEFAULT_PARAMS))
+    fc.start()
+    time.sleep(seconds)
+    fc.close()
+
+
+def test_takeoff_refused_when_the_fc_parameters_would_lose_the_position(dataset: Path,
+                                                                        tmp_path: Path):
+    # an FC with ArduPilot's defaults: GPS2 is not a MAVLink GPS and GPS_PRIMARY is ignored
+    port = free_udp_port()
+    fc = mp.get_context("spawn").Process(target=_run_unconfigured_fc,
+                                         args=(f"udpin:127.0.0.1:{port}", 600.0))
+    fc.start()
+    try:
+        with pytest.raises(FlyError, match="take-off refused") as err:
+            OnboardProgram(_config(dataset, tmp_path, port)).takeoff()
+        assert "GPS2_TYPE is 0" in str(err.value) and "GPS_AUTO_SWITCH is 1" in str(err.value)
+    finally:
+        fc.kill()
+        fc.join()
+
+
 def test_short_flight_end_to_end(dataset: Path, tmp_path: Path):
     port = free_udp_port()
     fc = _start_fc(dataset, port, tmp_path / "fc")

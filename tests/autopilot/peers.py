@@ -92,7 +92,7 @@ def fc_peer_main(ctrl, listen: str, options: dict[str, Any]) -> None:
     else:
         transport = listen
     fc = FcEmulator(transport, key=options.get("key"), armed=options.get("armed", False),
-                    sign_with=options.get("sign_with"))
+                    sign_with=options.get("sign_with"), params=options.get("params"))
     fc.start()
     if listen != "pty":
         address = fc.local_address()
@@ -128,6 +128,9 @@ def _fc_command(fc: FcEmulator, cmd: str, args: list[Any], options: dict[str, An
             "has_fix": fc.acceptance.has_fix(),
             "healthy": fc.acceptance.healthy(),
             "ekf_source_sets": list(fc.ekf_source_sets),
+            "params": dict(fc.params),
+            "param_sets": list(fc.param_sets),
+            "param_reads": list(fc.param_reads),
             "setup_signing_accepted": fc.setup_signing_accepted,
             "setup_signing_refused_armed": fc.setup_signing_refused_armed,
             "signing_disabled_by_peer": fc.signing_disabled_by_peer,
@@ -142,6 +145,10 @@ def _fc_command(fc: FcEmulator, cmd: str, args: list[Any], options: dict[str, An
         return _tampered_sequence(fc)
     if cmd == "landed_state":
         options["landed_state"] = args[0]
+        return True
+    if cmd == "gps2_raw":
+        fc.send(mavlink.MAVLink_gps2_raw_message(
+            fc.boot_us(), 3, 504600000, 305300000, 180000, 90, 150, 1500, 9000, 12, 0, 0))
         return True
     if cmd == "statustext":
         fc.send(mavlink.MAVLink_statustext_message(args[0], args[1].encode(), 0, 0))

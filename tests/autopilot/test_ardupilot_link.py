@@ -97,7 +97,7 @@ def test_udp_link_end_to_end(start_peer, captured_keys, caplog):
     fc = start_peer(fc_peer_main, "udpin:127.0.0.1:0", {"telemetry_hz": 50})
     inbox = Inbox()
     cfg = ArduPilotLinkConfig(connection=f"udpout:127.0.0.1:{fc.address[1]}",
-                              gps_input_rate_hz=10.0)
+                              gps_input_rate_hz=10.0, gnss_switch="ekf_source_set")
     link = ArduPilotLink(cfg, inbox.callbacks())
     assert isinstance(link, PositionOutput)
     try:
@@ -143,7 +143,8 @@ def test_udp_link_end_to_end(start_peer, captured_keys, caplog):
         fc.call("landed_state", C.LANDED_STATE_IN_AIR)
         assert wait_for(lambda: not link.on_ground())
 
-        # GNSS trust changes switch the EKF source set, acknowledged by the FC
+        # with gnss_switch = ekf_source_set, trust changes switch the EKF source set,
+        # acknowledged by the FC (the default GPS_PRIMARY switch: test_gnss_switch.py)
         link.set_gnss_trusted(False)
         link.set_gnss_trusted(False)  # no change, no command
         link.set_gnss_trusted(True)

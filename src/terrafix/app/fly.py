@@ -8,15 +8,18 @@ flight over, or it is interrupted.
 Lifecycle (REQUIREMENTS A5, T5, T6, A2, N10):
 1. Every config value in force is logged and recorded (and hashed into the recorder header).
 2. Take-off load, timed: the tile cache is opened read-only and its signed manifest verified,
-   the visual positioner opens its map features and warms its models, the FC link is opened
-   and the MAVLink signing handshake done. Any failure refuses take-off (exit code 2).
+   the visual positioner opens its map features and warms its models, the FC link is opened,
+   the MAVLink signing handshake done and the FC's GNSS-switch parameters read on the signed
+   link (refused when a switch would lose the position). Any failure refuses take-off (exit
+   code 2).
 3. Flight: link callbacks and the camera thread put samples into one inbox; the navigation
    thread releases them in time order after a short hold (frames reach us after their capture
    time, by the camera's readout delay) and feeds the `Navigator`. Its latest solution goes to
    the GPS_INPUT sender (which keeps its own fixed rate and extrapolates between solutions) and
    the ground-station status; integrity events go to the recorder and the ground station
    (spoof rejections through the channel that cannot be silenced); GNSS trust changes switch
-   the FC's EKF source set; operator hints (RELOC) go into the navigator as priors.
+   ArduPilot between the real receiver (GPS1) and terrafix (GPS2); operator hints (RELOC) go
+   into the navigator as priors.
 4. After the flight, the recorder footer is written (a clean footer gates the upload) and a
    summary (GPS_INPUT output statistics, capture→output latency, frame drops) is written.
 
@@ -491,8 +494,17 @@ class OnboardProgram:
                            f"{cfg.autopilot.connection} within {cfg.wait_for_fc_s} s")
         try:
             self.link.establish_signing()
+            if cfg.autopilot.check_fc_parameters:
+                # on the signed link: the parameters that decide whether a GNSS switch keeps
+                # the position (docs/ardupilot/terrafix.parm)
+                self.link.check_switch_parameters()
         except AutopilotError as exc:
-            raise FlyError(f"take-off refused: {exc}") from None
+            msg = str(exc)
+            raise FlyError(msg if msg.startswith("take-off refused") else
+                           f"take-off refused: {msg}") from None
+        # ArduPilot keeps GPS_PRIMARY across reboots: start from the trust the gate starts with
+        self.link.set_gnss_trusted(cfg.navigation.estimation.integrity.gnss_trusted_at_start,
+                                   force=True)
         if cfg.set_baro_reference:
             # on the ground at the take-off point: make the barometer read its known altitude
             self.link.set_baro_reference(self.context.frame.alt0_m)

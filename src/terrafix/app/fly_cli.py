@@ -81,3 +81,38 @@ def demo_summary_lines(live: dict, overview: Path) -> list[str]:
     lines += [f"overview: {overview}", f"report:   {live['report']}",
               f"review:   {live['review']}"]
     return lines
+
+
+def sitl_demo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Result JSON.")] = Path(
+        "sitl-demo/result.json"),
+    topology: Annotated[str, typer.Option(
+        help="gps2_primary (shipped), only_gps or extnav.")] = "gps2_primary",
+    death: Annotated[bool, typer.Option(help="End with the companion dying on terrafix.")
+                     ] = True,
+) -> None:
+    """Fly real ArduPlane SITL (binary: TERRAFIX_ARDUPLANE) from the demo take-off point on an
+    AUTO loop over the imagery; spoof, then jam SITL's GPS1; terrafix's gate switches
+    ArduPilot onto terrafix (GPS2) and back. Runs in a private network namespace."""
+    import json
+    import sys
+
+    from terrafix.sitl.process import SitlError, arduplane_binary, run_in_private_netns
+
+    try:
+        arduplane_binary()
+    except SitlError as exc:
+        typer.echo(f"terrafix sitl-demo: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "terrafix.sitl.switch_run", "--topology", topology,
+            "--out", str(out.resolve())] + ([] if death else ["--no-death"])
+    rc = run_in_private_netns(argv)
+    if rc != 0 or not out.is_file():
+        typer.echo(f"terrafix sitl-demo: the SITL flight failed (exit {rc})", err=True)
+        raise typer.Exit(1)
+    r = json.loads(out.read_text())
+    typer.echo(f"switch to terrafix {r['switch_to_terrafix_s']} s after the spoof started "
+               f"(offset {r['spoof_offset_at_switch_m']} m); ArduPilot error p95 on terrafix "
+               f"{r['ardupilot_error_p95_m']} m; EKF aiding lost {r['ekf_aiding_lost_s']} s; "
+               f"mission completed {r['mission_completed']}")

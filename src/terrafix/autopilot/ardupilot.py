@@ -12,8 +12,13 @@ What it does, in the order of a flight:
    sign. From then on every inbound packet must carry a valid signature (RADIO_STATUS excepted,
    as ArduPilot does); the others are dropped and counted by reason (channel stats).
 3. `start_output()`: GPS_INPUT at a fixed 5-10 Hz from the latest `publish()`ed solution.
-4. `set_gnss_trusted()`: MAV_CMD_SET_EKF_SOURCE_SET on every change of GNSS trust.
-5. `close()`: stop threads; if the FC is disarmed, disable signing on it (all-zero key, signed
+4. `check_switch_parameters()`: read (by name, on the signed link) the FC parameters that decide
+   whether a GNSS switch keeps the position; any problem raises FcParameterError naming the
+   parameter, and take-off must be refused (gnss_switch.py says which and why).
+5. `set_gnss_trusted()`: on every change of GNSS trust, the switch of the chosen topology:
+   PARAM_SET GPS_PRIMARY (default; real receiver GPS1 <-> terrafix GPS2), confirmed by
+   ArduPilot's PARAM_VALUE echo, or MAV_CMD_SET_EKF_SOURCE_SET confirmed by its COMMAND_ACK.
+6. `close()`: stop threads; if the FC is disarmed, disable signing on it (all-zero key, signed
    with ours) so that the next flight's fresh key can be installed, then zero the key.
 
 Why signing is set up by the companion on its own link: a GCS/USB channel may still accept
@@ -35,7 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from terrafix.autopilot import constants as C
 from terrafix.autopilot.channel import ChannelStats, HeartbeatSpec, MavlinkChannel
-from terrafix.autopilot.errors import LinkConfigError, SigningHandshakeError
+from terrafix.autopilot.errors import FcParameterError, LinkConfigError, SigningHandshakeError
+from terrafix.autopilot.gnss_switch import GnssSwitchPlan, SwitchMethod, switch_parameter_problems
 from terrafix.autopilot.gps_report import GpsReport
 from terrafix.autopilot.gps_sender import FixedRateGpsSender, LatestSlot, OutputStats
 from terrafix.autopilot.inbound import (
@@ -48,6 +54,7 @@ from terrafix.autopilot.inbound import (
     InboundValueError,
     LandedState,
 )
+from terrafix.autopilot.parameters import FcParameters
 from terrafix.autopilot.signing import SigningKey, signing_timestamp_now
 from terrafix.autopilot.transport import ByteTransport
 from terrafix.measurements import (
@@ -76,7 +83,8 @@ class ArduPilotLinkConfig(BaseModel):
     fc_component_id: int = Field(C.MAV_COMP_ID_AUTOPILOT1, ge=1, le=255)
     gps_input_rate_hz: float = Field(10.0, ge=C.GPS_INPUT_RATE_MIN_HZ,
                                      le=C.GPS_INPUT_RATE_MAX_HZ)
-    gps_id: int = Field(0, ge=0, le=255)
+    gps_id: int = Field(1, ge=0, le=255, description="GPS_INPUT gps_id = terrafix's ArduPilot "
+                        "receiver instance (0-based): 1 = GPS2, beside the real receiver on GPS1")
     sender_realtime_priority: int = Field(
         20, ge=0, le=99, description="SCHED_FIFO priority of the GPS_INPUT sender thread "
         "(Linux; needs CAP_SYS_NICE, else it runs at normal priority and says so); 0: off. "
@@ -87,6 +95,14 @@ class ArduPilotLinkConfig(BaseModel):
     signing_timeout_s: float = Field(C.SIGNING_HANDSHAKE_TIMEOUT_S, gt=0.0, le=5.0)
     imu_message: ImuMessage = "auto"
     qnh_hpa: float = Field(1013.25, gt=800.0, lt=1100.0)
+    gnss_switch: SwitchMethod = Field(
+        "gps_primary", description="gps_primary: PARAM_SET GPS_PRIMARY real_gps_instance / "
+        "gps_id on trust changes (docs/ardupilot/terrafix.parm); ekf_source_set: "
+        "MAV_CMD_SET_EKF_SOURCE_SET between the two source sets below")
+    real_gps_instance: int = Field(0, ge=0, le=1)
+    check_fc_parameters: bool = True
+    """Read the FC's switch parameters before take-off and refuse when they would make a
+    switch lose the position."""
     ekf_source_set_gnss_trusted: int = Field(1, ge=1, le=3)
     ekf_source_set_gnss_untrusted: int = Field(2, ge=1, le=3)
     clear_fc_key_on_close: bool = True
@@ -113,6 +129,8 @@ class FcCallbacks:
     """(report, monotonic ns) after every GPS_INPUT sent, on the sender thread."""
     on_ekf_source_set: Callable[[int, int | None], None] | None = None
     """(source set id, MAV_RESULT or None when never acknowledged)."""
+    on_gnss_switch: Callable[[GnssSwitchResult], None] | None = None
+    """Every switch of either method, with whether ArduPilot confirmed it."""
 
 
 _CALLBACK_FOR = {
@@ -126,6 +144,26 @@ _CALLBACK_FOR = {
     FcStatusText: "on_status_text",
     LandedState: "on_landed_state",
 }
+
+
+_GPS_REPORT_OF_INSTANCE = {0: "GPS_RAW_INT", 1: "GPS2_RAW"}
+"""ArduPilot reports receiver instance 0 in GPS_RAW_INT and instance 1 in GPS2_RAW."""
+
+
+@dataclass(frozen=True, slots=True)
+class GnssSwitchResult:
+    """One switch made on a change of GNSS trust.
+
+    target: the GPS_PRIMARY value or the EKF source set asked for; answer: the echoed
+    GPS_PRIMARY or the MAV_RESULT, None when ArduPilot never answered; confirmed: the answer
+    is the one asked for."""
+
+    trusted: bool
+    method: SwitchMethod
+    target: int
+    answer: float | None
+    confirmed: bool
+    elapsed_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +245,14 @@ class ArduPilotLink:
         self._decode_errors = 0
         self._signing_established = False
         self._gnss_trusted: bool | None = None
-        self._commands: queue.Queue[int | None] = queue.Queue()
+        self._commands: queue.Queue[bool | None] = queue.Queue()
+        self._params = FcParameters(self._channel)
+        self._plan = GnssSwitchPlan(config.gnss_switch, config.real_gps_instance,
+                                    config.gps_id, config.ekf_source_set_gnss_trusted,
+                                    config.ekf_source_set_gnss_untrusted)
+        self._switches: list[GnssSwitchResult] = []
+        self._own_gps_report = _GPS_REPORT_OF_INSTANCE.get(config.gps_id)
+        self._own_gps_echoes = 0
         self._command_thread: threading.Thread | None = None
         self._mono = mono_clock
         self._opened = False
@@ -348,36 +393,111 @@ class ArduPilotLink:
     def _send_gps_input(self, report: GpsReport) -> None:
         self._channel.send(encode_gps_input(report, self._cfg.gps_id))
 
-    def set_gnss_trusted(self, trusted: bool) -> None:
-        """On a change of GNSS trust, switch the FC's EKF source set (asynchronously)."""
+    @property
+    def parameters(self) -> FcParameters:
+        """Parameter reads and sets on this (signed) link."""
+        return self._params
+
+    @property
+    def switch_plan(self) -> GnssSwitchPlan:
+        return self._plan
+
+    def _target(self) -> tuple[int, int]:
+        fc = self._fc_id
+        if fc is None:
+            raise FcParameterError("no flight controller heartbeat yet: its parameters cannot "
+                                   "be read; take-off refused")
+        return fc
+
+    def check_switch_parameters(self) -> dict[str, float | None]:
+        """Read the parameters the GNSS switch depends on; raise FcParameterError naming each
+        one that would make a switch lose the position (take-off refused). Returns the values."""
+        if self._cfg.require_signing and not self._signing_established:
+            raise FcParameterError("the FC's parameters are read on the signed link: establish "
+                                   "signing first; take-off refused")
+        values = self._params.read_many(self._target(), self._plan.required_parameters())
+        problems = switch_parameter_problems(self._plan, values)
+        for name, v in values.items():
+            log.info("FC parameter %s = %s", name, v)
+        if problems:
+            raise FcParameterError(
+                "take-off refused: with these flight-controller parameters a GNSS switch "
+                "would lose the position (see docs/ardupilot/terrafix.parm): "
+                + "; ".join(problems))
+        return values
+
+    def set_gnss_trusted(self, trusted: bool, *, force: bool = False) -> None:
+        """On a change of GNSS trust (or always, with force), make ArduPilot use the real
+        receiver (trusted) or terrafix (not trusted), asynchronously; the outcome goes to
+        on_gnss_switch (and on_ekf_source_set for that method) and `switches()`."""
         with self._lock:
-            if self._gnss_trusted is trusted:
+            if self._gnss_trusted is trusted and not force:
                 return
             self._gnss_trusted = trusted
             if self._command_thread is None:
                 self._command_thread = threading.Thread(target=self._command_loop,
                                                         name="fc-commands", daemon=True)
                 self._command_thread.start()
-        self._commands.put(self._cfg.ekf_source_set_gnss_trusted if trusted
-                           else self._cfg.ekf_source_set_gnss_untrusted)
+        self._commands.put(bool(trusted))
+
+    @property
+    def own_gps_echoes(self) -> int:
+        """FC reports of terrafix's own receiver instance, dropped (never fed back as GNSS)."""
+        with self._lock:
+            return self._own_gps_echoes
+
+    def switches(self) -> list[GnssSwitchResult]:
+        with self._lock:
+            return list(self._switches)
 
     def _command_loop(self) -> None:
-        while (set_id := self._commands.get()) is not None:
+        while (trusted := self._commands.get()) is not None:
+            t0 = time.monotonic()
             fc = self._fc_id
-            if fc is None:
-                log.error("EKF source set %d not sent: no flight controller heartbeat yet", set_id)
-                result = None
+            plan = self._plan
+            if plan.method == "gps_primary":
+                target = plan.primary_for(trusted)
+                answer: float | None = None
+                if fc is None:
+                    log.error("GPS_PRIMARY %d not set: no flight controller heartbeat yet",
+                              target)
+                else:
+                    pv = self._params.set(fc, C.PARAM_GPS_PRIMARY, float(target),
+                                          param_type=C.PARAM_TYPE_INT8)
+                    answer = None if pv is None else pv.value
+                    if answer is None:
+                        log.error("GPS_PRIMARY %d: no PARAM_VALUE echo from the FC", target)
+                confirmed = answer is not None and round(answer) == target
             else:
-                ack = self._channel.command_long(*fc, C.CMD_SET_EKF_SOURCE_SET, (float(set_id),),
-                                                 timeout_s=1.0, retries=3)
-                result = None if ack is None else int(ack.result)
-                if result != C.RESULT_ACCEPTED:
-                    log.error("EKF source set %d: FC answered %s", set_id, result)
-            if self._cb.on_ekf_source_set is not None:
+                target = (self._cfg.ekf_source_set_gnss_trusted if trusted
+                          else self._cfg.ekf_source_set_gnss_untrusted)
+                result = None
+                if fc is None:
+                    log.error("EKF source set %d not sent: no flight controller heartbeat yet",
+                              target)
+                else:
+                    ack = self._channel.command_long(*fc, C.CMD_SET_EKF_SOURCE_SET,
+                                                     (float(target),), timeout_s=1.0, retries=3)
+                    result = None if ack is None else int(ack.result)
+                    if result != C.RESULT_ACCEPTED:
+                        log.error("EKF source set %d: FC answered %s", target, result)
+                answer = None if result is None else float(result)
+                confirmed = result == C.RESULT_ACCEPTED
+                if self._cb.on_ekf_source_set is not None:
+                    try:
+                        self._cb.on_ekf_source_set(target, result)
+                    except Exception:
+                        log.exception("on_ekf_source_set callback failed")
+            res = GnssSwitchResult(trusted, plan.method, target, answer, confirmed,
+                                   time.monotonic() - t0)
+            log.log(logging.INFO if confirmed else logging.ERROR, "GNSS switch: %s", res)
+            with self._lock:
+                self._switches.append(res)
+            if self._cb.on_gnss_switch is not None:
                 try:
-                    self._cb.on_ekf_source_set(set_id, result)
+                    self._cb.on_gnss_switch(res)
                 except Exception:
-                    log.exception("on_ekf_source_set callback failed")
+                    log.exception("on_gnss_switch callback failed")
 
     # --- inbound ------------------------------------------------------------------------------
     def _is_from_fc(self, sys_id: int, comp_id: int) -> bool:
@@ -390,6 +510,12 @@ class ArduPilotLink:
     def _on_message(self, msg: C.MavMessage, arrival_ns: int) -> None:
         hdr = msg.get_header()
         if not self._is_from_fc(hdr.srcSystem, hdr.srcComponent):
+            return
+        if msg.get_type() == self._own_gps_report:
+            # ArduPilot's report of the receiver that terrafix feeds is our own GPS_INPUT
+            # echoed back: GNSS to the navigator only from the real receiver (no feedback)
+            with self._lock:
+                self._own_gps_echoes += 1
             return
         try:
             samples = self._decoder.decode(msg, arrival_ns)

@@ -54,11 +54,18 @@ MSG_EXTENDED_SYS_STATE: Final = mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE  # 245
 MSG_NAMED_VALUE_FLOAT: Final = mavlink.MAVLINK_MSG_ID_NAMED_VALUE_FLOAT  # 251
 MSG_STATUSTEXT: Final = mavlink.MAVLINK_MSG_ID_STATUSTEXT  # 253
 MSG_SETUP_SIGNING: Final = mavlink.MAVLINK_MSG_ID_SETUP_SIGNING  # 256
+MSG_PARAM_REQUEST_READ: Final = mavlink.MAVLINK_MSG_ID_PARAM_REQUEST_READ  # 20
+MSG_PARAM_VALUE: Final = mavlink.MAVLINK_MSG_ID_PARAM_VALUE  # 22
+MSG_PARAM_SET: Final = mavlink.MAVLINK_MSG_ID_PARAM_SET  # 23
+MSG_SYSTEM_TIME: Final = mavlink.MAVLINK_MSG_ID_SYSTEM_TIME  # 2
+MSG_SIM_STATE: Final = mavlink.MAVLINK_MSG_ID_SIM_STATE  # 108 (ArduPilot SITL's true state)
+MSG_EKF_STATUS_REPORT: Final = mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT  # 193
 MSG_GNSS_INTEGRITY: Final = mavlink.MAVLINK_MSG_ID_GNSS_INTEGRITY  # 441 (development dialect)
 
 # --- commands ---------------------------------------------------------------------------------
 CMD_REQUEST_MESSAGE: Final = mavlink.MAV_CMD_REQUEST_MESSAGE  # 512
 CMD_SET_EKF_SOURCE_SET: Final = mavlink.MAV_CMD_SET_EKF_SOURCE_SET  # 42007, param1 = set 1..3
+CMD_SET_MESSAGE_INTERVAL: Final = mavlink.MAV_CMD_SET_MESSAGE_INTERVAL  # 511
 CMD_RELOC_HINT: Final = mavlink.MAV_CMD_USER_1  # 31010
 """Operator re-localisation hint as COMMAND_LONG: param5 = latitude (deg), param6 = longitude
 (deg), param1 = radius (m); params 2-4 and 7 are ignored. MAV_CMD_USER_1 is reserved by MAVLink for
@@ -102,6 +109,62 @@ STATUSTEXT_MIN_INTERVAL_S: Final = {
 }
 """Minimum spacing of STATUSTEXT per severity: a telemetry radio carries a few kB/s shared with
 the autopilot's own traffic, and an operator cannot read faster than this anyway."""
+
+# --- parameters (PARAM_REQUEST_READ / PARAM_SET / PARAM_VALUE) ------------------------------
+PARAM_ID_MAX_CHARS: Final = 16
+PARAM_TYPE_INT8: Final = mavlink.MAV_PARAM_TYPE_INT8  # 2
+PARAM_TYPE_INT16: Final = mavlink.MAV_PARAM_TYPE_INT16  # 4
+PARAM_TYPE_INT32: Final = mavlink.MAV_PARAM_TYPE_INT32  # 6
+PARAM_TYPE_REAL32: Final = mavlink.MAV_PARAM_TYPE_REAL32  # 9
+PARAM_READ_TIMEOUT_S: Final = 0.5
+PARAM_READ_RETRIES: Final = 4
+"""ArduPilot answers PARAM_REQUEST_READ within a few tens of ms on a quiet link; four tries of
+0.5 s ride out a lost packet on a radio without delaying take-off checks noticeably."""
+
+# --- the GNSS switch topology (docs/ardupilot/terrafix.parm, README "ArduPilot in the loop") -
+# The real receiver is GPS1 (instance 0); terrafix is GPS2 (instance 1, GPS2_TYPE 14, GPS_INPUT
+# gps_id 1). The switch is ArduPilot's primary-GPS selection: GPS_PRIMARY 0 while GNSS is
+# trusted, 1 when it is not. EKF3 resets its horizontal position to the newly selected receiver
+# on the change of GPS (AP_NavEKF3_PosVelFusion: sensor_idx != last_gps_idx), so it keeps aiding.
+GPS_TYPE_NONE: Final = 0
+GPS_TYPE_MAV: Final = 14
+"""GPSn_TYPE of a receiver fed by GPS_INPUT (AP_GPS_MAV)."""
+GPS_AUTO_SWITCH_NONE: Final = 0
+"""Always the receiver GPS_PRIMARY names."""
+GPS_AUTO_SWITCH_USE_BEST: Final = 1
+"""ArduPilot's default: the best fix / most satellites; GPS_PRIMARY is ignored."""
+GPS_AUTO_SWITCH_BLEND: Final = 2
+"""Blends the receivers: a spoofed one keeps pulling the position."""
+GPS_AUTO_SWITCH_PRIMARY_IF_3D: Final = 4
+"""GPS_PRIMARY while it has a 3D fix, else the best other one (what terrafix.parm ships)."""
+GPS_AUTO_SWITCH_OK: Final = frozenset({GPS_AUTO_SWITCH_NONE, GPS_AUTO_SWITCH_PRIMARY_IF_3D})
+PARAM_GPS_PRIMARY: Final = "GPS_PRIMARY"
+PARAM_GPS_AUTO_SWITCH: Final = "GPS_AUTO_SWITCH"
+PARAM_AHRS_EKF_TYPE: Final = "AHRS_EKF_TYPE"
+PARAM_EK3_AFFINITY: Final = "EK3_AFFINITY"
+EK3_AFFINITY_GPS_BIT: Final = 1
+"""EK3_AFFINITY bit 0: each EKF lane uses its own GPS, not the primary (the switch would then
+not reach every lane)."""
+AHRS_EKF_TYPE_EKF3: Final = 3
+EK3_SOURCE_POSXY_NONE: Final = 0
+EK3_SOURCE_POSXY_GPS: Final = 3
+EK3_SOURCE_POSXY_EXTNAV: Final = 6
+
+
+def gps_type_param(instance: int) -> str:
+    """GPSn_TYPE for a 0-based receiver instance (ArduPilot 4.6+ names: GPS1_TYPE, GPS2_TYPE)."""
+    return f"GPS{instance + 1}_TYPE"
+
+
+def ek3_src_posxy_param(source_set: int) -> str:
+    """EK3_SRCn_POSXY of a 1-based EKF3 source set."""
+    return f"EK3_SRC{source_set}_POSXY"
+
+
+# --- EKF_STATUS_REPORT flags ------------------------------------------------------------------
+EKF_POS_HORIZ_ABS: Final = mavlink.EKF_POS_HORIZ_ABS  # 16
+EKF_PRED_POS_HORIZ_ABS: Final = mavlink.EKF_PRED_POS_HORIZ_ABS  # 512
+EKF_CONST_POS_MODE: Final = mavlink.EKF_CONST_POS_MODE  # 128
 
 # --- GPS_INPUT --------------------------------------------------------------------------------
 GPS_INPUT_IGNORE_ALT: Final = mavlink.GPS_INPUT_IGNORE_FLAG_ALT  # 1

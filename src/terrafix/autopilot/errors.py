@@ -32,3 +32,8 @@ class MspError(AutopilotError, ValueError):
 
 class RelocHintError(AutopilotError, ValueError):
     """An operator re-localisation hint that cannot be used (the reason goes back in the NACK)."""
+
+
+class FcParameterError(AutopilotError):
+    """The flight controller's parameters would make a GNSS switch lose the position (or could
+    not be read): take-off must be refused; the message names each parameter."""

@@ -9,6 +9,12 @@ exceeds ~215 ms or two consecutive gaps exceed ~245 ms; no fix after ~4 s of sil
 peer processes use it, and so does the simulated FC of `terrafix sim fc`, which adds the
 dataset's telemetry through `send`.
 
+Parameters: a table answered as ArduPilot answers it (PARAM_REQUEST_READ by name or index ->
+PARAM_VALUE; PARAM_SET of a known name -> stored and echoed in PARAM_VALUE; an unknown name ->
+silence). The default table is ArduPilot's defaults for the parameters the GNSS switch depends
+on, with the topology of docs/ardupilot/terrafix.parm applied (an FC configured as documented);
+`ARDUPILOT_DEFAULT_PARAMS` is the unconfigured FC.
+
 The gap rule is our emulation of ArduPilot's GPS health check from its documented thresholds
 (REQUIREMENTS A1): mean of the last ARDUPILOT_AVERAGE_WINDOW gaps, and a count of consecutive
 late gaps reset by any on-time one.
@@ -30,6 +36,30 @@ from terrafix.autopilot.signing import SigningKey
 from terrafix.autopilot.transport import ByteTransport
 
 mavlink = C.DIALECT
+
+ARDUPILOT_DEFAULT_PARAMS: dict[str, float] = {
+    "AHRS_EKF_TYPE": 3.0,
+    "EK3_AFFINITY": 0.0,
+    "EK3_SRC1_POSXY": 3.0,
+    "EK3_SRC1_VELXY": 3.0,
+    "EK3_SRC1_POSZ": 1.0,
+    "EK3_SRC2_POSXY": 0.0,
+    "EK3_SRC2_VELXY": 0.0,
+    "EK3_SRC2_POSZ": 1.0,
+    "EK3_SRC3_POSXY": 0.0,
+    "GPS1_TYPE": 1.0,
+    "GPS2_TYPE": 0.0,
+    "GPS_AUTO_SWITCH": 1.0,
+    "GPS_PRIMARY": 0.0,
+}
+"""ArduPilot 4.7's defaults for the parameters the GNSS switch depends on (AP_GPS.cpp,
+AP_NavEKF_Source.cpp)."""
+TERRAFIX_TOPOLOGY_PARAMS: dict[str, float] = {
+    "GPS2_TYPE": float(C.GPS_TYPE_MAV),
+    "GPS_AUTO_SWITCH": float(C.GPS_AUTO_SWITCH_PRIMARY_IF_3D),
+    "GPS_PRIMARY": 0.0,
+}
+"""What docs/ardupilot/terrafix.parm changes among them (a test keeps the two in step)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +185,14 @@ class FcEmulator:
         armed: bool = False,
         sign_with: bytes | None = None,
         allow_external_listen: bool = False,
+        params: dict[str, float] | None = None,
     ) -> None:
         self._armed = armed
+        self.params: dict[str, float] = dict(
+            params if params is not None
+            else {**ARDUPILOT_DEFAULT_PARAMS, **TERRAFIX_TOPOLOGY_PARAMS})
+        self.param_sets: list[tuple[str, float]] = []
+        self.param_reads: list[str] = []
         self._sign_with = sign_with
         self._channel = MavlinkChannel(
             connection, system_id=system_id, component_id=component_id,
@@ -175,6 +211,8 @@ class FcEmulator:
         self._channel.subscribe("SETUP_SIGNING", self._on_setup_signing)
         self._channel.subscribe("COMMAND_LONG", self._on_command_long)
         self._channel.subscribe("GPS_INPUT", self._on_gps_input)
+        self._channel.subscribe("PARAM_REQUEST_READ", self._on_param_request_read)
+        self._channel.subscribe("PARAM_SET", self._on_param_set)
 
     def _heartbeat_spec(self) -> HeartbeatSpec:
         mode = mavlink.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED
@@ -285,3 +323,45 @@ class FcEmulator:
 
     def _on_gps_input(self, msg: C.MavMessage, arrival_ns: int) -> None:
         self.acceptance.observe(msg, arrival_ns)
+
+    def _send_param(self, name: str) -> None:
+        with self._lock:
+            names = list(self.params)
+            value = self.params[name]
+        self._channel.send(mavlink.MAVLink_param_value_message(
+            name.encode("ascii"), value, C.PARAM_TYPE_REAL32, len(names), names.index(name)))
+
+    @staticmethod
+    def _name(raw: object) -> str:
+        if isinstance(raw, bytes):
+            raw = raw.decode("ascii", "replace")
+        return str(raw).rstrip("\x00")
+
+    def _on_param_request_read(self, msg: C.MavMessage, _arrival_ns: int) -> None:
+        if not self._addressed_to_us(msg.target_system, msg.target_component):
+            return
+        with self._lock:
+            names = list(self.params)
+            if msg.param_index >= 0:
+                name = names[msg.param_index] if msg.param_index < len(names) else None
+            else:
+                name = self._name(msg.param_id)
+                name = name if name in self.params else None
+            self.param_reads.append(name or self._name(msg.param_id))
+        if name is not None:  # an unknown name: ArduPilot stays silent
+            self._send_param(name)
+
+    def _on_param_set(self, msg: C.MavMessage, _arrival_ns: int) -> None:
+        if not self._addressed_to_us(msg.target_system, msg.target_component):
+            return
+        name = self._name(msg.param_id)
+        with self._lock:
+            if name not in self.params:
+                return
+            self.params[name] = float(msg.param_value)
+            self.param_sets.append((name, float(msg.param_value)))
+        self._send_param(name)
+
+    def param(self, name: str) -> float | None:
+        with self._lock:
+            return self.params.get(name)

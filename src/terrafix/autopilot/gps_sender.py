@@ -11,6 +11,7 @@ delay a tick, and a tick never waits for the estimator.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -57,6 +58,8 @@ class OutputStats:
     last_report: GpsReport | None
     last_sent_mono_ns: int | None = None
     """Monotonic time the last report was handed to the link (capture-to-output latency)."""
+    max_gap_ms: float = math.nan
+    """Longest interval between two consecutive reports handed to the link."""
 
 
 def _make_this_thread_realtime(priority: int) -> bool:
@@ -113,6 +116,7 @@ class FixedRateGpsSender:
         self._sent = self._sent_3d = self._sent_no_fix = self._errors = 0
         self._last: GpsReport | None = None
         self._last_sent_ns: int | None = None
+        self._max_gap_ns = 0
         self._ticker: FixedRateTicker | None = None
         self._stale_reported = False
 
@@ -129,7 +133,8 @@ class FixedRateGpsSender:
         with self._lock:
             skipped = self._ticker.skipped if self._ticker is not None else 0
             return OutputStats(self._sent, self._sent_3d, self._sent_no_fix, skipped,
-                               self._errors, self._last, self._last_sent_ns)
+                               self._errors, self._last, self._last_sent_ns,
+                               self._max_gap_ns / 1e6 if self._max_gap_ns else math.nan)
 
     def make_report(self) -> GpsReport:
         """The report this sender would send now (also used by replay to encode offline)."""
@@ -160,6 +165,8 @@ class FixedRateGpsSender:
                 else:
                     self._sent_no_fix += 1
                 self._last = report
+                if self._last_sent_ns is not None:
+                    self._max_gap_ns = max(self._max_gap_ns, t_make_ns - self._last_sent_ns)
                 self._last_sent_ns = t_make_ns
             if self._on_sent is not None:
                 try:
