@@ -795,6 +795,9 @@ class OnboardProgram:
         summary = replace(summary, recorder_clean=bool(footer.clean_shutdown))
         # after the footer: the upload gate needs a clean one
         self.upload_summary = self._upload_after_landing(fc_reading)
+        if self.upload_summary is not None:
+            (self.out / "upload.json").write_text(
+                json.dumps(self.upload_summary, indent=2, default=str) + "\n")
         (self.out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         log.debug("flight %s closed: %s", self.flight_id, summary)
         close_file_log(self._log_file)

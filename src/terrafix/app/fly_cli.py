@@ -56,17 +56,28 @@ def demo_command(
 ) -> None:
     """The whole system on the real-imagery flight: simulate it, provision and sign the map,
     run the simulated FC and the onboard program as two processes over MAVLink in real time,
-    then write the evaluation report and the flight review page."""
+    write the evaluation report and the flight review page; then the map loop: the flight's
+    tiles uploaded after landing to an embedded ground service, a second flight (seed + 1,
+    another aircraft) likewise, and the vote that promotes what both saw."""
     from terrafix.app.demo import draw_overview
-    from terrafix.app.live_demo import ensure_dataset, run_live
+    from terrafix.app.live_demo import ensure_dataset, run_map_loop
     from terrafix.sim.dataset import load_dataset
 
     out.mkdir(parents=True, exist_ok=True)
     ds = dataset if dataset is not None else ensure_dataset(seed)
     overview = draw_overview(load_dataset(ds), out / "overview.png")
-    live = run_live(out, seed, backend, dataset=ds)
-    for line in demo_summary_lines(live, overview):
+    loop = run_map_loop(out, (seed, seed + 1), backend, dataset=ds)
+    for line in demo_summary_lines(loop["lives"][0], overview):
         typer.echo(line)
+    for f in loop["flights"]:
+        up = f["upload"] or {}
+        typer.echo(f"upload {f['aircraft']} (seed {f['seed']}): "
+                   + (f"{up.get('accepted', 0)} accepted, {up.get('duplicate', 0)} duplicate, "
+                      f"{up.get('rejected', 0)} rejected of {up.get('offered', 0)} tiles"
+                      if "error" not in up else f"not done: {up['error']}"))
+    v = loop["votes"]
+    typer.echo(f"ground vote: {v['promoted']} promoted, {v['conflict']} in conflict, "
+               f"{v['pending']} pending  ({out / 'map-loop.json'})")
 
 
 def demo_summary_lines(live: dict, overview: Path) -> list[str]:

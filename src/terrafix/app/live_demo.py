@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,8 +84,15 @@ def ensure_cache(dataset: Path, flight_id: str, extractor: str = "xfeat",
 
 
 def fly_config(dataset: Path, cache: Path, port: int, out: Path, flight_id: str,
-               backend: str = "eskf", signer_fingerprint: str | None = None) -> dict[str, Any]:
-    return {
+               backend: str = "eskf", signer_fingerprint: str | None = None,
+               upload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The onboard config of a demo flight; `upload` (the `[upload]` section) turns on the
+    in-flight tiles and their upload after landing."""
+    tiles: dict[str, Any] = {}
+    if upload is not None:
+        tiles = {"flight_tiles": {"enabled": True, "folder": str(out / "flight-tiles")},
+                 "upload": upload, "upload_after_landing": True}
+    return {**tiles,
         "flight_id": flight_id,
         "output": str(out / "fly"),
         "camera": {"source": "simulator", "dataset": str(dataset)},
@@ -140,9 +148,12 @@ def fc_acceptance_stats(fc_dir: Path) -> dict[str, float]:
 
 
 def run_live(out: Path, seed: int = 1, backend: str = "eskf",
-             timeout_s: float = 900.0, dataset: Path | None = None) -> dict[str, Any]:
+             timeout_s: float = 900.0, dataset: Path | None = None,
+             upload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the live summary (also `live.json`).
-    `dataset`: fly this simulator dataset (real imagery) instead of the demo scenario."""
+    `dataset`: fly this simulator dataset (real imagery) instead of the demo scenario.
+    `upload`: the onboard config's `[upload]` section (in-flight tiles uploaded after the
+    simulated FC reports the landing); its outcome is `live["upload"]`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     flight_id = time.strftime(f"demo-seed{seed}-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -151,7 +162,7 @@ def run_live(out: Path, seed: int = 1, backend: str = "eskf",
     port = free_udp_port()
     cfg_path = out / "fly.toml"
     cfg_path.write_text(tomli_w.dumps(fly_config(dataset, cache, port, out, flight_id,
-                                                 backend, signer)))
+                                                 backend, signer, upload)))
     fc_dir = out / "fc"
     log.info("demo: starting the simulated FC and the onboard program (real time)")
     fc = subprocess.Popen(_cli("sim-fc", "--dataset", str(dataset), "--connect",
@@ -185,6 +196,8 @@ def run_live(out: Path, seed: int = 1, backend: str = "eskf",
             "frame_drop_rate": onboard_summary["frame_drop_rate"],
             "takeoff_load_s": onboard_summary["takeoff_load_s"],
             "report": str(eval_dir / "report.html")}
+    if (fly_dir / "upload.json").is_file():
+        live["upload"] = json.loads((fly_dir / "upload.json").read_text())
     # the FC's figures first: the evaluation report shows them (and their verdicts)
     (out / LIVE_FILE).write_text(json.dumps(live, indent=2) + "\n")
     nav = evaluate(EvalConf(), EvalPaths(eval_dir, dataset))
@@ -210,3 +223,44 @@ def _get(d: dict[str, Any], key: str) -> float:
             if not math.isnan(got):
                 return got
     return math.nan
+
+
+def run_map_loop(out: Path, seeds: tuple[int, ...], backend: str = "eskf",
+                 dataset: Path | None = None) -> dict[str, Any]:
+    """The map loop of the demo: an embedded ground service (SQLite, TLS on loopback, seeded
+    with the map cache as base imagery), one registered aircraft per flight, each live flight
+    uploading its in-flight tiles after landing; then the vote. Two flights of two aircraft
+    over the same ground promote the tiles both saw. Returns {"flights": [...], "votes":
+    {promoted, conflict, pending}} (also `map-loop.json`)."""
+    from terrafix.ground.embedded import embedded_ground
+    from terrafix.tiles.config import open_store
+    from terrafix.upload.keys import create_device_key, load_device_key
+
+    out = Path(out)
+    first_ds = Path(dataset) if dataset is not None else ensure_dataset(seeds[0])
+    cache, _ = ensure_cache(first_ds, "demo-map-loop")
+    base = open_store(cache, read_only=True)
+    shutil.rmtree(out / "ground", ignore_errors=True)  # a fresh ground service per demo run
+    flights: list[dict[str, Any]] = []
+    try:
+        with embedded_ground(out / "ground", base=base) as ground:
+            for i, seed in enumerate(seeds):
+                name = f"aircraft-{i + 1}"
+                key_info = create_device_key(out / "aircraft" / name / "device_ed25519.pem")
+                ground.register_device(name, key=load_device_key(key_info.path))
+                upload = {"url": ground.url, "ca_cert": str(ground.ca_file),
+                          "device_key": str(key_info.path)}
+                flight_out = out if i == 0 else out / f"flight-{i + 1}"
+                ds = first_ds if i == 0 else ensure_dataset(seed)
+                live = run_live(flight_out, seed, backend, dataset=ds, upload=upload)
+                flights.append({"seed": seed, "aircraft": name, "out": str(flight_out),
+                                "upload": live.get("upload"), "live": live})
+            ground.wait_votes()
+            votes = ground.counts().as_dict()
+    finally:
+        base.close()
+    result = {"flights": [{k: v for k, v in f.items() if k != "live"} for f in flights],
+              "votes": votes}
+    (out / "map-loop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    result["lives"] = [f["live"] for f in flights]
+    return result

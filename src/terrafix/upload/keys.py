@@ -105,17 +105,24 @@ class SessionKey:
     """
 
     def __init__(self, device_key: Ed25519PrivateKey, flight_id: str, *,
-                 lifetime_s: float = 3600.0, now: datetime | None = None) -> None:
+                 lifetime_s: float = 3600.0, now: datetime | None = None,
+                 covers_from: datetime | None = None) -> None:
+        """covers_from: the earliest capture time the session's tiles carry; the ground
+        accepts a tile only when its capture time lies inside the certificate's window, so
+        the window must reach back over the flight, not start at the upload."""
         key = Ed25519PrivateKey.generate()
         self._raw = bytearray(key.private_bytes(serialization.Encoding.Raw,
                                                 serialization.PrivateFormat.Raw,
                                                 serialization.NoEncryption()))
         self._key: Ed25519PrivateKey | None = key
-        t0 = (now or datetime.now(UTC)) - timedelta(seconds=60)  # clock skew margin
+        t_now = now or datetime.now(UTC)
+        t0 = t_now - timedelta(seconds=60)  # clock skew margin
+        if covers_from is not None:
+            t0 = min(t0, covers_from - timedelta(seconds=60))
         self.certificate = SessionCertificate(
             device_fingerprint=fingerprint(device_key.public_key()),
             session_public_key=key.public_key(), flight_id=flight_id,
-            not_before_utc=t0, expires_utc=t0 + timedelta(seconds=60 + lifetime_s))
+            not_before_utc=t0, expires_utc=t_now + timedelta(seconds=lifetime_s))
         self.session_body = self.certificate.sign(device_key)
         self.fingerprint = self.certificate.session_fingerprint
 

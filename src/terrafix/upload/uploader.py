@@ -182,8 +182,12 @@ class Uploader:
             log.info("upload: nothing to send for flight %s", self.flight_id)
             return s
         cfg = self.config
-        with SessionKey(self.device_key, self.flight_id,
-                        lifetime_s=cfg.session_lifetime_s, now=self._now()) as session, \
+        # the certificate reaches back to the start of the earliest capture day (a record
+        # keeps its capture date only): an 8-hour flight's first tiles stay inside it
+        first_day = min(r.capture_date for r in records)
+        covers_from = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+        with SessionKey(self.device_key, self.flight_id, lifetime_s=cfg.session_lifetime_s,
+                        now=self._now(), covers_from=covers_from) as session, \
                 httpx.Client(base_url=cfg.url + API_PREFIX, verify=tls_context(cfg),
                              timeout=cfg.request_timeout_s, transport=self._transport) as client:
             s.session_fingerprint = session.fingerprint
