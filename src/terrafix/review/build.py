@@ -372,6 +372,7 @@ class _Builder:
             [[round(float(self.rel_s(t)), 2), d.get("level"), d.get("logger"),
               str(d.get("message", ""))[:300]] for t, d in logs], limit=200))
         topics = [[t, len(recs)] for t, recs in sorted(self.fd.by_topic.items())]
+        self.figures["topic_records"] = dict(topics)
         parts.append("<h3>Topics</h3>" + P.list_table(["topic", "records read"], topics))
         return "".join(parts)
 
