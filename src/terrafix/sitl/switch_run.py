@@ -184,7 +184,6 @@ class SwitchRun:
         self.t_gate_closed: float | None = None
         self.t_gate_reopened: float | None = None
         self.param_check: dict[str, Any] = {}
-        self.origin: tuple[float, float, float] | None = None
         self.switch_log: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
 
@@ -294,10 +293,6 @@ class SwitchRun:
                 e = ctl.ekf[-1] if ctl.ekf else None
             return e is not None and e.aiding_horizontal
         self._wait(ready, time.monotonic() + 120.0, "EKF3 to aid with GPS")
-        if self.cfg.topology == "extnav":
-            origin = ctl.channel.command_long(*ctl.target, C.CMD_REQUEST_MESSAGE,
-                                              (float(mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN),))
-            del origin
         self.log.event("EKF3 aiding")
 
     def _arm_auto(self, ctl: SitlControl) -> None:
@@ -391,8 +386,8 @@ class SwitchRun:
                                             sigma, tr.yaw_rad))
 
     def _send_extnav(self, ne: np.ndarray, d: float, tr) -> None:
-        if self.origin is None:
-            self.origin = (self.cfg.home[0], self.cfg.home[1], self.cfg.home[2])
+        """VISION_POSITION_ESTIMATE in the NED frame of the home point (SITL's GPS1 has no
+        noise by default, so EKF3's origin is home)."""
         usec = time.monotonic_ns() // 1000
         cov = [0.0] * 21
         cov[0] = cov[6] = self.cfg.estimate_sigma_m ** 2
