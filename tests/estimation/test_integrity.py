@@ -235,6 +235,20 @@ def test_hint_after_blackout_frames_and_a_fix_resets_the_count() -> None:
     assert hints(ev) == []
 
 
+def test_an_isolated_failure_does_not_start_the_hint_clock_early() -> None:
+    """One lost frame, seconds later a cloud: the hint comes ≥ 2 s into the cloud (a run of
+    failures), not with the cloud's second frame because of the old, isolated failure."""
+    nav = navigator()
+    last = [None]
+    fly(nav, 0.0, 2.0, fixes=True, odometry=True, last=last)
+    fly(nav, 2.0, 2.34, fixes=False, blackout=True, last=last)  # one frame
+    fly(nav, 2.34, 6.0, fixes=False, odometry=True, last=last)
+    ev = fly(nav, 6.0, 9.0, fixes=False, blackout=True, last=last)
+    req = hints(ev)
+    assert len(req) == 1 and req[0].t_ns >= 6_000_000_000 + 2_000_000_000
+    assert req[0].frames_without_fix >= 3
+
+
 def test_hint_when_the_radius_passes_its_limit() -> None:
     nav = navigator(sigma_p=50.0)  # 95% radius ≈ 122 m: beyond 100 m, not a failsafe
     ev = fly(nav, 0.0, 0.5, fixes=False, odometry=True)

@@ -141,6 +141,11 @@ class IntegrityConfig(_Frozen):
     accepted fix, the first and the last of them at least `hint_after_s` apart (N8). Frames
     not registered because the estimate is confident do not count: they are no failure."""
     hint_after_s: float = Field(2.0, ge=0)
+    hint_run_gap_s: float = Field(2.0, gt=0)
+    """Failed frames further apart than this are not one run of failures: an isolated lost
+    frame followed seconds later by the first frames of a cloud does not make the cloud a
+    2 s old failure (registration retries come every 0.6 s while confident, every frame
+    otherwise)."""
     hint_radius95_m: float = Field(100.0, gt=0)
     """... or when the 95% horizontal radius grows beyond this, whatever the registration
     does (e.g. flying on odometry alone where the map has no fix to give)."""

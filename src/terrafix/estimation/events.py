@@ -97,7 +97,7 @@ class FailsafeCleared:
 class HintRequested:
     """Ask the operator for a re-localisation hint: registration was attempted and failed on
     ≥ N frames over ≥ T s (reason "registration failing"), or the 95% radius passed its limit
-    ("radius"). frames_without_fix: failed frames since the last accepted fix;
+    ("radius"). frames_without_fix: failed frames in the current run of failures;
     seconds_without_fix: since that fix (or the start). lat/lon/radius95_m: the current
     estimate, to show the operator where we think we are."""
 

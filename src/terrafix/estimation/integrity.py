@@ -124,7 +124,7 @@ class IntegrityMonitor:
         self._blackout_frame = False
         self._blackout_since_ns: int | None = t0
         self._frames_without_fix = 0
-        """Frames since the last accepted fix whose registration failed (or had no texture)."""
+        """The current run of frames whose registration failed (or that had no texture)."""
         self._t_first_failure_ns: int | None = None
         self._t_last_failure_ns: int | None = None
         self._failed_frame_times: deque[int] = deque(maxlen=16)
@@ -249,11 +249,16 @@ class IntegrityMonitor:
 
     def _note_failed_frame(self, t_ns: int) -> None:
         """Count a frame without a usable fix once (a blackout frame that was also registered
-        is told twice), unless a fix newer than it was accepted since."""
+        is told twice), unless a fix newer than it was accepted since; a failure more than
+        `hint_run_gap_s` after the previous one starts a new run."""
         if t_ns in self._failed_frame_times or (self._t_last_fix_ns is not None
                                                 and t_ns <= self._t_last_fix_ns):
             return
         self._failed_frame_times.append(t_ns)
+        if self._t_last_failure_ns is not None \
+                and (t_ns - self._t_last_failure_ns) * 1e-9 > self.config.hint_run_gap_s:
+            self._frames_without_fix = 0
+            self._t_first_failure_ns = self._t_last_failure_ns = None
         self._frames_without_fix += 1
         if self._t_first_failure_ns is None or t_ns < self._t_first_failure_ns:
             self._t_first_failure_ns = t_ns
