@@ -46,7 +46,7 @@ def test_flight_tiles_then_upload_after_landing(dataset: Path, tmp_path: Path, g
     cfg = _config(dataset, tmp_path, port,
                   flight_tiles={"enabled": True, "folder": str(tmp_path / "flight-tiles")},
                   upload=ground.config().model_dump(mode="json"),
-                  upload_after_landing=True)
+                  upload_after_landing=True, wait_for_fc_s=300.0)  # a spawned FC, busy machine
     try:
         prog = OnboardProgram(cfg)
         summary = prog.fly()

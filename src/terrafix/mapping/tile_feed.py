@@ -155,11 +155,14 @@ class FlightTileFeed:
         self._sols.extend(solutions)
         while self._waiting and self._sols and self._sols[-1].t_ns >= self._waiting[0].t_ns:
             self._resolve(self._waiting.popleft())
-        # ticks older than the oldest waiting frame (and its predecessor) are not needed
-        keep_from = self._waiting[0].t_ns if self._waiting else self._sols[-1].t_ns \
-            if self._sols else 0
-        while len(self._sols) > 2 and self._sols[1].t_ns <= keep_from:
-            self._sols.popleft()
+        # ticks older than the oldest waiting frame and than the last 5 s are not needed (a
+        # frame may come after the ticks around its capture time: keep those)
+        if self._sols:
+            keep_from = self._sols[-1].t_ns - 5 * 10**9
+            if self._waiting:
+                keep_from = min(keep_from, self._waiting[0].t_ns)
+            while len(self._sols) > 2 and self._sols[1].t_ns <= keep_from:
+                self._sols.popleft()
 
     def _resolve(self, frame: CameraFrame) -> None:
         sol = self._solution_at(frame.t_ns)
