@@ -237,6 +237,10 @@ def replay(flight: SimFlight, vision: VisionPlan, *, seed: int, backend: str = "
                     log.fix_reports.append((rep, outlier))
                     log.outliers += int(outlier)
                     log.outliers_accepted += int(outlier and rep.accepted)
+                if vision.fixes and not blackout:
+                    # every textured frame is registered here: a frame in a fix gap is an
+                    # attempt that failed (what counts towards a hint request)
+                    nav.on_registration(t_f, fixed=fix is not None and rep.accepted)
                 nav.on_frame(t_f, blackout=blackout)
             elif kind == "output":
                 sol: NavSolution = nav.solution(payload)
