@@ -95,7 +95,7 @@ class StatusRecord:
 class ThermalRecord:
     """One poll of the accelerator's thermal state (log time: the poll)."""
 
-    source: str = field(metadata=doc("where the reading comes from (NVML, jtop, none)"))
+    source: str = field(metadata=doc("where the reading comes from: nvml, jtop or unavailable"))
     throttled: bool | None = field(metadata=doc("clocks throttled (null: not reported)"))
     temperature_c: float | None = field(metadata=doc(
         "temperature (null: not reported)", unit="°C"))
