@@ -30,7 +30,7 @@ import tomli_w
 
 from terrafix.recorder import FlightLog, RecorderWarning
 from terrafix.review.build import build_review
-from tests.app.navdata import demo_flight
+from tests.navigation.navdata import demo_flight
 from tests.review.chromium import chromium_binary, open_page
 from tests.short_flights import free_udp_port, short_scenario_toml, simulate_with_cli
 
