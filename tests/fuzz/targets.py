@@ -512,7 +512,8 @@ def _mcap_seeds(workdir: Path) -> list[bytes]:
     folder = workdir / "seed-flight"
     shutil.rmtree(folder, ignore_errors=True)
     rec = FlightRecorder(folder, flight_id="fuzz-seed", config_hash="0" * 64)
-    prod = rec.producer("nav/solution", {"type": "object"})
+    prod = rec.producer("nav/solution", {"type": "object", "properties": {
+        "lat": {"type": "number"}, "lon": {"type": "number"}, "i": {"type": "integer"}}})
     for i in range(20):
         prod.record(1_000_000 * i, {"lat": 40.0 + i * 1e-5, "lon": -105.0, "i": i})
     rec.close()

@@ -175,7 +175,8 @@ def recorded(tmp_path_factory) -> tuple[bytes, list[bytes]]:
 
     folder = tmp_path_factory.mktemp("rec") / "flight"
     rec = FlightRecorder(folder, flight_id="prop", config_hash="0" * 64)
-    p = rec.producer("nav/solution", {"type": "object"})
+    p = rec.producer("nav/solution", {"type": "object",
+                                      "properties": {"i": {"type": "integer"}}})
     for i in range(30):
         p.record(1000 * i, {"i": i})
     rec.close()

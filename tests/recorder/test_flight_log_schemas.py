@@ -32,7 +32,9 @@ from terrafix.recorder.policies import FailedMatchThumbnails, TileSnapshots
 from terrafix.recorder.schemas import SCHEMA_VERSION
 from tests.short_flights import free_udp_port, short_scenario_toml, simulate_with_cli
 
-ONBOARD_TOPICS = ("nav/solution", "nav/frame", "nav/event", "config", "/fdr/log")
+ONBOARD_TOPICS = ("nav/solution", "nav/frame", "nav/event", "config", "/fdr/log",
+                  "autopilot/gps_input", "nav/latency", "flight/takeoff", "flight/status",
+                  "flight/summary", "system/thermal")
 QUIET_TOPICS = ("/fdr/events",)
 """Declared in every log, written only when something is lost or coalesced (a clean short
 flight has none): their records are validated in test_recorder_image_topics_validate."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from terrafix.app.fly import OnboardProgram
@@ -15,6 +16,7 @@ from terrafix.mapping.flight_store import open_flight_store
 from terrafix.recorder import FlightLog
 from terrafix.tiles.records import VotingStatus
 from tests.app.test_fly import _config
+from tests.recorder.test_flight_log_schemas import _read_with_mcap
 from tests.short_flights import free_udp_port, short_scenario_toml, simulate_with_cli
 
 
@@ -71,3 +73,18 @@ def test_flight_tiles_then_upload_after_landing(dataset: Path, tmp_path: Path, g
     assert sorted(ground.double.stored_shas()) == sorted(r.sha256 for r in records)
     assert all(r.voting_status == VotingStatus.UPLOADED for r in
                open_flight_store(root).backend.iter_records())
+    # the tile and upload records validate against their channels' generated schemas (the
+    # upload has a recording of its own next to the flight's)
+    checked = set()
+    flights = tmp_path / "flights"
+    for folder in [flights / summary.flight_id, *flights.glob(f"{summary.flight_id}-upload-*")]:
+        for topic, (schema, payloads) in _read_with_mcap(folder).items():
+            if not topic.startswith(("mapping/", "upload/")):
+                continue
+            assert schema["properties"] and schema["additionalProperties"] is False, topic
+            validator = jsonschema.Draft202012Validator(schema)
+            for p in payloads:
+                errors = sorted(validator.iter_errors(p), key=str)
+                assert not errors, f"{topic}: {errors[0].message} in {p!r:.300}"
+            checked.add(topic)
+    assert {"mapping/tile", "mapping/summary", "upload/session", "upload/summary"} <= checked

@@ -20,12 +20,15 @@ from tests.autopilot.peers import fc_peer_main
 
 from .fixtures import make_flight_store
 
+RECORD_SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+"""Any real schema: the gate reads only the log's footer (the recorder refuses an empty one)."""
+
 
 @pytest.fixture
 def recorder_folder(tmp_path):
     folder = tmp_path / "flights" / "f1"
     rec = FlightRecorder(folder, flight_id="f1", config_hash="x")
-    rec.producer("nav/solution", {"type": "object"}).record(1, {"a": 1})
+    rec.producer("nav/solution", RECORD_SCHEMA).record(1, {"a": 1})
     rec.close()
     return folder
 
@@ -91,7 +94,7 @@ def test_dirty_or_missing_footer_refuses(tmp_path):
     ok = FcStateReading(C.LANDED_STATE_ON_GROUND, 0.1, False)
     folder = tmp_path / "flights" / "open"
     rec = FlightRecorder(folder, flight_id="open", config_hash="x")
-    rec.producer("t", {"type": "object"}).record(1, {"a": 1})
+    rec.producer("t", RECORD_SCHEMA).record(1, {"a": 1})
     rec.flush()
     try:
         with pytest.raises(GateRefusedError, match="footer"):

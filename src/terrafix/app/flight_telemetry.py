@@ -20,11 +20,13 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from terrafix.autopilot.gps_report import GpsReport
 from terrafix.recorder import FlightRecorder
+from terrafix.recorder.errors import RecorderError
+from terrafix.recorder.schemas import dataclass_schema, doc, record_of
 
 OUTPUT_TOPIC = "autopilot/gps_input"
 LATENCY_TOPIC = "nav/latency"
@@ -33,7 +35,71 @@ STATUS_TOPIC = "flight/status"
 SUMMARY_TOPIC = "flight/summary"
 THERMAL_TOPIC = "system/thermal"
 
-_OBJECT = {"type": "object"}
+
+
+@dataclass(frozen=True, slots=True)
+class GpsInputRecord:
+    """One position output sent to the autopilot (log time: when the sender thread sent it)."""
+
+    seq: int = field(metadata=doc("1-based count of the outputs sent in this flight"))
+    fix_type: int = field(metadata=doc("GPS fix type sent (MAVLink GPS_FIX_TYPE)"))
+    label: str = field(metadata=doc("solution label the output came from"))
+    lat_deg: float = field(metadata=doc("latitude sent (WGS84)"))
+    lon_deg: float = field(metadata=doc("longitude sent (WGS84)"))
+    h_acc_m: float = field(metadata=doc("horizontal accuracy sent, 1-sigma"))
+    v_acc_m: float = field(metadata=doc("vertical accuracy sent, 1-sigma"))
+    age_s: float = field(metadata=doc("age of the solution when the output was made"))
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyRecord:
+    """One frame's capture -> output latency (log time: the frame's capture time)."""
+
+    index: int = field(metadata=doc("frame index in the flight"))
+    registered: bool = field(metadata=doc("the frame was matched against the map"))
+    total_ms: float = field(metadata=doc("capture -> its effect in a GPS_INPUT"))
+    stage_ms: dict[str, float] = field(metadata=doc(
+        "stage name -> ms from the previous stage (capture first)", unit="ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class TakeoffRecord:
+    """The take-off: load time, and the FC clock alignment of the log's times."""
+
+    takeoff_load_s: float = field(metadata=doc(
+        "start -> ready (cache verified, models warm, signing done)"))
+    fc_clock_offset_ns: int | None = field(metadata=doc(
+        "companion monotonic minus FC boot time (null: not yet known)"))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """The 1 Hz flight status: the navigation loop's counters and the output rate."""
+
+    frames_seen: int = field(metadata=doc("camera frames seen so far"))
+    frames_processed: int = field(metadata=doc("frames processed so far"))
+    registrations: int = field(metadata=doc("map registrations attempted"))
+    fixes_fused: int = field(metadata=doc("map fixes fused into the estimate"))
+    solutions: int = field(metadata=doc("navigation solutions recorded"))
+    events: int = field(metadata=doc("navigation events recorded"))
+    gps_input_sent: int = field(metadata=doc("position outputs sent to the autopilot"))
+    gps_input_rate_hz: float = field(metadata=doc(
+        "outputs per second over the last five status periods"))
+    radius95_m: float = field(metadata=doc("95% horizontal radius of the latest solution"))
+    fc_clock_offset_ns: int | None = field(metadata=doc(
+        "companion monotonic minus FC boot time (null: not yet known)"))
+    load_avg_1m: float = field(metadata=doc("companion's 1-minute load average", unit=""))
+
+
+@dataclass(frozen=True, slots=True)
+class ThermalRecord:
+    """One poll of the accelerator's thermal state (log time: the poll)."""
+
+    source: str = field(metadata=doc("where the reading comes from: nvml, jtop or unavailable"))
+    throttled: bool | None = field(metadata=doc("clocks throttled (null: not reported)"))
+    temperature_c: float | None = field(metadata=doc(
+        "temperature (null: not reported)", unit="°C"))
+    power_w: float | None = field(metadata=doc("power draw (null: not reported)", unit="W"))
 
 
 @dataclass(slots=True)
@@ -58,14 +124,16 @@ class FlightTelemetry:
     methods on the navigation thread.
     """
 
-    def __init__(self, recorder: FlightRecorder, total_frames: int | None,
+    def __init__(self, recorder: FlightRecorder, total_frames: int | None, summary_type: type,
                  status_period_s: float = 1.0, progress: bool = True) -> None:
-        self._out = recorder.producer(OUTPUT_TOPIC, _OBJECT)
-        self._latency = recorder.producer(LATENCY_TOPIC, _OBJECT)
-        self._takeoff = recorder.producer(TAKEOFF_TOPIC, _OBJECT)
-        self._status = recorder.producer(STATUS_TOPIC, _OBJECT)
-        self._summary = recorder.producer(SUMMARY_TOPIC, _OBJECT)
-        self._thermal_rec = recorder.producer(THERMAL_TOPIC, _OBJECT)
+        """summary_type: the frozen dataclass of the closing summary (`summary` records one)."""
+        self._out = recorder.producer(OUTPUT_TOPIC, dataclass_schema(GpsInputRecord))
+        self._latency = recorder.producer(LATENCY_TOPIC, dataclass_schema(LatencyRecord))
+        self._takeoff = recorder.producer(TAKEOFF_TOPIC, dataclass_schema(TakeoffRecord))
+        self._status = recorder.producer(STATUS_TOPIC, dataclass_schema(StatusRecord))
+        self._summary_type = summary_type
+        self._summary = recorder.producer(SUMMARY_TOPIC, dataclass_schema(summary_type))
+        self._thermal_rec = recorder.producer(THERMAL_TOPIC, dataclass_schema(ThermalRecord))
         self._period_ns = int(status_period_s * 1e9)
         self._next_ns = 0
         self._sent = 0
@@ -79,20 +147,20 @@ class FlightTelemetry:
     # --- sender thread ---------------------------------------------------------------------
     def output_sent(self, report: GpsReport, sent_mono_ns: int) -> None:
         self._sent += 1
-        self._out.record(sent_mono_ns, {
-            "seq": self._sent, "fix_type": report.fix_type, "label": report.label,
-            "lat_deg": report.lat_deg, "lon_deg": report.lon_deg, "h_acc_m": report.h_acc_m,
-            "v_acc_m": report.v_acc_m, "age_s": report.age_s})
+        self._out.record(sent_mono_ns, record_of(GpsInputRecord(
+            seq=self._sent, fix_type=report.fix_type, label=report.label,
+            lat_deg=report.lat_deg, lon_deg=report.lon_deg, h_acc_m=report.h_acc_m,
+            v_acc_m=report.v_acc_m, age_s=report.age_s)))
 
     # --- navigation thread -----------------------------------------------------------------
     def takeoff(self, load_s: float, fc_clock_offset_ns: int | None) -> None:
-        self._takeoff.record(time.monotonic_ns(), {
-            "takeoff_load_s": load_s, "fc_clock_offset_ns": fc_clock_offset_ns})
+        self._takeoff.record(time.monotonic_ns(), record_of(TakeoffRecord(
+            takeoff_load_s=load_s, fc_clock_offset_ns=fc_clock_offset_ns)))
 
     def latency(self, index: int, capture_ns: int, registered: bool, total_ms: float,
                 stage_ms: dict[str, float]) -> None:
-        self._latency.record(capture_ns, {"index": index, "registered": registered,
-                                          "total_ms": total_ms, "stage_ms": stage_ms})
+        self._latency.record(capture_ns, record_of(LatencyRecord(
+            index=index, registered=registered, total_ms=total_ms, stage_ms=stage_ms)))
 
     def set_total_frames(self, total: int | None) -> None:
         if self._progress is not None:
@@ -106,13 +174,12 @@ class FlightTelemetry:
         """The status record, thermal poll and progress update (call when `due`)."""
         self._next_ns = now_ns + self._period_ns
         rate = self._output_rate_hz(now_ns)
-        self._status.record(now_ns, {
-            "frames_seen": c.frames_seen, "frames_processed": c.frames_processed,
-            "registrations": c.registrations, "fixes_fused": c.fixes_fused,
-            "solutions": c.solutions, "events": c.events, "gps_input_sent": self._sent,
-            "gps_input_rate_hz": rate, "radius95_m": c.radius95_m,
-            "fc_clock_offset_ns": c.fc_clock_offset_ns,
-            "load_avg_1m": os.getloadavg()[0]})
+        self._status.record(now_ns, record_of(StatusRecord(
+            frames_seen=c.frames_seen, frames_processed=c.frames_processed,
+            registrations=c.registrations, fixes_fused=c.fixes_fused,
+            solutions=c.solutions, events=c.events, gps_input_sent=self._sent,
+            gps_input_rate_hz=rate, radius95_m=c.radius95_m,
+            fc_clock_offset_ns=c.fc_clock_offset_ns, load_avg_1m=os.getloadavg()[0])))
         if self._progress is not None:
             self._progress.update(c, rate)
 
@@ -133,12 +200,16 @@ class FlightTelemetry:
         monitor = ThermalMonitor()
         while not self._stop.wait(self._period_ns / 1e9):
             s = monitor.poll()
-            self._thermal_rec.record(s.t_ns, {
-                "source": s.source, "throttled": s.throttled,
-                "temperature_c": s.temperature_c, "power_w": s.power_w})
+            self._thermal_rec.record(s.t_ns, record_of(ThermalRecord(
+                source=s.source, throttled=s.throttled, temperature_c=s.temperature_c,
+                power_w=s.power_w)))
 
-    def summary(self, summary: dict[str, Any]) -> None:
-        self._summary.record(time.monotonic_ns(), summary)
+    def summary(self, summary: Any) -> None:
+        """Record the closing summary (an instance of the `summary_type` given at start)."""
+        if not isinstance(summary, self._summary_type):
+            raise RecorderError(f"{SUMMARY_TOPIC}: expected a {self._summary_type.__name__}, "
+                                f"got {type(summary).__name__}")
+        self._summary.record(time.monotonic_ns(), record_of(summary))
 
     def close(self) -> None:
         self._stop.set()

@@ -71,7 +71,7 @@ from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.config_files import load_toml_config, validate_config
 from terrafix.eval.records import SOLUTION_SCHEMA, JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
-from terrafix.mapping.tile_feed import FlightTileFeed, FlightTilesConfig
+from terrafix.mapping.tile_feed import FEED_RECORD_TYPES, FlightTileFeed, FlightTilesConfig
 from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
 from terrafix.navigation.navigator import (
     FRAME_REPORT_SCHEMA,
@@ -85,7 +85,7 @@ from terrafix.navigation.navigator import (
 )
 from terrafix.navigation.registration_runner import ThreadedRegistration
 from terrafix.recorder import FlightRecorder
-from terrafix.recorder.schemas import model_schema
+from terrafix.recorder.schemas import dataclass_schema, model_schema, record_from
 from terrafix.targeting.onboard import OnboardTargeting, TargetingSection
 from terrafix.tiles.errors import TileCacheError
 from terrafix.tiles.private_keys import find_private_keys
@@ -445,7 +445,8 @@ class OnboardProgram:
         self._rec_frame = self.recorder.producer("nav/frame", FRAME_REPORT_SCHEMA)
         self._rec_config = self.recorder.producer("config", model_schema(FlyConfig))
         self._rec_config.record(time.monotonic_ns(), json.loads(cfg.model_dump_json()))
-        self.telemetry = FlightTelemetry(self.recorder, total_frames=None)
+        self.telemetry = FlightTelemetry(self.recorder, total_frames=None,
+                                         summary_type=FlightSummary)
         logging.getLogger().addHandler(self.recorder.log_handler())
         # map: read-only, verified
         store = None
@@ -540,10 +541,14 @@ class OnboardProgram:
         producers: dict[str, Any] = {}
 
         def record(topic: str, data: dict[str, Any]) -> None:
+            cls = FEED_RECORD_TYPES.get(topic)
+            if cls is None:
+                raise FlyError(f"tile feed record on {topic!r}: expected one of "
+                               f"{sorted(FEED_RECORD_TYPES)}")
             prod = producers.get(topic)
             if prod is None:
-                prod = producers[topic] = self.recorder.producer(topic, {"type": "object"})
-            prod.record(time.monotonic_ns(), data)
+                prod = producers[topic] = self.recorder.producer(topic, dataclass_schema(cls))
+            prod.record(time.monotonic_ns(), record_from(cls, data, topic))
 
         return FlightTileFeed(ft, self.flight_id, self.context, utc_of, reference=reference,
                               on_record=record)
@@ -789,7 +794,7 @@ class OnboardProgram:
             gps_input_sent=out_stats.sent,
             solutions=n_solutions, events=n_events,
             recorder_clean=False, fc_clock_offset_ns=offset_ns)
-        self.telemetry.summary(asdict(summary))
+        self.telemetry.summary(summary)
         self.telemetry.close()
         footer = self.recorder.close()
         summary = replace(summary, recorder_clean=bool(footer.clean_shutdown))

@@ -49,6 +49,7 @@ from terrafix.mapping.provenance import TileProvenance, iso_utc
 from terrafix.mapping.tile_mosaic import FinishedTile, FrameView, TileMosaic
 from terrafix.measurements import AttitudeSample, CameraFrame, NavSolution
 from terrafix.navigation.navigator import FlightContext
+from terrafix.recorder.schemas import doc
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,58 @@ class FeedStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSummaryRecord:
+    """The flight's in-flight tiles, recorded once when the feed closes (`mapping/summary`):
+    the `FeedStats` counts, field for field (a key they gain must be declared here too)."""
+
+    frames_offered: int = field(metadata=doc("camera frames offered to the feed"))
+    frames_judged: int = field(metadata=doc("frames judged against the output's pose"))
+    frames_eligible: int = field(metadata=doc("frames eligible for tiles (queued to mosaic)"))
+    frames_low_trust: int = field(metadata=doc("eligible frames of low trust"))
+    frames_dropped_busy: int = field(metadata=doc("frames dropped: the worker had no room"))
+    ineligible: dict[str, int] = field(metadata=doc("reason -> frames judged ineligible"))
+    frames_aligned: int = field(metadata=doc("frames aligned to the map's tiles"))
+    tiles_stored: int = field(metadata=doc("tiles written to the flight store"))
+    tiles_low_trust: int = field(metadata=doc("stored tiles of low trust"))
+    tiles_incomplete: int = field(metadata=doc("tiles left incomplete at the end"))
+    tiles_dropped_cap: int = field(metadata=doc("tiles dropped: the store's cap was reached"))
+    bytes_stored: int = field(metadata=doc("bytes of tiles stored", unit="bytes"))
+    worker_errors: int = field(metadata=doc("frames the worker failed on (skipped)"))
+
+
+@dataclass(frozen=True, slots=True)
+class FlightTileRecord:
+    """One tile stored in the flight store (`mapping/tile`, by `put_flight_tile`): where, its
+    JPEG's hash and size, its voting status and its provenance (`TileProvenance.to_dict`)."""
+
+    tile: str = field(metadata=doc("z/x/y (XYZ scheme)"))
+    sha256: str = field(metadata=doc("hex SHA-256 of the stored JPEG"))
+    size: int = field(metadata=doc("JPEG size", unit="bytes"))
+    status: str = field(metadata=doc("voting status the tile was stored with"))
+    flight_id: str = field(metadata=doc("flight that captured the tile"))
+    captured: str = field(metadata=doc("capture time of the newest frame used (UTC ISO)"))
+    sigma_m: float = field(metadata=doc("largest horizontal 1-sigma of the frames' poses"))
+    trust: str = field(metadata=doc("trust of the tile", choices=("normal", "low")))
+    frames: tuple[str, ...] = field(metadata=doc("capture times (UTC ISO) of the frames merged"))
+    change_score: float | None = field(metadata=doc(
+        "0 (same as the map's tile) .. 1 (all changed); null without a map tile", unit=""))
+
+
+@dataclass(frozen=True, slots=True)
+class TileDroppedRecord:
+    """A tile not stored, or evicted, for room in the flight store (`mapping/tile_dropped`)."""
+
+    tile: str = field(metadata=doc("z/x/y (XYZ scheme)"))
+    reason: str = field(metadata=doc("why (the flight store's cap)"))
+
+
+FEED_RECORD_TYPES: dict[str, type] = {"mapping/summary": FeedSummaryRecord,
+                                      "mapping/tile": FlightTileRecord,
+                                      "mapping/tile_dropped": TileDroppedRecord}
+"""Topic -> record class of what the feed hands `on_record` (schema: `dataclass_schema`)."""
 
 
 class FlightTileFeed:

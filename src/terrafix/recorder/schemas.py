@@ -115,6 +115,21 @@ def record_of(obj: Any, renames: Mapping[str, str] | None = None) -> dict[str, A
             for f in dataclasses.fields(obj)}
 
 
+def record_from(cls: type, data: Mapping[str, Any], topic: str = "") -> dict[str, Any]:
+    """The record of `data` built through the record class `cls` (`record_of(cls(**data))`):
+    for producers that hand the recorder a dict (a `(topic, dict)` sink), so that a key the
+    class does not declare, or one it lacks, fails here with its names instead of writing a
+    record its channel's schema (`dataclass_schema(cls)`) does not describe."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    extra = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if extra or missing:
+        raise RecorderError(
+            f"record for {topic or cls.__name__!r}: expected the fields of {cls.__name__} "
+            f"{names}, got unknown keys {extra} and missing keys {missing}")
+    return record_of(cls(**data))
+
+
 def _value(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return record_of(v)

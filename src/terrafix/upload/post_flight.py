@@ -20,10 +20,13 @@ from typing import Any
 
 from terrafix.mapping.flight_store import open_flight_store
 from terrafix.recorder import FlightRecorder
+from terrafix.recorder.schemas import dataclass_schema, record_from
 from terrafix.upload.config import UploadConfig
+from terrafix.upload.errors import UploadError
 from terrafix.upload.gate import FcStateReading, check_upload_gate
 from terrafix.upload.keys import load_device_key
 from terrafix.upload.protocol import fingerprint
+from terrafix.upload.records import UPLOAD_RECORD_TYPES
 from terrafix.upload.uploader import Uploader, UploadSummary
 
 log = logging.getLogger(__name__)
@@ -56,10 +59,14 @@ def upload_flight(flight_store_root: Path, flight_id: str, config: UploadConfig,
     def record(topic: str, data: dict[str, Any]) -> None:
         if recorder is None:
             return
+        cls = UPLOAD_RECORD_TYPES.get(topic)
+        if cls is None:
+            raise UploadError(f"upload record on {topic!r}: expected one of "
+                              f"{sorted(UPLOAD_RECORD_TYPES)}")
         prod = producers.get(topic)
         if prod is None:
-            prod = producers[topic] = recorder.producer(topic, {"type": "object"})
-        prod.record(time.monotonic_ns(), data)
+            prod = producers[topic] = recorder.producer(topic, dataclass_schema(cls))
+        prod.record(time.monotonic_ns(), record_from(cls, data, topic))
 
     store = open_flight_store(flight_store_root)
     try:
