@@ -205,7 +205,11 @@ def _check_georeferencing(src: rasterio.io.DatasetReader, p: Path) -> None:
         raise ProvisioningError(f"{p}: unusable georeferencing: geotransform {coeffs}, bounds "
                                 f"{bounds}, size {src.width}x{src.height} (expected a finite, "
                                 "invertible pixel-to-map transform)")
-    res_m = native_resolution_m(src)
+    try:
+        res_m = native_resolution_m(src)
+    except rasterio.errors.CRSError as exc:  # an engineering/local CRS has no metre factor
+        raise ProvisioningError(f"{p}: CRS {src.crs} is neither geographic nor projected in "
+                                f"linear units: {exc}") from exc
     mercator = transform_bounds(src.crs, "EPSG:3857", *src.bounds, densify_pts=21)
     if not (math.isfinite(res_m) and res_m > 0) or not all(math.isfinite(v) for v in mercator):
         raise ProvisioningError(f"{p}: unusable georeferencing: pixel size {res_m} m, Web "
