@@ -254,3 +254,50 @@ def test_a_config_file_with_invalid_utf8_is_a_clear_error(tmp_path: Path) -> Non
         FlyConfig.load(bad)
     with pytest.raises(ScenarioError, match=r"bad\.toml"):
         load_scenario(bad)
+
+
+def test_mbtiles_with_untyped_columns_is_refused_without_allocating(tmp_path: Path) -> None:
+    """Found by fuzzing: a corrupt page raised sqlite3.DatabaseError; an integer tile_data
+    or a huge zoom would have been turned into bytes(n) / 1 << z."""
+    import sqlite3
+    from datetime import date
+
+    from terrafix.tiles import open_store
+    from terrafix.tiles.errors import ProvisioningError
+    from terrafix.tiles.provision.mbtiles import import_mbtiles
+
+    (tmp_path / "store").mkdir()
+    store = open_store(tmp_path / "store")
+    for row in [(18, 1, 2, 10**12), (10**9, 1, 2, b"x"), ("18", 1, 2, b"x")]:
+        path = tmp_path / "bad.mbtiles"
+        path.unlink(missing_ok=True)
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE tiles (zoom_level, tile_column, tile_row, tile_data)")
+        con.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", row)
+        con.commit()
+        con.close()
+        with pytest.raises(ProvisioningError, match=r"bad\.mbtiles"):
+            import_mbtiles(store, path, capture_date=date(2024, 5, 1))
+    store.close()
+
+
+def test_a_geotiff_outside_the_mercator_world_is_refused(tmp_path: Path) -> None:
+    """Found by fuzzing: bounds that project to infinity raised OverflowError."""
+    from datetime import date
+
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from terrafix.tiles import open_store
+    from terrafix.tiles.errors import ProvisioningError
+    from terrafix.tiles.provision.geotiff import provision_geotiff
+
+    path = tmp_path / "far.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=Affine(1.0, 0, 0.0, 0, -1.0, 95.0)) as dst:
+        dst.write(np.full((8, 8), 9, np.uint8), 1)
+    (tmp_path / "store").mkdir()
+    with open_store(tmp_path / "store") as store, \
+            pytest.raises(ProvisioningError, match=r"far\.tif.*georeferencing"):
+        provision_geotiff(store, path, zooms=[10], capture_date=date(2024, 5, 1))

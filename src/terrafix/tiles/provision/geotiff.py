@@ -161,12 +161,13 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
     src_name = source or f"geotiff:{p.name}"
     try:
         src = rasterio.open(p)
-    except rasterio.errors.RasterioIOError as exc:
+    except (rasterio.errors.RasterioIOError, UnicodeDecodeError) as exc:
         raise ProvisioningError(f"cannot open raster {p}: {exc}") from exc
     try:
         with src:
             if src.crs is None:
                 raise ProvisioningError(f"{p}: raster has no coordinate reference system")
+            _check_georeferencing(src, p)
             stretch = compute_stretch(src)
             zoom_list = tuple(zooms) if zooms else (native_zoom(src),)
             plans = [_plan(src, z) for z in zoom_list]
@@ -182,7 +183,7 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
                         done += n
                         if on_progress:
                             on_progress(done, total)
-    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+    except (rasterio.errors.RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
         # a file that opens but whose blocks or georeferencing do not read (corrupt strips,
         # bad tags) is the file's fault: say which file, never a bare GDAL error
         raise ProvisioningError(f"{p}: cannot read the raster: {exc}") from exc
@@ -190,6 +191,30 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
              p.name, counts["written"], counts["skipped"], counts["empty"], zoom_list)
     return GeoTiffReport(src_name, cap, zoom_list, stretch, counts["written"], counts["skipped"],
                          counts["empty"], total)
+
+
+def _check_georeferencing(src: rasterio.io.DatasetReader, p: Path) -> None:
+    """Refuse a geotransform that cannot be warped: zero, infinite or NaN pixel size, a
+    non-invertible (degenerate) matrix, or bounds that are not finite (found by fuzzing:
+    these surfaced as ZeroDivisionError, OverflowError and TransformNotInvertibleError)."""
+    t = src.transform
+    coeffs = (t.a, t.b, t.c, t.d, t.e, t.f)
+    bounds = tuple(src.bounds)
+    if (not all(math.isfinite(v) for v in (*coeffs, *bounds)) or not math.isfinite(t.determinant)
+            or abs(t.determinant) < 1e-300 or src.width < 1 or src.height < 1):
+        raise ProvisioningError(f"{p}: unusable georeferencing: geotransform {coeffs}, bounds "
+                                f"{bounds}, size {src.width}x{src.height} (expected a finite, "
+                                "invertible pixel-to-map transform)")
+    try:
+        res_m = native_resolution_m(src)
+    except rasterio.errors.CRSError as exc:  # an engineering/local CRS has no metre factor
+        raise ProvisioningError(f"{p}: CRS {src.crs} is neither geographic nor projected in "
+                                f"linear units: {exc}") from exc
+    mercator = transform_bounds(src.crs, "EPSG:3857", *src.bounds, densify_pts=21)
+    if not (math.isfinite(res_m) and res_m > 0) or not all(math.isfinite(v) for v in mercator):
+        raise ProvisioningError(f"{p}: unusable georeferencing: pixel size {res_m} m, Web "
+                                f"Mercator bounds {tuple(mercator)} (expected a positive pixel "
+                                "size and an area inside the Web Mercator world)")
 
 
 @dataclass(frozen=True, slots=True)

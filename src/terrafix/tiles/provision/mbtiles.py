@@ -20,7 +20,12 @@ import cv2
 import numpy as np
 
 from terrafix.geo.tiles import TILE_SIZE_PX, TileId
-from terrafix.tiles.errors import CorruptTileError, ProvisioningError, TileCacheError
+from terrafix.tiles.errors import (
+    CorruptTileError,
+    InvalidTileError,
+    ProvisioningError,
+    TileCacheError,
+)
 from terrafix.tiles.jpeg import encode_gray
 from terrafix.tiles.records import NewTile, VotingStatus
 from terrafix.tiles.store import TileStore
@@ -94,7 +99,10 @@ def import_mbtiles(store: TileStore, path: str | Path, *, capture_date: date | N
         def flush() -> None:
             nonlocal written, skipped
             if batch:
-                rep = store.put_many(batch, on_conflict="replace" if replace else "skip")
+                try:
+                    rep = store.put_many(batch, on_conflict="replace" if replace else "skip")
+                except InvalidTileError as exc:  # the store's own check: name the source file
+                    raise ProvisioningError(f"{p}: {exc}") from exc
                 written += len(rep.inserted) + len(rep.replaced)
                 skipped += len(rep.unchanged)
                 batch.clear()
