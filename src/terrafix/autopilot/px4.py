@@ -95,8 +95,16 @@ class Px4Link(ArduPilotLink):
         self._channel.send(encode_global_position_sensor(report, self._px4.sensor_id,
                                                          self._source))
 
-    def set_gnss_trusted(self, trusted: bool) -> None:
+    def check_switch_parameters(self) -> dict[str, float | None]:
+        """The ArduPilot pre-flight check reads ArduPilot's GPS/EKF3 parameters, which PX4
+        does not have: nothing to check here (PX4's EKF2_AGP_* set-up is the integrator's,
+        see the README)."""
+        log.info("PX4: no GNSS-switch parameters to check (EKF2_AGP_* are set by the "
+                 "integrator)")
+        return {}
+
+    def set_gnss_trusted(self, trusted: bool, *, force: bool = False) -> None:
         """PX4 has no EKF source-set command: the change is logged only (the FC's own
-        EKF2_GPS_CTRL and AGP settings decide what it fuses)."""
+        EKF2_GPS_CTRL and AGP settings decide what it fuses); `force` as ArduPilot's."""
         log.info("GNSS trust is now %s (PX4: no source-set command; AGP keeps flowing)",
                  trusted)
