@@ -22,8 +22,7 @@ from terrafix.navigation.navigator import (
     OperatorHint,
 )
 from terrafix.sim.dataset import load_dataset
-
-from .navdata import synthetic_flight
+from tests.app.navdata import synthetic_flight
 
 S = 1_000_000_000
 
