@@ -18,7 +18,7 @@ from terrafix.navigation.navigator import Navigator, NavigatorConfig
 from terrafix.sim.dataset import load_dataset
 from terrafix.sim.flight import simulate_flight
 from terrafix.sim.scenario import parse_scenario
-from tests.app.navdata import synthetic_scenario
+from tests.navigation.navdata import synthetic_scenario
 
 S = 1_000_000_000
 

@@ -22,7 +22,7 @@ from terrafix.navigation.navigator import (
     OperatorHint,
 )
 from terrafix.sim.dataset import load_dataset
-from tests.app.navdata import synthetic_flight
+from tests.navigation.navdata import synthetic_flight
 
 S = 1_000_000_000
 

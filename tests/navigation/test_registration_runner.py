@@ -26,7 +26,7 @@ from terrafix.navigation.registration_runner import (
 )
 from terrafix.sim.dataset import load_dataset
 from terrafix.vision.registration import RegistrationResult
-from tests.app.navdata import synthetic_flight
+from tests.navigation.navdata import synthetic_flight
 
 S = 1_000_000_000
 DELAY_S = 0.25
