@@ -58,6 +58,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[_StderrNow()],
     )
+    if not verbose:
+        # one INFO line per HTTP request (upload batches, provisioning) is log-file detail
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class _StderrNow(logging.StreamHandler):
