@@ -66,7 +66,10 @@ def demo_command(
     out.mkdir(parents=True, exist_ok=True)
     ds = dataset if dataset is not None else ensure_dataset(seed)
     overview = draw_overview(load_dataset(ds), out / "overview.png")
-    loop = run_map_loop(out, (seed, seed + 1), backend, dataset=ds)
+    # the demo flight and a second one (next seed, another aircraft) over the same ground;
+    # with --dataset (a given, usually short, flight) that flight alone
+    seeds = (seed,) if dataset is not None else (seed, seed + 1)
+    loop = run_map_loop(out, seeds, backend, dataset=ds)
     for line in demo_summary_lines(loop["lives"][0], overview):
         typer.echo(line)
     for f in loop["flights"]:

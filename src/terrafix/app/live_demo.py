@@ -149,11 +149,14 @@ def fc_acceptance_stats(fc_dir: Path) -> dict[str, float]:
 
 def run_live(out: Path, seed: int = 1, backend: str = "eskf",
              timeout_s: float = 900.0, dataset: Path | None = None,
-             upload: dict[str, Any] | None = None) -> dict[str, Any]:
+             upload: dict[str, Any] | None = None,
+             console_log: Path | None = None) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns the live summary (also `live.json`).
     `dataset`: fly this simulator dataset (real imagery) instead of the demo scenario.
     `upload`: the onboard config's `[upload]` section (in-flight tiles uploaded after the
-    simulated FC reports the landing); its outcome is `live["upload"]`."""
+    simulated FC reports the landing); its outcome is `live["upload"]`.
+    `console_log`: the two processes' console output goes to this file instead (a second
+    flight of the demo keeps the operator's screen to one)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     flight_id = time.strftime(f"demo-seed{seed}-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -165,17 +168,22 @@ def run_live(out: Path, seed: int = 1, backend: str = "eskf",
                                                  backend, signer, upload)))
     fc_dir = out / "fc"
     log.info("demo: starting the simulated FC and the onboard program (real time)")
+    sink = open(console_log, "a") if console_log is not None else None  # noqa: SIM115
     fc = subprocess.Popen(_cli("sim-fc", "--dataset", str(dataset), "--connect",
-                               f"udpin:127.0.0.1:{port}", "--out", str(fc_dir)))
+                               f"udpin:127.0.0.1:{port}", "--out", str(fc_dir)),
+                          stdout=sink, stderr=sink)
     time.sleep(1.0)
     try:
-        onboard = subprocess.run(_cli("fly", "--config", str(cfg_path)), timeout=timeout_s)
+        onboard = subprocess.run(_cli("fly", "--config", str(cfg_path)), timeout=timeout_s,
+                                 stdout=sink, stderr=sink)
         if onboard.returncode != 0:
             raise RuntimeError(f"the onboard program exited with {onboard.returncode}")
         fc.wait(timeout=60)
     finally:
         if fc.poll() is None:
             fc.kill()
+        if sink is not None:
+            sink.close()
     fly_dir = out / "fly"
     eval_dir = out / "report"
     to_dataset_time(fly_dir, eval_dir, dataset, clock_offset_ns(fly_dir, dataset))
@@ -241,6 +249,14 @@ def run_map_loop(out: Path, seeds: tuple[int, ...], backend: str = "eskf",
     cache, _ = ensure_cache(first_ds, "demo-map-loop")
     base = open_store(cache, read_only=True)
     shutil.rmtree(out / "ground", ignore_errors=True)  # a fresh ground service per demo run
+    (out / "ground").mkdir(parents=True)
+    # the ground service's per-session and per-vote lines go to its own log, not the screen
+    ground_log = logging.getLogger("terrafix.ground")
+    ground_handler = logging.FileHandler(out / "ground" / "ground.log")
+    ground_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                                  "%(message)s"))
+    ground_log.addHandler(ground_handler)
+    ground_log.propagate = False
     flights: list[dict[str, Any]] = []
     try:
         with embedded_ground(out / "ground", base=base) as ground:
@@ -252,13 +268,17 @@ def run_map_loop(out: Path, seeds: tuple[int, ...], backend: str = "eskf",
                           "device_key": str(key_info.path)}
                 flight_out = out if i == 0 else out / f"flight-{i + 1}"
                 ds = first_ds if i == 0 else ensure_dataset(seed)
-                live = run_live(flight_out, seed, backend, dataset=ds, upload=upload)
+                live = run_live(flight_out, seed, backend, dataset=ds, upload=upload,
+                                console_log=None if i == 0 else flight_out / "console.log")
                 flights.append({"seed": seed, "aircraft": name, "out": str(flight_out),
                                 "upload": live.get("upload"), "live": live})
             ground.wait_votes()
             votes = ground.counts().as_dict()
     finally:
         base.close()
+        ground_log.removeHandler(ground_handler)
+        ground_log.propagate = True
+        ground_handler.close()
     result = {"flights": [{k: v for k, v in f.items() if k != "live"} for f in flights],
               "votes": votes}
     (out / "map-loop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

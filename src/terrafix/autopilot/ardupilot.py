@@ -417,8 +417,9 @@ class ArduPilotLink:
                                    "signing first; take-off refused")
         values = self._params.read_many(self._target(), self._plan.required_parameters())
         problems = switch_parameter_problems(self._plan, values)
-        for name, v in values.items():
-            log.info("FC parameter %s = %s", name, v)
+        log.info("FC parameters for the GNSS switch: %s",
+                 ", ".join(f"{name}={v:g}" if v is not None else f"{name}=?"
+                           for name, v in values.items()))
         if problems:
             raise FcParameterError(
                 "take-off refused: with these flight-controller parameters a GNSS switch "

@@ -151,7 +151,7 @@ class OnnxModel:
         for _ in range(config.warmup_runs):
             model.run(warm)
         model.load_s = time.perf_counter() - t0
-        log.info("model %s loaded on %s in %.2f s", key.file_name, list(active), model.load_s)
+        log.debug("model %s loaded on %s in %.2f s", key.file_name, list(active), model.load_s)
         return model
 
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
