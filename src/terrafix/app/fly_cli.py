@@ -77,7 +77,7 @@ def demo_command(
         typer.echo(f"upload {f['aircraft']} (seed {f['seed']}): "
                    + (f"{up.get('accepted', 0)} accepted, {up.get('duplicate', 0)} duplicate, "
                       f"{up.get('rejected', 0)} rejected of {up.get('offered', 0)} tiles"
-                      if "error" not in up else f"not done: {up['error']}"))
+                      if not up.get("error") else f"not done: {up['error']}"))
     v = loop["votes"]
     typer.echo(f"ground vote: {v['promoted']} promoted, {v['conflict']} in conflict, "
                f"{v['pending']} pending  ({out / 'map-loop.json'})")
