@@ -62,7 +62,8 @@ def demo_run(tmp_path_factory) -> tuple[Path, Path, str]:
 
 
 def _flight_dir(out: Path) -> Path:
-    (flight,) = sorted((out / "flights").iterdir())
+    # the flight's own log; the post-flight upload records into `<flight>-upload-<stamp>`
+    (flight,) = [p for p in sorted((out / "flights").iterdir()) if "-upload-" not in p.name]
     return flight
 
 
