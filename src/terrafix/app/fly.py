@@ -760,7 +760,6 @@ class OnboardProgram:
 
     def _land(self, load_s: float, processed: int, meter: _LatencyMeter,
               n_solutions: int, n_events: int, dropped_by_source: int) -> FlightSummary:
-        out_stats = self.link.output_stats()
         offset_ns = self.link.stats().clock_offset_ns
         if self.tiles is not None:
             self.tiles.close()
@@ -774,6 +773,8 @@ class OnboardProgram:
         if self.targeting is not None:
             self.targeting.close()
         self.link.close()
+        # after the close: the sender runs on while the upload gate waits for the FC's report
+        out_stats = self.link.output_stats()
         if self._store is not None:
             self._store.close()
         seen = self._frames_seen + dropped_by_source
