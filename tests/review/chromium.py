@@ -168,7 +168,8 @@ def open_page(page: Path, width_px: int = 1100, timeout_s: float = 60.0) -> Page
     if binary is None:
         raise FileNotFoundError("chromium not installed (scripts/bootstrap.sh installs it)")
     report = PageReport()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                  "about:blank"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
