@@ -28,17 +28,17 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))  # bench/link_drive.py beside this script
+from link_drive import drive_link
 from terrafix.autopilot import constants as C
 from terrafix.autopilot.ardupilot import ArduPilotLink, ArduPilotLinkConfig, FcCallbacks
 from terrafix.autopilot.fc_emulation import FcEmulator
-from terrafix.measurements import NavSolution, SourceLabel
 
 RESULT = Path(__file__).parent / "results" / "gps_input.json"
 mavlink = C.DIALECT
@@ -80,28 +80,7 @@ def one_run(duration_s: float, rate_hz: float, imu_hz: float) -> dict[str, Any]:
         ArduPilotLinkConfig(connection=f"udpout:127.0.0.1:{port}", gps_input_rate_hz=rate_hz),
         FcCallbacks(on_imu=lambda s: imu_count.__setitem__(0, imu_count[0] + 1)),
     )
-    stop = threading.Event()
-
-    def estimator() -> None:
-        while not stop.is_set():
-            link.publish(NavSolution(
-                time.monotonic_ns(), 50.45, 30.52, 180.0, np.array([15.0, 2.0, 0.0]),
-                np.diag([9.0, 9.0, 25.0]), np.eye(3) * 0.25, 0.1,
-                SourceLabel.SATELLITE_ANCHORED, 1.0, False))
-            stop.wait(0.05)
-
-    try:
-        link.open()
-        handshake = link.establish_signing()
-        est = threading.Thread(target=estimator, daemon=True)
-        est.start()
-        link.start_output()
-        time.sleep(duration_s)
-        out = link.output_stats()
-        stop.set()
-        est.join()
-    finally:
-        link.close()
+    handshake, out = drive_link(link, duration_s, 50.45, 30.52, 180.0)
     parent.send("stop")
     fc = parent.recv()
     proc.join(10)
