@@ -3,6 +3,8 @@ no exception into producers, counters that add up, recovery when space comes bac
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -111,6 +113,62 @@ def test_recovers_when_space_comes_back(tmpfs_2m: Path) -> None:
     recovered = [k for k in kinds if k["kind"] == "disk_recovered"]
     assert len(full) == 1 and recovered and recovered[0]["count"] > 0
     assert sum(1 for _ in FlightLog(tmpfs_2m / "f").messages(["/a"])) == c.written
+    assert clean_footer(tmpfs_2m / "f")
+
+
+def _fill(fs: Path) -> Path:
+    """Fill the filesystem to the last byte (real ENOSPC), returning the filler to delete."""
+    filler = fs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_disk_full_with_no_segment_open_is_logged_once_writing_works_again(
+    tmpfs_2m: Path,
+) -> None:
+    """The disk fills while a segment is being started (here: the first one, at take-off):
+    there is no file to put the disk_full event in then. The log must still say when the loss
+    began, before it says it recovered, exactly once."""
+    filler = _fill(tmpfs_2m)
+    alerts: list[str] = []
+    cfg = small_config(disk_retry_interval_s=0.05)
+    rec = FlightRecorder(
+        tmpfs_2m / "f", flight_id="S", config_hash="c", config=cfg, on_disk_full=alerts.append
+    )
+    assert rec.degraded
+    p = rec.producer("/a", SCHEMA)
+    for i in range(50):
+        p.record(i, crash_payload(i))
+    assert not rec.flush()
+    filler.unlink()
+    i, ok = 50, False
+    deadline = time.monotonic() + 30
+    while not ok and time.monotonic() < deadline:
+        p.record(i, crash_payload(i))
+        i += 1
+        ok = rec.flush() and not rec.degraded
+    assert ok
+    footer = rec.close()
+    assert alerts == ["FDR DISK FULL: recording degraded"]
+    events = [m.payload() for m in FlightLog(tmpfs_2m / "f").messages([EVENTS_TOPIC])]
+    kinds = [e["kind"] for e in events if e["kind"] in ("disk_full", "disk_recovered")]
+    assert kinds == ["disk_full", "disk_recovered"]
+    assert "opening the first segment" in events[[e["kind"] for e in events].index("disk_full")][
+        "detail"
+    ]
+    c = footer.producers["/a"]
+    assert c.lost_disk >= 50 and c.enqueued == c.written + c.dropped + c.lost_disk
+    e = footer.producers[EVENTS_TOPIC]
+    assert e.enqueued == e.written + e.dropped + e.lost_disk
     assert clean_footer(tmpfs_2m / "f")
 
 

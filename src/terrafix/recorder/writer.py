@@ -237,6 +237,7 @@ class FlightRecorder:
         self._rolled_over_records = 0
         self._degraded = False
         self._degraded_episodes = 0
+        self._unwritten_disk_full: tuple[int, str] | None = None  # (episode, detail)
         self._episode_lost = 0
         self._alerted = False
         self._next_retry = 0.0
@@ -619,22 +620,23 @@ class FlightRecorder:
             self._degraded_episodes += 1
             self._episode_lost = 0
             self._release_reserve()
+            detail = f"{code} while {doing}: {exc.strerror}"
+            written = False
             if self._seg is not None:  # say where it happened, in the space just freed
                 batch = _Batch()
-                self._frame_event(
-                    batch,
-                    EventKind.DISK_FULL,
-                    "",
-                    0,
-                    self._degraded_episodes,
-                    f"{code} while {doing}: {exc.strerror}",
-                )
+                self._frame_event(batch, EventKind.DISK_FULL, "", 0, self._degraded_episodes, detail)
                 try:
                     self._seg.append(b"".join(batch.parts))
                     self._bytes_written += batch.size
                     self._events.written += 1
+                    written = True
                 except OSError:
-                    self._lose(batch)
+                    self._events.direct -= 1  # not lost: written again on recovery
+            if not written:
+                # No segment to say it in (the error came while starting one) or no room even
+                # in the freed reserve: the log still says when the loss began, first thing
+                # once writing succeeds again, so a disk_recovered never stands alone.
+                self._unwritten_disk_full = (self._degraded_episodes, detail)
             self._alert()
         if self._error_limiter.allow():
             more = self._error_limiter.take_suppressed()
@@ -674,10 +676,20 @@ class FlightRecorder:
         log.warning("flight recorder: writing again after losing %d records", lost)
         self._make_reserve()
         batch = _Batch()
+        self._frame_unwritten_disk_full(batch)
         self._frame_event(
             batch, EventKind.DISK_RECOVERED, "", lost, self._total_lost(), "writes succeed again"
         )
         self._write(batch)
+
+    def _frame_unwritten_disk_full(self, batch: _Batch) -> int:
+        """Frame the disk_full event that found no room when it happened; returns 0 or 1."""
+        if self._unwritten_disk_full is None:
+            return 0
+        episode, detail = self._unwritten_disk_full
+        self._unwritten_disk_full = None
+        self._frame_event(batch, EventKind.DISK_FULL, "", 0, episode, detail)
+        return 1
 
     def _lose(self, batch: _Batch) -> None:
         for st, n, _, _ in batch.shares:
@@ -744,6 +756,7 @@ class FlightRecorder:
             self._next_retry = 0.0
             self._degraded = False
             batch = _Batch()
+            events = 1 + self._frame_unwritten_disk_full(batch)
             self._frame_event(
                 batch,
                 EventKind.DISK_RECOVERED,
@@ -758,7 +771,7 @@ class FlightRecorder:
                 assert self._seg is not None
                 self._seg.append(b"".join(batch.parts))
                 self._bytes_written += batch.size
-                self._events.written += 1
+                self._events.written += events
             except OSError as exc:
                 self._lose(batch)
                 self._degraded = True
