@@ -128,6 +128,7 @@ def _fc_command(fc: FcEmulator, cmd: str, args: list[Any], options: dict[str, An
             "has_fix": fc.acceptance.has_fix(),
             "healthy": fc.acceptance.healthy(),
             "ekf_source_sets": list(fc.ekf_source_sets),
+            "message_intervals_us": dict(fc.message_intervals_us),
             "params": dict(fc.params),
             "param_sets": list(fc.param_sets),
             "param_reads": list(fc.param_reads),

@@ -147,3 +147,24 @@ def test_the_fc_report_of_terrafix_own_receiver_is_not_fed_back_as_gnss(start_pe
         assert all(abs(g.lat_deg - 50.45) < 1e-6 for g in gnss)
     finally:
         link.close()
+
+
+def test_take_off_asks_for_the_telemetry_and_slows_a_denied_rate_to_the_fcs_limit(start_peer):
+    """ArduPilot streams on a companion port only what it is asked for, and DENIES a rate
+    above 0.8x its main loop: the link asks for each message it reads on the signed link, and
+    asks a denied one again slower until the FC accepts (50 Hz IMU -> 40 Hz at a 50 Hz loop)."""
+    fc = start_peer(fc_peer_main, "udpin:127.0.0.1:0", {"telemetry_hz": 20})
+    link = _link(fc.address[1], [])
+    try:
+        link.open()
+        link.establish_signing()
+        answers = link.request_telemetry()
+        assert set(answers) == set(C.COMPANION_TELEMETRY_RATES_HZ)
+        assert all(r == C.RESULT_ACCEPTED for r in answers.values()), answers
+        got = {int(k): v for k, v in fc.call("summary")["message_intervals_us"].items()}
+        assert got[C.MSG_RAW_IMU] == pytest.approx(1e6 / 40.0)  # 50 Hz denied, 40 accepted
+        assert got[C.MSG_SCALED_PRESSURE] == pytest.approx(1e6 / 10.0)  # accepted as asked
+        with pytest.raises(Exception, match="expected 0 < rate"):
+            link.request_telemetry({C.MSG_RAW_IMU: 0.0})
+    finally:
+        link.close()

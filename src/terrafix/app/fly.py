@@ -41,6 +41,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -67,12 +68,13 @@ from terrafix.autopilot import (
     Px4Link,
     Px4OutputConfig,
 )
+from terrafix.autopilot.constants import MSG_SIM_STATE
 from terrafix.camera import Extrinsics, Intrinsics, NavCameraConfig
 from terrafix.config_files import load_toml_config, validate_config
 from terrafix.eval.records import SOLUTION_SCHEMA, JsonlWriter, solution_record
 from terrafix.geo import LocalFrame
 from terrafix.mapping.tile_feed import FEED_RECORD_TYPES, FlightTileFeed, FlightTilesConfig
-from terrafix.measurements import CameraFrame, FrameCaptured, NavSolution
+from terrafix.measurements import CameraFrame, FrameCaptured, GnssSample, NavSolution
 from terrafix.navigation.navigator import (
     FRAME_REPORT_SCHEMA,
     NAV_EVENT_SCHEMA,
@@ -103,9 +105,15 @@ class _Cfg(BaseModel):
 
 
 class CameraSection(_Cfg):
-    source: Literal["simulator", "device", "folder"] = "simulator"
+    source: Literal["simulator", "device", "folder", "sitl"] = "simulator"
     """simulator: the simulated FC-triggered camera over `dataset`; device: OpenCV
-    VideoCapture (`device`: index, path or GStreamer pipeline); folder: recorded frames."""
+    VideoCapture (`device`: index, path or GStreamer pipeline); folder: recorded frames;
+    sitl: flying ArduPilot SITL, frames rendered from the real imagery (`sitl_imagery`) at
+    SITL's true pose (SIM_STATE, asked for on the FC link), triggered at `sitl_rate_hz` on
+    the FC clock (the take-off section gives the origin and the ground altitude)."""
+    sitl_imagery: Literal["wv3", "wv2"] = "wv3"
+    """Which dgsamples image the SITL camera sees (the map should be the other one)."""
+    sitl_rate_hz: float = Field(3.0, gt=0.0, le=30.0)
     device: str = "0"
     dataset: Path | None = None
     """Simulator dataset or recorded-flight folder (frames.csv + images + meta.json)."""
@@ -383,6 +391,10 @@ def _sim_context(dataset: Path) -> tuple[FlightContext, NavCameraConfig, dict[st
     return flight_context(ds), nav_camera(ds), ds.meta
 
 
+SITL_TRUTH_RATE_HZ = 50.0
+"""SIM_STATE (SITL's true state) rate for the SITL camera's pose interpolation."""
+
+
 def _config_context(cfg: FlyConfig) -> tuple[FlightContext, NavCameraConfig]:
     t = cfg.takeoff
     if None in (t.lat_deg, t.lon_deg, t.alt_m, t.ground_alt_m):
@@ -398,14 +410,20 @@ def _config_context(cfg: FlyConfig) -> tuple[FlightContext, NavCameraConfig]:
 class OnboardProgram:
     """One flight of the onboard program (see the module docstring)."""
 
-    def __init__(self, cfg: FlyConfig) -> None:
+    def __init__(self, cfg: FlyConfig, *, on_event: Callable[[object], None] | None = None,
+                 on_gnss_switch: Callable[[object], None] | None = None) -> None:
+        """on_event: every navigation event as it is forwarded (a harness watching the gate);
+        on_gnss_switch: every GNSS switch the link made, with ArduPilot's answer (link
+        thread)."""
         self.cfg = cfg
+        self._on_event_hook = on_event
+        self._on_gnss_switch_hook = on_gnss_switch
         self.flight_id = cfg.flight_id or time.strftime("flight-%Y%m%dT%H%M%SZ", time.gmtime())
         self.out = Path(cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
         # a triggered (simulator) camera announces the capture at the trigger; a device or
         # a folder only after the readout: the hold must cover that too
-        hold_s = cfg.camera.hold_s + (0.0 if cfg.camera.source == "simulator"
+        hold_s = cfg.camera.hold_s + (0.0 if cfg.camera.source in ("simulator", "sitl")
                                       else cfg.camera.readout_s)
         self.inbox = _Inbox(int(hold_s * 1e9))
         self._stop = threading.Event()
@@ -486,7 +504,8 @@ class OnboardProgram:
             on_gnss=self._on_gnss,
             on_fc_position=self._on_fc_position,
             on_landed_state=self._on_landed,
-            on_output_sent=lambda report, t_ns: self.telemetry.output_sent(report, t_ns))
+            on_output_sent=lambda report, t_ns: self.telemetry.output_sent(report, t_ns),
+            on_gnss_switch=self._on_gnss_switch_hook)
         self.link = (Px4Link(cfg.autopilot, cb, px4=cfg.px4) if cfg.autopilot_firmware == "px4"
                      else ArduPilotLink(cfg.autopilot, cb))
         self.link.open()
@@ -503,12 +522,17 @@ class OnboardProgram:
             msg = str(exc)
             raise FlyError(msg if msg.startswith("take-off refused") else
                            f"take-off refused: {msg}") from None
+        rates = dict(cfg.autopilot.telemetry_rates_hz)
+        if cfg.camera.source == "sitl":
+            rates[MSG_SIM_STATE] = SITL_TRUTH_RATE_HZ
+            self._sitl_truth = self._subscribe_sitl_truth()
+        self.link.request_telemetry(rates)
         # ArduPilot keeps GPS_PRIMARY across reboots: start from the trust the gate starts with
         self.link.set_gnss_trusted(cfg.navigation.estimation.integrity.gnss_trusted_at_start,
                                    force=True)
         if cfg.set_baro_reference:
             # on the ground at the take-off point: make the barometer read its known altitude
-            self.link.set_baro_reference(self.context.frame.alt0_m)
+            self._set_baro_reference(self.context.frame.alt0_m)
         self.gcs = GroundStation(self.link.channel, cfg.ground_station,
                                  on_reloc_hint=self._on_hint)
         self.gcs.start()
@@ -519,6 +543,23 @@ class OnboardProgram:
         log.info("take-off load %.2f s (cache verified, models warm, signing done)", load_s)
         self.telemetry.takeoff(load_s, self.link.stats().clock_offset_ns)
         return load_s
+
+    def _set_baro_reference(self, alt_amsl_m: float, wait_s: float = 5.0) -> None:
+        """The barometer's reference from the FC's first SCALED_PRESSURE (streamed only once
+        asked for, just before): waits up to `wait_s` for it, then refuses take-off."""
+        from terrafix.autopilot.inbound import InboundValueError
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.link.set_baro_reference(alt_amsl_m)
+                return
+            except InboundValueError as exc:
+                if time.monotonic() > deadline:
+                    raise FlyError(f"take-off refused: set_baro_reference is on but {exc} "
+                                   f"within {wait_s:.0f} s (the FC must stream "
+                                   "SCALED_PRESSURE on this link)") from None
+                time.sleep(0.1)
 
     def _tile_feed(self) -> FlightTileFeed | None:
         """The in-flight tile feed (None when off): its store is separate from the map cache,
@@ -603,6 +644,17 @@ class OnboardProgram:
             return SimulatedCameraSource(cam.dataset, fc_boot_ns,
                                          self.link.fc_boot_to_companion_ns,
                                          readout_s=cam.readout_s)
+        if cam.source == "sitl":
+            from terrafix.sim.world import load_dgsamples_world
+            from terrafix.sitl.camera import SitlCameraSource
+
+            world = load_dgsamples_world(cam.sitl_imagery,
+                                         ground_alt_m=self.context.ground_alt_m)
+            return SitlCameraSource(world, self.context.intrinsics, self.context.extrinsics,
+                                    self.context.frame, self._sitl_truth,
+                                    self.link.fc_boot_to_companion_ns,
+                                    self.link.companion_to_fc_boot_ns,
+                                    rate_hz=cam.sitl_rate_hz, readout_s=cam.readout_s)
         if cam.source == "folder":
             if cam.dataset is None:
                 raise FlyError("camera.dataset (a frames folder) is required with source folder")
@@ -610,12 +662,31 @@ class OnboardProgram:
         return VideoCaptureSource(int(cam.device) if cam.device.isdigit() else cam.device,
                                   size, latency_s=cam.readout_s)
 
+    def _subscribe_sitl_truth(self):
+        """SITL's true state from SIM_STATE on the FC link, buffered for the SITL camera."""
+        from terrafix.sitl.camera import TruthBuffer
+        from terrafix.sitl.control import truth_of_sim_state
+
+        truth = TruthBuffer(self.context.frame)
+        self.link.channel.subscribe("SIM_STATE", lambda msg, t_ns: truth.add(
+            truth_of_sim_state(msg, t_ns)))
+        return truth
+
+    def stop(self) -> None:
+        """End the flight from another thread: the loop finishes and lands (`fly` returns)."""
+        self._stop.set()
+
     def fly(self) -> FlightSummary:
+        return self.navigate(self.takeoff())
+
+    def navigate(self, load_s: float) -> FlightSummary:
+        """The flight after `takeoff()` (which returned `load_s`), until the frames end or
+        `stop()`."""
         # the GPS_INPUT sender and the link readers are Python threads: hand the interpreter
         # over every 1 ms (default 5) so a busy navigation thread cannot stretch their ticks
         sys.setswitchinterval(0.001)
-        load_s = self.takeoff()
         source = self._frame_source()
+        self.camera_source = source
         self._camera_done = threading.Event()
         # the capture time goes to the navigator before the image is decoded (FrameCaptured)
         source.on_capture = lambda t_ns, index: self.inbox.put(t_ns, FrameCaptured(t_ns, index))
@@ -637,8 +708,12 @@ class OnboardProgram:
                 for item in items:
                     t_item = getattr(item, "t_ns", last_fed_ns)
                     is_frame = isinstance(item, CameraFrame)
-                    if t_item < last_fed_ns and not is_frame:
-                        late_samples += 1  # came after newer ones were fused: dropped
+                    if t_item < last_fed_ns and not is_frame and not (
+                            isinstance(item, GnssSample)
+                            and last_fed_ns - t_item <= self.navigator.late_gnss_limit_ns):
+                        # came after newer ones were fused: dropped (a receiver's report,
+                        # stamped at its fix, may come later: the navigator takes it then)
+                        late_samples += 1
                         continue
                     if is_frame:
                         if time.monotonic_ns() - item.t_ns > max_lag_ns:
@@ -749,6 +824,8 @@ class OnboardProgram:
         return summary.as_dict()
 
     def _forward_event(self, ev) -> None:
+        if self._on_event_hook is not None:
+            self._on_event_hook(ev)
         kind = type(ev).__name__
         if kind == "SpoofRejected":
             self.gcs.report_spoof_rejection(ev.statustext())

@@ -33,7 +33,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +67,11 @@ from terrafix.measurements import (
 
 log = logging.getLogger(__name__)
 mavlink = C.DIALECT
+
+
+TELEMETRY_RATE_TRIES = 4
+TELEMETRY_RATE_BACKOFF = 0.8
+"""A denied message rate is asked again this much slower, up to TELEMETRY_RATE_TRIES times."""
 
 
 class ArduPilotLinkConfig(BaseModel):
@@ -105,6 +110,10 @@ class ArduPilotLinkConfig(BaseModel):
     switch lose the position."""
     ekf_source_set_gnss_trusted: int = Field(1, ge=1, le=3)
     ekf_source_set_gnss_untrusted: int = Field(2, ge=1, le=3)
+    telemetry_rates_hz: dict[int, float] = Field(
+        default_factory=lambda: dict(C.COMPANION_TELEMETRY_RATES_HZ),
+        description="MAVLink message id -> rate the link asks the FC for at take-off "
+        "(`request_telemetry`); the IMU and attitude at the FC's loop rate")
     clear_fc_key_on_close: bool = True
     allow_external_listen: bool = False
 
@@ -282,6 +291,46 @@ class ArduPilotLink:
         capture time), by the link's clock alignment; None before the first timed message."""
         offset = self._decoder.clock_offset_ns
         return None if offset is None else int(fc_boot_ns) + offset
+
+    def companion_to_fc_boot_ns(self, companion_ns: int) -> int | None:
+        """The inverse of `fc_boot_to_companion_ns` (an FC-triggered camera schedules its
+        triggers in FC time); None before the first timed message."""
+        offset = self._decoder.clock_offset_ns
+        return None if offset is None else int(companion_ns) - offset
+
+    def request_telemetry(self, rates_hz: Mapping[int, float] | None = None,
+                          timeout_s: float = 1.0) -> dict[int, int | None]:
+        """Ask the FC to stream what the navigation reads, on this link (MAV_CMD_SET_MESSAGE_
+        INTERVAL per message: ArduPilot's rates are per channel, and a companion port streams
+        little or nothing until asked). Returns {message id: MAV_RESULT or None (no answer)};
+        an FC that refuses or ignores a request keeps its own rates, which is logged, not
+        fatal: the navigation works at whatever rate the samples come."""
+        rates = dict(self._cfg.telemetry_rates_hz if rates_hz is None else rates_hz)
+        target = self._target()
+        answers: dict[int, int | None] = {}
+        for msg_id, hz in rates.items():
+            if not (0.0 < hz <= 1000.0):
+                raise LinkConfigError(f"telemetry rate {hz} Hz for message {msg_id}: expected "
+                                      "0 < rate <= 1000")
+            asked = hz
+            for _ in range(TELEMETRY_RATE_TRIES):
+                ack = self._channel.command_long(*target, C.CMD_SET_MESSAGE_INTERVAL,
+                                                 (float(msg_id), 1e6 / asked),
+                                                 timeout_s=timeout_s, retries=2)
+                answers[msg_id] = None if ack is None else int(ack.result)
+                # ArduPilot denies a rate above ~0.8x its main loop ("too fast. Increase
+                # SCHED_LOOP_RATE"): the fastest it allows is what the navigation wants
+                if answers[msg_id] != C.RESULT_DENIED:
+                    break
+                asked *= TELEMETRY_RATE_BACKOFF
+            if answers[msg_id] == C.RESULT_ACCEPTED and asked != hz:
+                log.info("FC streams message %d at %.1f Hz (%.1f Hz asked for was too fast)",
+                         msg_id, asked, hz)
+        refused = {m: r for m, r in answers.items() if r != C.RESULT_ACCEPTED}
+        if refused:
+            log.info("FC kept its own rate for messages %s (MAV_RESULT %s)", sorted(refused),
+                     sorted({str(r) for r in refused.values()}))
+        return answers
 
     def establish_signing(self) -> SigningReport:
         """Install a fresh key on the FC and prove it is used both ways, or refuse take-off."""

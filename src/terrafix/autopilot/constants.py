@@ -62,6 +62,16 @@ MSG_SIM_STATE: Final = mavlink.MAVLINK_MSG_ID_SIM_STATE  # 108 (ArduPilot SITL's
 MSG_EKF_STATUS_REPORT: Final = mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT  # 193
 MSG_GNSS_INTEGRITY: Final = mavlink.MAVLINK_MSG_ID_GNSS_INTEGRITY  # 441 (development dialect)
 
+COMPANION_TELEMETRY_RATES_HZ: Final = {
+    MSG_RAW_IMU: 50.0, MSG_ATTITUDE: 50.0, MSG_SCALED_PRESSURE: 10.0, MSG_GPS_RAW_INT: 5.0,
+    MSG_GPS2_RAW: 5.0, MSG_GLOBAL_POSITION_INT: 5.0, MSG_EXTENDED_SYS_STATE: 1.0,
+    MSG_SYSTEM_TIME: 1.0,
+}
+"""What the onboard program reads on its FC link, asked for at take-off: one IMU message
+(RAW_IMU = IMU0, the one EKF3's primary lane uses) and the attitude at ArduPlane's 50 Hz main
+loop, the barometer, both receivers' reports (the gate watches the real one; GPS2_RAW echoes
+terrafix's own GPS_INPUT), the FC's position, landed state and time."""
+
 # --- commands ---------------------------------------------------------------------------------
 CMD_REQUEST_MESSAGE: Final = mavlink.MAV_CMD_REQUEST_MESSAGE  # 512
 CMD_SET_EKF_SOURCE_SET: Final = mavlink.MAV_CMD_SET_EKF_SOURCE_SET  # 42007, param1 = set 1..3

@@ -62,6 +62,10 @@ TERRAFIX_TOPOLOGY_PARAMS: dict[str, float] = {
 """What docs/ardupilot/terrafix.parm changes among them (a test keeps the two in step)."""
 
 
+EMULATED_LOOP_RATE_HZ = 50.0
+"""ArduPlane's default main loop (SCHED_LOOP_RATE): it caps the stream rates it accepts."""
+
+
 @dataclass(frozen=True, slots=True)
 class GpsInputRecord:
     """One GPS_INPUT as the FC saw it. decoded: position/time taken (fix >= 3, week > 0);
@@ -201,6 +205,7 @@ class FcEmulator:
         )
         self.acceptance = GpsInputAcceptance()
         self.ekf_source_sets: list[int] = []
+        self.message_intervals_us: dict[int, float] = {}
         self.setup_signing_accepted = 0
         self.setup_signing_refused_armed = 0
         self.signing_disabled_by_peer = 0
@@ -310,6 +315,18 @@ class FcEmulator:
                     0, 0x04060000, 0, 0, 0, [0] * 8, [0] * 8, [0] * 8, 0, 0, 0))
             else:
                 self._ack(msg, C.RESULT_UNSUPPORTED)
+        elif msg.command == C.CMD_SET_MESSAGE_INTERVAL:
+            # as ArduPilot (GCS_MAVLINK::set_message_interval): a rate faster than 0.8x the
+            # main loop is DENIED ("Increase SCHED_LOOP_RATE"); the emulator records what was
+            # asked and keeps streaming what its driver sends
+            interval_us = float(msg.param2)
+            fastest_us = 1e6 / (EMULATED_LOOP_RATE_HZ * 0.8)
+            if 0 < interval_us < fastest_us - 1.0:
+                self._ack(msg, C.RESULT_DENIED)
+            else:
+                with self._lock:
+                    self.message_intervals_us[int(msg.param1)] = interval_us
+                self._ack(msg, C.RESULT_ACCEPTED)
         elif msg.command == C.CMD_SET_EKF_SOURCE_SET:
             set_id = int(msg.param1)
             if 1 <= set_id <= 3:

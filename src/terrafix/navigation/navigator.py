@@ -417,6 +417,17 @@ class Navigator:
         return self.integrity.solution(max(self._t_ns, self.integrity.backend.estimate().t_ns))
 
     # ------------------------------------------------------------------ input
+    @property
+    def late_gnss_limit_ns(self) -> int:
+        """How much older than the newest input a GNSS sample may be and still be used."""
+        return int(self.config.estimation.estimator.max_extrapolation_s * 1e9)
+
+    def _on_gnss(self, sample: GnssSample) -> None:
+        self._last_gnss = sample
+        if self.integrity is not None:
+            self.integrity.on_gnss(sample)
+            self._maybe_gnss_reference(sample)
+
     def feed(self, sample: object) -> None:
         """One input, in time order: ImuSample, AttitudeSample, BaroSample, GnssSample,
         CameraFrame or OperatorHint (anything with t_ns, lat_deg, lon_deg, radius_m)."""
@@ -438,6 +449,15 @@ class Navigator:
                 self._process_ready_frames(self._t_ns)
             return
         if t < self._t_ns:
+            if isinstance(sample, GnssSample) and self._t_ns - t <= self.late_gnss_limit_ns:
+                if self._last_gnss is not None and t <= self._last_gnss.t_ns:
+                    return  # the same fix reported again (a stream faster than the receiver)
+                # a receiver's report is stamped at its fix and reaches the companion after
+                # the IMU samples of that instant (ArduPilot's GPS_RAW_INT: 100-250 ms): the
+                # estimator and the GNSS-free reference take it at its own time (moved along
+                # the velocity, or interpolated), so it is tested and fused where it was
+                self._on_gnss(sample)
+                return
             raise NavigatorError(f"inputs must come in time order: {type(sample).__name__} at "
                                  f"t_ns {t} after {self._t_ns}")
         self._t_ns = t
@@ -453,10 +473,7 @@ class Navigator:
             if self.integrity is not None:
                 self.integrity.on_baro(sample)
         elif isinstance(sample, GnssSample):
-            self._last_gnss = sample
-            if self.integrity is not None:
-                self.integrity.on_gnss(sample)
-                self._maybe_gnss_reference(sample)
+            self._on_gnss(sample)
         elif isinstance(sample, CameraFrame):
             if self._mark_capture(t, sample.index):
                 self._pending.append(sample)

@@ -624,7 +624,8 @@ class FlightRecorder:
             written = False
             if self._seg is not None:  # say where it happened, in the space just freed
                 batch = _Batch()
-                self._frame_event(batch, EventKind.DISK_FULL, "", 0, self._degraded_episodes, detail)
+                self._frame_event(batch, EventKind.DISK_FULL, "", 0, self._degraded_episodes,
+                                  detail)
                 try:
                     self._seg.append(b"".join(batch.parts))
                     self._bytes_written += batch.size

@@ -80,6 +80,16 @@ def _text(raw: object) -> str:
     return str(raw).rstrip("\x00")
 
 
+def truth_of_sim_state(msg: C.MavMessage, t_ns: int) -> Truth:
+    """SITL's SIM_STATE (degrees E7 when lat_int is set, else degrees; rad; m/s) at arrival
+    time t_ns on the companion clock."""
+    lat = msg.lat_int / 1e7 if msg.lat_int else float(msg.lat)
+    lon = msg.lon_int / 1e7 if msg.lon_int else float(msg.lon)
+    return Truth(t_ns, lat, lon, float(msg.alt), float(msg.roll), float(msg.pitch),
+                 float(msg.yaw), (float(msg.vn), float(msg.ve), float(msg.vd)),
+                 (float(msg.q1), float(msg.q2), float(msg.q3), float(msg.q4)))
+
+
 class SitlControl:
     """Ground station on SITL's SERIAL0: parameters, message rates, mission, mode, arming,
     and a recorder of truth, ArduPilot's position, EKF status and STATUSTEXT."""
@@ -130,11 +140,7 @@ class SitlControl:
         if hdr.srcComponent != C.MAV_COMP_ID_AUTOPILOT1:
             return
         if kind == "SIM_STATE":
-            lat = msg.lat_int / 1e7 if msg.lat_int else float(msg.lat)
-            lon = msg.lon_int / 1e7 if msg.lon_int else float(msg.lon)
-            tr = Truth(t_ns, lat, lon, float(msg.alt), float(msg.roll), float(msg.pitch),
-                       float(msg.yaw), (float(msg.vn), float(msg.ve), float(msg.vd)),
-                       (float(msg.q1), float(msg.q2), float(msg.q3), float(msg.q4)))
+            tr = truth_of_sim_state(msg, t_ns)
             with self.lock:
                 self.truth.append(tr)
             if self.on_truth is not None:
@@ -243,18 +249,9 @@ class SitlControl:
 
 
 GCS_RATES_HZ: dict[int, float] = {
-    C.MSG_SIM_STATE: 20.0, C.MSG_GLOBAL_POSITION_INT: 10.0, C.MSG_EKF_STATUS_REPORT: 5.0,
+    C.MSG_SIM_STATE: 40.0, C.MSG_GLOBAL_POSITION_INT: 10.0, C.MSG_EKF_STATUS_REPORT: 5.0,
     C.MSG_GPS_RAW_INT: 5.0, C.MSG_GPS2_RAW: 5.0, mavlink.MAVLINK_MSG_ID_MISSION_CURRENT: 2.0,
 }
-COMPANION_RATES_HZ: dict[int, float] = {
-    C.MSG_GPS_RAW_INT: 5.0, C.MSG_ATTITUDE: 50.0, C.MSG_SCALED_IMU2: 50.0,
-    C.MSG_SCALED_PRESSURE: 10.0, C.MSG_GLOBAL_POSITION_INT: 5.0,
-    C.MSG_EXTENDED_SYS_STATE: 1.0, C.MSG_SYSTEM_TIME: 1.0,
-}
-"""What the onboard program reads on its own link (ArduPilot streams nothing a channel has
-not asked for: SET_MESSAGE_INTERVAL is per channel)."""
-
-
 def request_rates(channel, target: tuple[int, int], rates_hz: dict[int, float]) -> None:
     """MAV_CMD_SET_MESSAGE_INTERVAL for each message, on the channel it must stream to."""
     for msg_id, hz in rates_hz.items():

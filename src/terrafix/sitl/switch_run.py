@@ -200,6 +200,11 @@ class SwitchRun:
             gnss_switch="ekf_source_set" if topo == "extnav" else "gps_primary",
             check_fc_parameters=topo == "gps2_primary", signing_timeout_s=5.0)
 
+    def _make_link(self) -> ArduPilotLink:
+        return ArduPilotLink(self._link_config(),
+                             FcCallbacks(on_gnss=self.gnss_q.put_nowait,
+                                         on_gnss_switch=self._on_switch))
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         params = {**COMMON_PARAMS, **TOPOLOGY_PARAMS[cfg.topology]}
@@ -210,9 +215,7 @@ class SwitchRun:
             try:
                 ctl.start()
                 self.log.event("SITL booted, SERIAL0 up")
-                link = ArduPilotLink(self._link_config(),
-                                     FcCallbacks(on_gnss=self.gnss_q.put_nowait,
-                                                 on_gnss_switch=self._on_switch))
+                link = self._make_link()
                 self.link = link
                 try:
                     result = self._fly(ctl, link, t_run0)
@@ -226,7 +229,9 @@ class SwitchRun:
                 ctl.close()
         return result
 
-    def _fly(self, ctl: SitlControl, link: ArduPilotLink, t_run0: float) -> dict[str, Any]:
+    def _start_companion(self, link: ArduPilotLink) -> None:
+        """The companion's take-off: signed link, parameter check, estimate and gate threads,
+        GPS_INPUT output."""
         cfg = self.cfg
         link.open()
         if not link.wait_for_fc(60.0):
@@ -247,6 +252,24 @@ class SwitchRun:
             t.start()
         if cfg.topology != "extnav":
             link.start_output()
+
+    def _on_gate_event(self, ev: object) -> None:
+        """A change of the gate's GNSS trust: logged, timed, and (except only_gps, where
+        ArduPilot has only terrafix) ArduPilot switched."""
+        if not isinstance(ev, GnssTrustChanged):
+            return
+        self.log.gate.append((ev.t_ns, ev.trusted, ev.reason))
+        self.log.event(f"gate {'opened' if ev.trusted else 'closed'}: {ev.reason}")
+        with self._lock:
+            self.trusted = ev.trusted
+        if ev.trusted:
+            self.t_gate_reopened = time.monotonic()
+        elif self.t_gate_closed is None:
+            self.t_gate_closed = time.monotonic()
+
+    def _fly(self, ctl: SitlControl, link: ArduPilotLink, t_run0: float) -> dict[str, Any]:
+        cfg = self.cfg
+        self._start_companion(link)
         self._wait_ekf_ready(ctl)
         ctl.upload_mission(_loop_mission(cfg, self.frame))
         self.n_items = len(_loop_mission(cfg, self.frame))
@@ -447,14 +470,7 @@ class SwitchRun:
                                               np.eye(2) * cfg.estimate_sigma_m ** 2)
             for ev in events:
                 if isinstance(ev, GnssTrustChanged):
-                    self.log.gate.append((ev.t_ns, ev.trusted, ev.reason))
-                    self.log.event(f"gate {'opened' if ev.trusted else 'closed'}: {ev.reason}")
-                    with self._lock:
-                        self.trusted = ev.trusted
-                    if ev.trusted:
-                        self.t_gate_reopened = time.monotonic()
-                    elif self.t_gate_closed is None:
-                        self.t_gate_closed = time.monotonic()
+                    self._on_gate_event(ev)
                     if self.cfg.topology != "only_gps":
                         self.link.set_gnss_trusted(ev.trusted)
 
@@ -502,12 +518,15 @@ class SwitchRun:
                    "the switch before the companion's death", required=False)
         self._sleep(5.0)
         self._stats_before_death = link.output_stats()
-        self.stop.set()
-        link.close()
+        self._kill_companion(link)
         t = time.monotonic()
         self.log.event("companion dead (GPS_INPUT stopped, link closed)")
         self._sleep(self.cfg.death_observe_s)
         return t
+
+    def _kill_companion(self, link: ArduPilotLink) -> None:
+        self.stop.set()
+        link.close()
 
     # --- metrics ------------------------------------------------------------------------------
     def _metrics(self, ctl: SitlControl, link: ArduPilotLink, t_takeoff: float,
@@ -622,7 +641,13 @@ class SwitchRun:
             "companion_death": death,
             "events": [(round(t - (self.t_spoof_start or t), 2), w) for t, w in self.log.events],
             "fc_texts": [x for _, _, x in texts][-60:],
+            **self._extra_metrics(truth_at, to_ns(t_reset), to_ns(on_tf_end)),
         }
+
+    def _extra_metrics(self, truth_at, t_on_ns: int | None, t_off_ns: int | None
+                       ) -> dict[str, Any]:
+        """More figures from a run whose companion is more than the stand-in estimate."""
+        return {}
 
 
 def _r(x: float | None) -> float | None:
@@ -650,11 +675,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--no-death", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--navigation", choices=("terrafix", "stand-in"), default="terrafix",
+                    help="terrafix: the onboard program with its camera navigation (closed "
+                    "loop); stand-in: SITL's truth plus a correlated error (ArduPilot's side "
+                    "only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main_in_netns(SwitchRunConfig(topology=args.topology, companion_death=not args.no_death,
-                                  seed=args.seed), args.out)
+    cfg = SwitchRunConfig(topology=args.topology, companion_death=not args.no_death,
+                          seed=args.seed)
+    if args.navigation == "terrafix":
+        from terrafix.sitl.navigation_run import main_in_netns as closed_loop
+
+        closed_loop(cfg, args.out)
+    else:
+        main_in_netns(cfg, args.out)
     return 0
 
 
