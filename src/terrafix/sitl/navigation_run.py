@@ -21,8 +21,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,6 +33,10 @@ from terrafix.sitl.switch_run import SwitchRun, SwitchRunConfig, horizontal_erro
 
 log = logging.getLogger(__name__)
 
+MAX_BANK_DEG = 30.0
+"""ArduPlane's bank limit for the camera flight (its default lets it bank to ~70 deg in the
+loop's corners, where a nadir camera sees the horizon): a navigation-camera mission limits the
+bank, as the operator of a VPS flight would."""
 MAP_MARGIN_M = 260.0
 """The map corridor reaches this far beyond the loop: a banked camera looks outwards."""
 
@@ -85,6 +90,8 @@ def fly_config(cfg: SwitchRunConfig, out: Path, cache: Path, signer: str, flight
 class CameraNavigationRun(SwitchRun):
     """`SwitchRun` whose companion is the onboard program (see the module docstring)."""
 
+    flight_params: ClassVar[Mapping[str, float]] = {"ROLL_LIMIT_DEG": MAX_BANK_DEG}
+
     def __init__(self, cfg: SwitchRunConfig, out: Path, build: Path = Path("build")) -> None:
         if cfg.topology != "gps2_primary":
             raise SitlError(f"topology {cfg.topology!r}: the closed loop flies the shipped "
@@ -120,6 +127,9 @@ class CameraNavigationRun(SwitchRun):
         self.fc_attitude: list[tuple[int, int, float, float, float]] = []
         self.program.link.channel.subscribe("ATTITUDE", lambda m, t: self.fc_attitude.append(
             (t, int(m.time_boot_ms), float(m.roll), float(m.pitch), float(m.yaw))))
+        self.fc_gps: list[tuple[int, int, float, float, float, float]] = []
+        self.program.link.channel.subscribe("GPS_RAW_INT", lambda m, t: self.fc_gps.append(
+            (t, int(m.time_usec), m.lat / 1e7, m.lon / 1e7, m.vel / 100.0, m.cog / 100.0)))
         return self.program.link
 
     def _start_companion(self, link: ArduPilotLink) -> None:
@@ -181,6 +191,7 @@ class CameraNavigationRun(SwitchRun):
         np.savez_compressed(
             self.out / "attitude_vs_truth.npz",
             fc_attitude=np.array(self.fc_attitude, dtype=np.float64).reshape(-1, 5),
+            fc_gps=np.array(self.fc_gps, dtype=np.float64).reshape(-1, 6),
             truth=np.array([(t.t_ns, t.roll_rad, t.pitch_rad, t.yaw_rad, t.lat_deg, t.lon_deg,
                              t.alt_m) for t in truth], dtype=np.float64).reshape(-1, 7))
         s = self.summary

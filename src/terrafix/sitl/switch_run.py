@@ -33,9 +33,10 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -200,6 +201,9 @@ class SwitchRun:
             gnss_switch="ekf_source_set" if topo == "extnav" else "gps_primary",
             check_fc_parameters=topo == "gps2_primary", signing_timeout_s=5.0)
 
+    flight_params: ClassVar[Mapping[str, float]] = {}
+    """More ArduPlane parameters for this kind of run (SITL defaults file)."""
+
     def _make_link(self) -> ArduPilotLink:
         return ArduPilotLink(self._link_config(),
                              FcCallbacks(on_gnss=self.gnss_q.put_nowait,
@@ -207,7 +211,7 @@ class SwitchRun:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        params = {**COMMON_PARAMS, **TOPOLOGY_PARAMS[cfg.topology]}
+        params = {**COMMON_PARAMS, **TOPOLOGY_PARAMS[cfg.topology], **self.flight_params}
         t_run0 = time.monotonic()
         with ArduPlaneSitl(cfg.home, params=params) as sitl:
             ctl = SitlControl()
