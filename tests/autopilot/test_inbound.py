@@ -187,3 +187,20 @@ def test_gnss_time_in_unix_epoch_never_steers_the_clock():
     [g1] = decode(dec, gps_raw(time_usec=unix_us), arrival=T0 + 1_000_000)
     [g2] = decode(dec, gps_raw(time_usec=unix_us - 3_600_000_000), arrival=T0 + 201_000_000)
     assert (g1.t_ns, g2.t_ns) == (T0 + 1_000_000, T0 + 201_000_000)
+
+
+def test_the_receivers_report_latency_is_taken_off_the_gnss_time():
+    """ArduPilot stamps GPS_RAW_INT when its driver gets the fix, a receiver latency after
+    the measurement (0.12 s for a u-blox M8): the sample is dated when the position was true.
+    Boot-stamped and UNIX-stamped (arrival) reports alike; nonsense lags are refused."""
+    plain, lagged = InboundDecoder(), InboundDecoder(gnss_lag_s=0.12)
+    for dec in (plain, lagged):  # the same boot clock alignment for both
+        decode(dec, mavlink.MAVLink_attitude_message(5000, 0, 0, 0, 0, 0, 0))
+    [g0] = decode(plain, gps_raw(time_usec=5_000_000))
+    [g1] = decode(lagged, gps_raw(time_usec=5_000_000))
+    assert g0.t_ns - g1.t_ns == 120_000_000
+    unix_us = int(C.UNIX_EPOCH_THRESHOLD_US) + 10**12
+    [u] = decode(lagged, gps_raw(time_usec=unix_us), arrival=T0 + 10**9)
+    assert u.t_ns == T0 + 10**9 - 120_000_000
+    with pytest.raises(InboundValueError, match="gnss_lag_s"):
+        InboundDecoder(gnss_lag_s=-0.1)

@@ -100,6 +100,10 @@ class ArduPilotLinkConfig(BaseModel):
     signing_timeout_s: float = Field(C.SIGNING_HANDSHAKE_TIMEOUT_S, gt=0.0, le=5.0)
     imu_message: ImuMessage = "auto"
     qnh_hpa: float = Field(1013.25, gt=800.0, lt=1100.0)
+    gnss_lag_s: float = Field(
+        C.DEFAULT_GNSS_REPORT_LAG_S, ge=0.0, le=1.0,
+        description="the real receiver's latency from measurement to the report ArduPilot "
+        "stamps (ArduPilot's own assumption: 0.12 s for u-blox M8/F9/M10, 0.22 s for older)")
     gnss_switch: SwitchMethod = Field(
         "gps_primary", description="gps_primary: PARAM_SET GPS_PRIMARY real_gps_instance / "
         "gps_id on trust changes (docs/ardupilot/terrafix.parm); ekf_source_set: "
@@ -236,7 +240,8 @@ class ArduPilotLink:
             allow_external_listen=config.allow_external_listen,
             name="fc-link",
         )
-        self._decoder = InboundDecoder(imu_message=config.imu_message, qnh_hpa=config.qnh_hpa)
+        self._decoder = InboundDecoder(imu_message=config.imu_message, qnh_hpa=config.qnh_hpa,
+                                       gnss_lag_s=config.gnss_lag_s)
         self._slot: LatestSlot[NavSolution] = LatestSlot()
         self._sender = FixedRateGpsSender(
             self._slot, self._send_gps_input, rate_hz=config.gps_input_rate_hz,

@@ -72,6 +72,10 @@ COMPANION_TELEMETRY_RATES_HZ: Final = {
 loop, the barometer, both receivers' reports (the gate watches the real one; GPS2_RAW echoes
 terrafix's own GPS_INPUT), the FC's position, landed state and time."""
 
+DEFAULT_GNSS_REPORT_LAG_S: Final = 0.12
+"""What ArduPilot's u-blox driver reports as its receiver lag for M8/F9/M10 (get_lag): a
+GPS_RAW_INT stamped t describes the aircraft at t - 0.12 s."""
+
 # --- commands ---------------------------------------------------------------------------------
 CMD_REQUEST_MESSAGE: Final = mavlink.MAV_CMD_REQUEST_MESSAGE  # 512
 CMD_SET_EKF_SOURCE_SET: Final = mavlink.MAV_CMD_SET_EKF_SOURCE_SET  # 42007, param1 = set 1..3

@@ -21,7 +21,9 @@ Units on the wire (MAVLink common.xml) and what we make of them:
 - Times: *_boot_ms and boot-relative time_usec share one aligner; UNIX-epoch time_usec has its
   own (clock_alignment.py). A time of 0 means "not stamped": arrival time is used. A GNSS
   message stamped in UNIX time is stamped with its arrival instead: that time comes from the
-  satellites, and a spoofer controls it, so it must never steer our clock.
+  satellites, and a spoofer controls it, so it must never steer our clock. Either way the
+  receiver's own latency (`gnss_lag_s`, ArduPilot's GPS_DELAY_MS: 0.12 s for a u-blox M8) is
+  taken off: the report describes where the aircraft was that long before.
 """
 
 from __future__ import annotations
@@ -161,7 +163,14 @@ class _InterferenceState:
 class InboundDecoder:
     """Turns accepted pymavlink messages from the FC into samples (reader thread only)."""
 
-    def __init__(self, *, imu_message: ImuMessage = "auto", qnh_hpa: float = 1013.25) -> None:
+    def __init__(self, *, imu_message: ImuMessage = "auto", qnh_hpa: float = 1013.25,
+                 gnss_lag_s: float = 0.0) -> None:
+        """gnss_lag_s: the receiver's latency from its measurement epoch to the report the FC
+        stamps (ArduPilot stamps GPS_RAW_INT when its driver receives the fix); subtracted so
+        that a GnssSample's t_ns is when the position was true."""
+        if not (0.0 <= gnss_lag_s <= 1.0):
+            raise InboundValueError(f"gnss_lag_s {gnss_lag_s}: expected 0 to 1 s")
+        self._gnss_lag_ns = round(gnss_lag_s * 1e9)
         self._imu_message = imu_message
         self._boot = FcClockAligner()
         self._unix = FcClockAligner()
@@ -265,7 +274,8 @@ class InboundDecoder:
         if abs(lat) > 90.0 or abs(lon) > 180.0:
             raise InboundValueError(f"GPS lat/lon {lat}, {lon} outside [-90, 90] x [-180, 180]")
         us = int(m.time_usec)
-        t_ns = arrival_ns if us > C.UNIX_EPOCH_THRESHOLD_US else self._t_usec(us, arrival_ns)
+        t_ns = (arrival_ns if us > C.UNIX_EPOCH_THRESHOLD_US else self._t_usec(us, arrival_ns)
+                ) - self._gnss_lag_ns
         if m.vel != _U16_INVALID and m.cog != _U16_INVALID:
             speed, cog = m.vel / 100.0, math.radians(m.cog / 100.0)
             v = np.array([speed * math.cos(cog), speed * math.sin(cog), math.nan])

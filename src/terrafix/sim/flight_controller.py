@@ -55,6 +55,7 @@ _GLOBAL_POSITION_PERIOD_NS = 100_000_000
 _SYS_STATE_PERIOD_NS = 1_000_000_000
 _HIGHRES_ACCEL_GYRO_PRESS = 0x003F | 0x0200 | 0x0800  # acc xyz, gyro xyz, abs pressure, p-alt
 
+_GNSS_REPORT_LAG_NS = round(C.DEFAULT_GNSS_REPORT_LAG_S * 1e9)
 _KIND_IMU, _KIND_ATT, _KIND_BARO, _KIND_GNSS, _KIND_GPOS, _KIND_STATE = range(6)
 
 
@@ -141,7 +142,9 @@ class SimulatedFlightController:
             [(int(t), _KIND_IMU, i) for i, t in enumerate(ds.imu.t_ns)],
             [(int(t), _KIND_ATT, i) for i, t in enumerate(ds.attitude.t_ns)],
             [(int(t), _KIND_BARO, i) for i, t in enumerate(ds.baro.t_ns)],
-            [(int(t), _KIND_GNSS, i) for i, t in enumerate(ds.gnss.t_ns)],
+            # a receiver reports its fix DEFAULT_GNSS_REPORT_LAG_S after the measurement,
+            # and ArduPilot stamps GPS_RAW_INT then (as a u-blox M8 on a real FC)
+            [(int(t) + _GNSS_REPORT_LAG_NS, _KIND_GNSS, i) for i, t in enumerate(ds.gnss.t_ns)],
             [(t, _KIND_GPOS, 0) for t in range(0, t_end + 1, _GLOBAL_POSITION_PERIOD_NS)],
             [(t, _KIND_STATE, 0) for t in range(0, t_end + 1, _SYS_STATE_PERIOD_NS)],
         ]

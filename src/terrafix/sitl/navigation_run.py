@@ -37,6 +37,8 @@ MAX_BANK_DEG = 30.0
 """ArduPlane's bank limit for the camera flight (its default lets it bank to ~70 deg in the
 loop's corners, where a nadir camera sees the horizon): a navigation-camera mission limits the
 bank, as the operator of a VPS flight would."""
+SITL_GNSS_LAG_S = 0.1
+"""SITL's GPS1 lag (SIM_GPS1_LAG_MS default 100 ms), the receiver latency the link takes off."""
 MAP_MARGIN_M = 260.0
 """The map corridor reaches this far beyond the loop: a banked camera looks outwards."""
 
@@ -80,7 +82,10 @@ def fly_config(cfg: SwitchRunConfig, out: Path, cache: Path, signer: str, flight
         "map": {"cache": str(cache), "signer_fingerprint": signer},
         "autopilot": {"connection": f"tcp:127.0.0.1:{SERIAL1_PORT}", "gps_input_rate_hz": 10.0,
                       "gps_id": 1, "gnss_switch": "gps_primary", "check_fc_parameters": True,
-                      "signing_timeout_s": 5.0},
+                      "signing_timeout_s": 5.0,
+                      # SITL's simulated receiver reports SIM_GPS1_LAG_MS (100 ms) late;
+                      # measured here: 95-100 ms (the fix vs SIM_STATE)
+                      "gnss_lag_s": SITL_GNSS_LAG_S},
         "wait_for_fc_s": 60.0,
         "set_baro_reference": True,
         "recorder": {"folder": str(out / "flights")},
@@ -220,7 +225,7 @@ def _p95(xs: list[float]) -> float | None:
 def main_in_netns(cfg: SwitchRunConfig, out_json: Path) -> dict[str, Any]:
     """One closed-loop flight (inside the private namespace); its JSON to `out_json`, the
     onboard program's outputs (fly/, flights/) beside it."""
-    run_dir = out_json.parent / (out_json.stem + "-flight")
+    run_dir = Path("build") / "sitl-flights" / out_json.stem
     run_dir.mkdir(parents=True, exist_ok=True)
     result = CameraNavigationRun(cfg, run_dir).run()
     result["flight_folder"] = str(run_dir)
