@@ -61,3 +61,16 @@ def test_the_old_source_set_switch_with_default_parameters_stops_ekf3_aiding(tmp
     r = _run_case("sourceset", tmp_path)
     assert r["ack_confirmed"]
     assert r["aiding_lost_after_s"] is not None
+
+
+def test_the_onboard_program_takes_off_and_navigates_on_ardupilot_on_the_ground(tmp_path):
+    """`terrafix fly`'s own code against ArduPlane: ArduPilot streams what it is asked for
+    (the IMU at the fastest rate it allows), SITL's receiver reaches the navigator although
+    GPS_RAW_INT comes after newer IMU samples, the SITL camera renders frames, and ArduPilot
+    takes terrafix's GPS_INPUT as a 3D fix on GPS2."""
+    r = _run_case("onboard", tmp_path)
+    assert r["imu_rate_answer"] == 0  # MAV_RESULT_ACCEPTED (after slowing to 40 Hz)
+    assert r["frames_seen"] > 0 and r["gps_input_sent"] > 100
+    assert r["late_samples_dropped"] < 20  # GNSS is not dropped as "late" any more
+    assert r["gnss_trusted"] and r["radius95_m"] < 10.0 and r["error_m"] < 5.0
+    assert r["gps2_fix"] is not None and r["gps2_fix"] >= 3

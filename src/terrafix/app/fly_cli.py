@@ -104,6 +104,9 @@ def sitl_demo_command(
         help="gps2_primary (shipped), only_gps or extnav.")] = "gps2_primary",
     death: Annotated[bool, typer.Option(help="End with the companion dying on terrafix.")
                      ] = True,
+    navigation: Annotated[str, typer.Option(
+        help="terrafix: the onboard program with its camera navigation (closed loop); "
+             "stand-in: SITL's truth plus a correlated error.")] = "terrafix",
 ) -> None:
     """Fly real ArduPlane SITL (binary: TERRAFIX_ARDUPLANE) from the demo take-off point on an
     AUTO loop over the imagery; spoof, then jam SITL's GPS1; terrafix's gate switches
@@ -119,8 +122,13 @@ def sitl_demo_command(
         typer.echo(f"terrafix sitl-demo: {exc}", err=True)
         raise typer.Exit(2) from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    if navigation not in ("terrafix", "stand-in"):
+        typer.echo(f"terrafix sitl-demo: --navigation {navigation!r}: expected terrafix or "
+                   "stand-in", err=True)
+        raise typer.Exit(2)
     argv = [sys.executable, "-m", "terrafix.sitl.switch_run", "--topology", topology,
-            "--out", str(out.resolve())] + ([] if death else ["--no-death"])
+            "--navigation", navigation, "--out", str(out.resolve())] + (
+                [] if death else ["--no-death"])
     rc = run_in_private_netns(argv)
     if rc != 0 or not out.is_file():
         typer.echo(f"terrafix sitl-demo: the SITL flight failed (exit {rc})", err=True)
@@ -130,3 +138,8 @@ def sitl_demo_command(
                f"(offset {r['spoof_offset_at_switch_m']} m); ArduPilot error p95 on terrafix "
                f"{r['ardupilot_error_p95_m']} m; EKF aiding lost {r['ekf_aiding_lost_s']} s; "
                f"mission completed {r['mission_completed']}")
+    if "terrafix_error_p95_m" in r:
+        typer.echo(f"terrafix's own error p95 {r['terrafix_error_p95_m']} m, truth inside its "
+                   f"95% radius {r['terrafix_inside95_share']}; gate closed "
+                   f"{r['gate_closed_after_spoof_s']} s after the spoof started (negative: "
+                   f"before it); flight outputs in {r.get('flight_folder')}")

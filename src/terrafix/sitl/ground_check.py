@@ -214,16 +214,77 @@ def case_sourceset() -> dict[str, Any]:
     return out
 
 
+def case_onboard(seconds: float = 20.0) -> dict[str, Any]:
+    """The onboard program (`terrafix fly`'s code, camera.source = "sitl") takes off against
+    SITL on the ground and navigates for `seconds`: what it asked ArduPilot to stream, that
+    SITL's receiver reaches the navigator (GPS_RAW_INT arrives after newer IMU samples),
+    that the SITL camera renders frames, and ArduPilot's acceptance of its GPS_INPUT."""
+    import tempfile
+
+    from terrafix.app.fly import FlyConfig, OnboardProgram
+    from terrafix.autopilot import constants as C
+    from terrafix.sitl.navigation_run import fly_config, prepare_map
+    from terrafix.sitl.switch_run import SwitchRunConfig
+
+    cfg = SwitchRunConfig()
+    out = Path(tempfile.mkdtemp(prefix="terrafix-onboard-"))
+    flight_id = time.strftime("sitl-ground-%Y%m%dT%H%M%SZ", time.gmtime())
+    cache, signer = prepare_map(cfg, flight_id)
+    with ArduPlaneSitl(DEMO_HOME) as sitl:
+        ctl = SitlControl()
+        try:
+            ctl.start()
+            program = OnboardProgram(FlyConfig.from_dict(
+                fly_config(cfg, out, cache, signer, flight_id), "sitl ground check"))
+            try:
+                load_s = program.takeoff()
+                # asked again to read ArduPilot's answer: DENIED at 50 Hz, ACCEPTED slower
+                answers = program.link.request_telemetry({C.MSG_RAW_IMU: 50.0})
+                done = threading.Event()
+                summary: list[Any] = []
+                thread = threading.Thread(
+                    target=lambda: (summary.append(program.navigate(load_s)), done.set()),
+                    daemon=True)
+                thread.start()
+                time.sleep(seconds)
+                sol = program.navigator.current_solution()
+                program.stop()
+                thread.join(60.0)
+            except Exception:
+                print(sitl.log_text()[-3000:], file=sys.stderr)
+                raise
+            s = summary[0] if summary else None
+            tr = ctl.latest_truth()
+            err = None if sol is None or tr is None else math.hypot(
+                (sol.lat_deg - tr.lat_deg) * 111_132.0,
+                (sol.lon_deg - tr.lon_deg) * 111_132.0 * math.cos(math.radians(tr.lat_deg)))
+            return {
+                "takeoff_load_s": load_s,
+                "imu_rate_answer": answers.get(C.MSG_RAW_IMU),
+                "late_samples_dropped": None if s is None else s.late_samples_dropped,
+                "frames_seen": None if s is None else s.frames_seen,
+                "gps_input_sent": None if s is None else s.gps_input_sent,
+                "radius95_m": None if sol is None else float(
+                    2.45 * math.sqrt(max(sol.cov_p_ned_m2[0][0], sol.cov_p_ned_m2[1][1]))),
+                "error_m": err,
+                "gnss_trusted": None if sol is None else bool(sol.gnss_trusted),
+                "gps2_fix": ctl.gps2_raw[-1][1] if ctl.gps2_raw else None,
+            }
+        finally:
+            ctl.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--case", choices=("switch", "defaults", "sourceset"), required=True)
+    ap.add_argument("--case", choices=("switch", "defaults", "sourceset", "onboard"),
+                    required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO)
     result = {"switch": case_switch, "defaults": case_defaults,
-              "sourceset": case_sourceset}[args.case]()
+              "sourceset": case_sourceset, "onboard": case_onboard}[args.case]()
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
