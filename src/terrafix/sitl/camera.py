@@ -148,12 +148,17 @@ class SitlCameraSource:
             if t_cap is None:
                 self._stop.wait(0.1)
                 continue
-            wait_s = (t_cap + self.readout_ns - time.monotonic_ns()) / 1e9
+            wait_s = (t_cap - time.monotonic_ns()) / 1e9
             if wait_s > 0 and self._stop.wait(wait_s):
                 return
             next_fc += self.period_ns
             if self.on_capture is not None:
+                # the FC's trigger: the capture is announced at the exposure itself, so the
+                # navigator marks that instant before newer samples pass it
                 self.on_capture(t_cap, index)
+            wait_s = (t_cap + self.readout_ns - time.monotonic_ns()) / 1e9
+            if wait_s > 0 and self._stop.wait(wait_s):
+                return
             if not self.truth.wait_past(t_cap, self._stop, 1.0):
                 index += 1
                 continue
