@@ -159,3 +159,50 @@ def test_cusum_allowance_absorbs_biases_within_it_and_rejects_bad_input() -> Non
         c.step(0, 0.0, np.zeros(2), track, 0.005, 0.01)
     with pytest.raises(ValueError, match="threshold"):
         DisplacementCusum(threshold_m=0.0, allowance_sigmas=2.0, allowance_floor_mps=0.1)
+
+
+def test_one_bad_delta_before_a_gap_does_not_carry_the_reference_away() -> None:
+    """What ArduPlane SITL showed: rolling into a turn, one odometry delta came 6 m off and
+    37 deg out, then tracking was lost. Bridged with that delta's velocity the reference ran
+    ~17 m/s wrong for the whole gap (a false alarm on clean GNSS seconds later). Bridged with
+    the median of the last deltas it stays where the aircraft is, within its covariance."""
+    ref = GnssFreeReference()
+    v = np.array([20.0, 0.0])
+    t, dt = 0, 333_333_333
+    ref.on_odometry(t, t + dt, v / 3.0, np.eye(2) * 0.1, 0.01, 0.01, v)
+    t += dt
+    ref.on_fix(t, v * (t / 1e9), np.eye(2) * 1.0)
+    for _ in range(12):
+        ref.on_odometry(t, t + dt, v / 3.0, np.eye(2) * 0.1, 0.01, 0.01, v)
+        t += dt
+    bad = 8.8 * np.array([math.cos(math.radians(37.0)), math.sin(math.radians(37.0))])
+    ref.on_odometry(t, t + dt, bad, np.eye(2) * 0.1, 0.01, 0.01, v)
+    t += dt
+    truth_at_t = v * (t / 1e9)
+    later = ref.reference_at(t + 5_000_000_000, v)
+    assert later is not None
+    p, P = later
+    err = p - (truth_at_t + v * 5.0)
+    assert float(np.hypot(*err)) < 12.0  # the single bad delta's own 6 m plus little
+    nis = float(err @ np.linalg.solve(P, err))
+    assert nis < 13.8  # inside its 99.9 % ellipse
+
+
+def test_the_sequential_test_waits_through_an_odometry_gap() -> None:
+    """Through a gap the reference's motion is a bridge (the last odometry velocity and the
+    fused velocity's change), not a measurement: the sequential test does not step on it,
+    however the bridge and the GNSS disagree, and resumes when odometry comes back."""
+    ref = GnssFreeReference()
+    v = np.array([20.0, 0.0])
+    t, dt = 0, 333_333_333
+    for _ in range(30):
+        ref.on_odometry(t, t + dt, v / 3.0, np.eye(2) * 0.01, 0.001, 0.001, v)
+        t += dt
+    # the aircraft turns (GNSS follows it) while the odometry is lost: 10 s of gap
+    p_g = v * (t / 1e9)
+    v_turned = np.array([0.0, 20.0])
+    for k in range(50):
+        p_g = p_g + v_turned * 0.2
+        verdict = ref.test_gnss(t + (k + 1) * 200_000_000, p_g, 1.0, True, v)
+        assert "sequential" not in verdict.failed
+    assert ref.cusum.statistic_m == 0.0
