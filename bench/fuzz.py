@@ -8,9 +8,13 @@ Engine: atheris (libFuzzer, coverage-guided over terrafix's own code and the mca
 it imports, else a random-mutation engine over the same seeds. Each target runs in its own
 worker process (`--worker NAME`) with libFuzzer's per-input timeout (`--timeout-s`, a hang)
 and RSS limit (`--rss-limit-mb`); an input that raises outside the target's documented
-exception family, or a documented error that does not name its input, is a crash; it is
-saved under build/fuzz/crashes/<target>/ and the campaign goes on. A worker that dies on a
-timeout or the memory limit is counted (hang / crash) and restarted for the remaining inputs.
+exception family, or a documented error that does not name its input, is a crash. A worker that
+dies on a timeout or the memory limit is counted (hang / crash) and restarted for the remaining
+inputs. Each input is written to build/fuzz/inflight/<target>.input before it runs, so a hang,
+a kill or a native crash leaves it behind; every crashing input is kept as
+build/fuzz/crashes/<target>/<sha1> and every hanging one as build/fuzz/hangs/<target>/<sha1>
+(git-ignored), each with a .txt giving what happened and the command that runs it again:
+`python bench/fuzz.py --reproduce <target> <file>` (exit 0 handled, 1 crash, 2 hang).
 
 Targets (tests/fuzz/targets.py): inbound MAVLink on a signing link and on an unsigned side
 channel (raw datagrams, streams cut at random, well-formed frames with random fields that are
@@ -52,10 +56,57 @@ FILE_IMPORT_TARGETS = ("geotiff_provisioning", "mbtiles_provisioning")
 writes: 20-100 ms each here): run for a time budget, not an input count."""
 
 
+# --- kept inputs ------------------------------------------------------------------------------
+def _inflight_path(name: str) -> Path:
+    """Where a worker writes each input before running it (bench/fuzz.py module docstring)."""
+    return WORK / "inflight" / f"{name}.input"
+
+
+def _keep_input(name: str, kind: str, data: bytes, why: str) -> Path:
+    """Keep a crashing / hanging input as build/fuzz/{crashes,hangs}/<target>/<sha1>, with a .txt
+    beside it saying what happened and the command that runs it again."""
+    folder = WORK / {"crash": "crashes", "hang": "hangs"}[kind] / name
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(data).hexdigest()
+    path = folder / digest
+    path.write_bytes(data)
+    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    (folder / f"{digest}.txt").write_text(
+        f"target: {name}\n{kind}: {why}\nbytes: {len(data)}\nreproduce:\n"
+        f"  python bench/fuzz.py --reproduce {name} {rel}\n")
+    return path
+
+
+def _reproduce(name: str, path: Path, timeout_s: float) -> int:
+    """Run one kept input through its target once, in this process; print the verdict.
+    Exit code 0: handled; 1: crash; 2: still running after timeout_s (a hang)."""
+    from tests.fuzz import targets as T
+
+    data = path.read_bytes()
+    target = T.target(name).open(T.scratch_dir(name))
+
+    def on_alarm(_sig, _frame):
+        print(f"HANG: {name} still running after {timeout_s} s on {path}", file=sys.stderr)
+        os._exit(2)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    t0 = time.perf_counter()
+    try:
+        refused = target.run(data)
+    except T.FuzzCrashError as exc:
+        print(f"CRASH after {time.perf_counter() - t0:.2f} s: {exc}")
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    print(f"OK: handled in {time.perf_counter() - t0:.2f} s ({len(data)} bytes)"
+          + (f", refused with {refused}" if refused else ""))
+    return 0
+
+
 # --- worker (one target, one process) ---------------------------------------------------------
 def _worker(args: argparse.Namespace) -> None:
     name, stats_path = args.worker, Path(args.stats)
-    crash_dir = WORK / "crashes" / name
     corpus = WORK / "corpus" / name
     stats = {"inputs": 0, "crashes": 0, "unclear_errors": 0, "max_input_s": 0.0,
              "crash_examples": [], "engine": ""}
@@ -76,7 +127,17 @@ def _worker(args: argparse.Namespace) -> None:
             (corpus / hashlib.sha1(s).hexdigest()).write_bytes(s)
         return t, T.FuzzCrashError, T.UnclearError
 
+    inflight = _inflight_path(name)
+    inflight.parent.mkdir(parents=True, exist_ok=True)
+
     def one(data: bytes) -> None:
+        # on disk before it runs: a hang, a kill or a native crash leaves it behind for the
+        # parent to keep (one overwrite per input, no fsync: a killed process's writes stay)
+        fd = os.open(inflight, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
         t0 = time.perf_counter()
         try:
             target.run(data)
@@ -88,10 +149,7 @@ def _worker(args: argparse.Namespace) -> None:
             if key not in seen and len(seen) < 50:
                 seen.add(key)
                 stats["crash_examples"].append(key)
-                crash_dir.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha1(data).hexdigest()
-                (crash_dir / digest).write_bytes(data)
-                (crash_dir / f"{digest}.txt").write_text(str(exc))
+            _keep_input(name, "crash", data, str(exc))
             save()
         stats["max_input_s"] = max(stats["max_input_s"], time.perf_counter() - t0)
         stats["inputs"] += 1
@@ -172,8 +230,11 @@ def _run_target(name: str, inputs: int, args: argparse.Namespace,
     engine = ""
     t0 = time.perf_counter()
     restarts = 0
+    inflight = _inflight_path(name)
+    kept: list[str] = []
     while done < inputs and restarts <= args.max_restarts:
         stats_path.unlink(missing_ok=True)
+        inflight.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
                "--runs", str(inputs - done + 600), "--stats", str(stats_path),
                "--timeout-s", str(args.timeout_s), "--rss-limit-mb", str(args.rss_limit_mb),
@@ -204,19 +265,27 @@ def _run_target(name: str, inputs: int, args: argparse.Namespace,
         tail = log_path.read_text(errors="replace")[-4000:]
         if deadline is not None and time.perf_counter() > deadline:
             break
+        died = None
         if "libFuzzer: timeout" in tail and proc.returncode != 0:
             hangs += 1
+            died = ("hang", f"still running after {args.timeout_s} s")
         elif "out-of-memory" in tail and proc.returncode != 0:
             ooms += 1
+            died = ("crash", f"out of memory (over {args.rss_limit_mb} MB)")
         elif proc.returncode not in (0, None) and done < inputs:
             crashes += 1
             examples.append(f"worker exited with {proc.returncode}: {tail[-300:]}")
+            died = ("crash", f"worker exited with {proc.returncode}")
+        if died is not None and inflight.is_file():  # the input it was running
+            path = _keep_input(name, died[0], inflight.read_bytes(), died[1])
+            kept.append(str(path.relative_to(REPO)))
+            print(f"  {name}: {died[0]} kept as {kept[-1]}", file=sys.stderr)
         log_path.write_text("")  # one run's log at a time
         restarts += 1
     return {"inputs": done, "crashes": crashes + ooms, "unclear_errors": unclear,
             "hangs": hangs, "out_of_memory": ooms, "max_rss_mb": round(rss_mb, 1),
             "max_input_s": round(max_input_s, 3), "seconds": round(time.perf_counter() - t0, 1),
-            "engine": engine, "crash_examples": examples[:10]}
+            "engine": engine, "crash_examples": examples[:10], "kept_inputs": kept[:20]}
 
 
 def _progress(name: str, stats_path: Path, done: int, inputs: int, t0: float) -> None:
@@ -375,6 +444,8 @@ def main() -> None:
     ap.add_argument("--only-takeoff", action="store_true",
                     help="measure the take-off load into the existing results file")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--reproduce", nargs=2, metavar=("TARGET", "FILE"),
+                    help="run one kept input (build/fuzz/crashes|hangs/...) through its target")
     ap.add_argument("--worker", default="")
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--stats", default="")
@@ -382,6 +453,8 @@ def main() -> None:
     if args.worker:
         _worker(args)
         return
+    if args.reproduce:
+        sys.exit(_reproduce(args.reproduce[0], Path(args.reproduce[1]), args.timeout_s))
     if args.finalize_running:
         _finalize_running(args.timeout_s)
         return
