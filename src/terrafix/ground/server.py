@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from terrafix.ground.errors import RefusedError
 from terrafix.ground.service import GroundService
 from terrafix.tiles.provider_server import create_app
-from terrafix.upload.protocol import API_PREFIX, ErrorCode
+from terrafix.upload.protocol import API_PREFIX, ErrorCode, ProtocolError, loads_wire_json
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,10 @@ async def _json_body(request: Request, limit: int) -> Any:
                                                 f"{limit}")
     if not body:
         return {}
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RefusedError(400, ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+    try:  # strict: no NaN/Infinity, and nesting too deep is a refusal, not a 500
+        return loads_wire_json(body, "body")
+    except ProtocolError as exc:
+        raise RefusedError(400, ErrorCode.MALFORMED, str(exc)) from None
 
 
 def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
