@@ -30,8 +30,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from terrafix.geo.tiles import TileId
 from terrafix.ground.errors import RefusedError
 from terrafix.ground.service import GroundService
+from terrafix.ground.serving import served
 from terrafix.tiles.provider_server import create_app
 from terrafix.upload.protocol import API_PREFIX, ErrorCode, ProtocolError, loads_wire_json
 
@@ -239,6 +241,32 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
         counts = await run_in_threadpool(svc.vote_counts)
         pending = await run_in_threadpool(svc.db.pending_evaluations)
         return JSONResponse({"counts": dict(counts), "evaluations_pending": pending})
+
+    @app.get(f"{ADMIN_PREFIX}/votes/{{z}}/{{x}}/{{y}}")
+    async def tile_vote(z: int, x: int, y: int, request: Request) -> JSONResponse:
+        """One tile's vote and what the serving store holds for it now (a CONFLICT tile is
+        not served as trusted: `serving` is the base imagery or the earlier trusted version,
+        `withdrawn` the publication that was stopped)."""
+        operator(request)
+        try:
+            tile = TileId(z, x, y)
+        except ValueError as exc:
+            raise RefusedError(404, ErrorCode.NOT_FOUND, f"no tile {z}/{x}/{y}: {exc}") from None
+        vote = await run_in_threadpool(svc.db.get_vote, tile)
+        if vote is None:
+            raise RefusedError(404, ErrorCode.NOT_FOUND, f"no candidates for tile {tile.path()}")
+        now = await run_in_threadpool(served, svc.serving, tile)
+        try:
+            evidence = json.loads(vote.evidence_json)
+        except ValueError:
+            evidence = {}
+        return JSONResponse({"tile": tile.path(), "status": str(vote.status),
+                             "flights": vote.flights, "devices": vote.devices,
+                             "reason": evidence.get("reason"),
+                             "trusted_sha256": vote.trusted_sha256,
+                             "published_sha256": vote.served_sha256,
+                             "withdrawn_sha256": evidence.get("withdrawn"),
+                             "serving": now.to_dict()})
 
     body_limits = {f"{API_PREFIX}/sessions/": limits.max_batch_body_bytes}
     return BodyLimitMiddleware(app, body_limits, default=max(limits.max_json_bytes, 1 << 20))

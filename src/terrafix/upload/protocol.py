@@ -85,6 +85,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # operator API without a valid operator credential
     BUSY = "busy"
     SESSION_CLOSED = "session_closed"  # the session was ended by a signed close
+    NOT_FOUND = "not_found"  # operator API: no such tile or vote
 
 
 # --- canonical bytes, keys, signatures ------------------------------------------------------
