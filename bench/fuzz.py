@@ -21,9 +21,10 @@ channel (raw datagrams, streams cut at random, well-formed frames with random fi
 truncated, get a wrong CRC, link id or signature, a stale or replayed timestamp), MSP v2,
 tile JPEG checks, MBTiles and GeoTIFF provisioning, the onboard TOML config and scenario
 loaders, the MCAP flight-log reader on torn and garbled segments, the upload batch-manifest
-and session-certificate parsers; plus Schemathesis against the satellite-provider API's
-OpenAPI (or `--api-url`). Byte-level parsers get `--inputs` each; the GeoTIFF import (a whole
-provisioning with GDAL and journaled tile writes per input, ~0.1 s) gets a time budget.
+and session-certificate parsers; plus Schemathesis against the ground service's OpenAPI
+(its upload, operator and provider routes on a real TLS server; or `--api-url`). Byte-level
+parsers get `--inputs` each; the GeoTIFF import (a whole provisioning with GDAL and
+journaled tile writes per input, ~0.1 s) gets a time budget.
 
 Also measured: `takeoff_load_s`, the onboard program's take-off with the full manifest v2
 verification on the demo cache (build/cache-dgsamples-wv2, made by `terrafix demo`): cache
@@ -299,18 +300,24 @@ def _progress(name: str, stats_path: Path, done: int, inputs: int, t0: float) ->
 
 
 def _api_campaign(args: argparse.Namespace) -> dict:
-    from tests.fuzz.api import fuzz_openapi, provider_service
+    from tests.fuzz.api import fuzz_openapi, ground_service, schema_checks_excluded
 
     t0 = time.perf_counter()
+    excluded = schema_checks_excluded()
     if args.api_url:
         headers = dict(h.split(":", 1) for h in args.api_header)
         headers = {k.strip(): v.strip() for k, v in headers.items()}
-        result = fuzz_openapi(args.api_url, headers, max_examples=args.api_examples)
+        result = fuzz_openapi(args.api_url, headers, max_examples=args.api_examples,
+                              excluded_checks=excluded, verify=args.api_ca_file or True)
         result["service"] = args.api_url
     else:
-        with provider_service() as (url, headers):
-            result = fuzz_openapi(url, headers, max_examples=args.api_examples)
-        result["service"] = "terrafix.tiles.provider_server (satellite-provider API, loopback)"
+        with ground_service() as (url, headers, ca_file, pinned):
+            result = fuzz_openapi(url, headers, max_examples=args.api_examples, verify=ca_file,
+                                  excluded_checks=excluded, path_parameters=pinned)
+        result["service"] = ("terrafix.ground.server (ground service: upload, operator and "
+                             "provider routes; uvicorn, TLS, loopback, SQLite)")
+    result["checks_excluded"] = [c.__name__ for c in excluded]
+    result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
@@ -433,6 +440,7 @@ def main() -> None:
     ap.add_argument("--mutate", action="store_true", help="random mutation, not atheris")
     ap.add_argument("--api-url", default="")
     ap.add_argument("--api-header", action="append", default=[])
+    ap.add_argument("--api-ca-file", default="", help="CA of --api-url's TLS certificate")
     ap.add_argument("--api-examples", type=int, default=300)
     ap.add_argument("--takeoff-runs", type=int, default=3)
     ap.add_argument("--skip-takeoff", action="store_true")
