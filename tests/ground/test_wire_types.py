@@ -109,3 +109,16 @@ def test_nan_and_deeply_nested_bodies_are_refused_not_a_server_error(ground: Gro
         assert r.status_code == 400 and "unknown fields ['extra']" in r.json()["detail"]
     assert ground.written()[:2] == (0, 0)
     assert ground.svc.db.session_count() == 1
+
+
+def test_the_inventory_takes_no_bool_for_a_tile_coordinate(ground: Ground) -> None:
+    """The provider routes of the ground server: pydantic's lax mode read [true, 0, 0] as
+    tile 1/0/0; strict integers refuse it (422 naming the position), integers still work."""
+    key = {"X-API-Key": ground.cfg.provider_api_keys[0]}
+    with _http(ground) as h:
+        for bad in ([True, 0, 0], [19, False, 0], [19, 0, 1.0], [25, 0, 0], [1, 2, 0]):
+            r = h.post(f"{ground.url}/v1/inventory", json={"tiles": [bad]}, headers=key)
+            assert r.status_code == 422, (bad, r.text)
+            assert r.json()["detail"][0]["loc"][:3] == ["body", "tiles", 0], r.text
+        r = h.post(f"{ground.url}/v1/inventory", json={"tiles": [[1, 1, 0]]}, headers=key)
+        assert r.status_code == 200 and r.json()["missing"] == [[1, 1, 0]]
