@@ -6,7 +6,8 @@
 
 Engine: atheris (libFuzzer, coverage-guided over terrafix's own code and the mcap reader) when
 it imports, else a random-mutation engine over the same seeds. Each target runs in its own
-worker process (`--worker NAME`) with libFuzzer's per-input timeout (`--timeout-s`, a hang)
+worker process (`--worker NAME`) with a per-input timeout (`--timeout-s` CPU seconds, a
+wall-clock backstop of 6x for an input that blocks; libFuzzer's own under atheris: a hang)
 and RSS limit (`--rss-limit-mb`); an input that raises outside the target's documented
 exception family, or a documented error that does not name its input, is a crash. A worker that
 dies on a timeout or the memory limit is counted (hang / crash) and restarted for the remaining
@@ -53,6 +54,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 OUT = REPO / "bench" / "results" / "fuzz.json"
 WORK = REPO / "build" / "fuzz"
 FILE_IMPORT_TARGETS = ("geotiff_provisioning", "mbtiles_provisioning")
+WALL_LIMIT_FACTOR = 6  # wall-clock backstop of the per-input CPU-time limit (_mutation_loop)
 """Whole provisionings per input (GDAL or SQLite open, tile decode/encode, journaled store
 writes: 20-100 ms each here): run for a time budget, not an input count."""
 
@@ -80,19 +82,28 @@ def _keep_input(name: str, kind: str, data: bytes, why: str) -> Path:
 
 def _reproduce(name: str, path: Path, timeout_s: float) -> int:
     """Run one kept input through its target once, in this process; print the verdict.
-    Exit code 0: handled; 1: crash; 2: still running after timeout_s (a hang)."""
+    Exit code 0: handled; 1: crash; 2: over the per-input limit (a hang: timeout_s CPU
+    seconds, or WALL_LIMIT_FACTOR times that of wall-clock time, as in the campaign)."""
     from tests.fuzz import targets as T
 
     data = path.read_bytes()
     target = T.target(name).open(T.scratch_dir(name))
 
-    def on_alarm(_sig, _frame):
-        print(f"HANG: {name} still running after {timeout_s} s on {path}", file=sys.stderr)
+    def on_alarm(sig, _frame):
+        clock = "CPU" if sig == signal.SIGPROF else "wall-clock"
+        limit = timeout_s * (1 if sig == signal.SIGPROF else WALL_LIMIT_FACTOR)
+        print(f"HANG: {name} still running after {limit} {clock} s on {path}", file=sys.stderr)
         os._exit(2)
 
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    t0 = time.perf_counter()
+    signal.signal(signal.SIGPROF, on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout_s)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s * WALL_LIMIT_FACTOR)
+    t0, c0 = time.perf_counter(), cpu_s()
     try:
         refused = target.run(data)
     except T.FuzzCrashError as exc:
@@ -100,8 +111,9 @@ def _reproduce(name: str, path: Path, timeout_s: float) -> int:
         return 1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    print(f"OK: handled in {time.perf_counter() - t0:.2f} s ({len(data)} bytes)"
-          + (f", refused with {refused}" if refused else ""))
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    print(f"OK: handled in {time.perf_counter() - t0:.2f} s wall-clock, {cpu_s() - c0:.2f} s "
+          f"CPU ({len(data)} bytes)" + (f", refused with {refused}" if refused else ""))
     return 0
 
 
@@ -185,15 +197,23 @@ def _worker(args: argparse.Namespace) -> None:
 def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
     """Random byte mutations (flip, insert, delete, splice, truncate) of the corpus (the seeds
     and whatever an earlier atheris run added for new coverage), with a per-input alarm (an
-    input over the timeout ends the worker like libFuzzer's timeout) and the RSS limit."""
+    input over the timeout ends the worker like libFuzzer's timeout) and the RSS limit.
+
+    The timeout is CPU time of the worker (all its threads, ITIMER_PROF), with a wall-clock
+    backstop of WALL_LIMIT_FACTOR times it for an input that blocks without computing: on a
+    machine shared with other jobs, wall-clock time alone called a 2.6 s GeoTIFF (a sparse
+    24 x 54296 px strip, 2760 tiles) a hang at 10 s."""
     rng = random.Random(args.seed)
     seeds = [p.read_bytes() for p in sorted(corpus.iterdir())] or [b""]
 
-    def on_alarm(_sig, _frame):
-        print(f"==ERROR: libFuzzer: timeout after {args.timeout_s} seconds", file=sys.stderr)
+    def on_alarm(sig, _frame):
+        clock = "CPU" if sig == signal.SIGPROF else "wall-clock"
+        limit = args.timeout_s * (1 if sig == signal.SIGPROF else WALL_LIMIT_FACTOR)
+        print(f"==ERROR: libFuzzer: timeout after {limit} {clock} seconds", file=sys.stderr)
         os._exit(70)
 
     signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
     for i in range(args.runs):
         if i % 500 == 0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 \
                 > args.rss_limit_mb:
@@ -215,9 +235,11 @@ def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
                 data += other[rng.randrange(len(other) + 1):]
             else:
                 del data[rng.randrange(len(data) + 1):]
-        signal.setitimer(signal.ITIMER_REAL, args.timeout_s)
+        signal.setitimer(signal.ITIMER_PROF, args.timeout_s)
+        signal.setitimer(signal.ITIMER_REAL, args.timeout_s * WALL_LIMIT_FACTOR)
         one(bytes(data[:8192]))
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 # --- campaign -------------------------------------------------------------------------------
@@ -269,7 +291,8 @@ def _run_target(name: str, inputs: int, args: argparse.Namespace,
         died = None
         if "libFuzzer: timeout" in tail and proc.returncode != 0:
             hangs += 1
-            died = ("hang", f"still running after {args.timeout_s} s")
+            died = ("hang", f"over the per-input limit ({args.timeout_s} s CPU, "
+                            f"{args.timeout_s * WALL_LIMIT_FACTOR} s wall-clock)")
         elif "out-of-memory" in tail and proc.returncode != 0:
             ooms += 1
             died = ("crash", f"out of memory (over {args.rss_limit_mb} MB)")
