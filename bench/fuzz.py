@@ -6,20 +6,26 @@
 
 Engine: atheris (libFuzzer, coverage-guided over terrafix's own code and the mcap reader) when
 it imports, else a random-mutation engine over the same seeds. Each target runs in its own
-worker process (`--worker NAME`) with libFuzzer's per-input timeout (`--timeout-s`, a hang)
+worker process (`--worker NAME`) with a per-input timeout (`--timeout-s` CPU seconds, a
+wall-clock backstop of 6x for an input that blocks; libFuzzer's own under atheris: a hang)
 and RSS limit (`--rss-limit-mb`); an input that raises outside the target's documented
-exception family, or a documented error that does not name its input, is a crash; it is
-saved under build/fuzz/crashes/<target>/ and the campaign goes on. A worker that dies on a
-timeout or the memory limit is counted (hang / crash) and restarted for the remaining inputs.
+exception family, or a documented error that does not name its input, is a crash. A worker that
+dies on a timeout or the memory limit is counted (hang / crash) and restarted for the remaining
+inputs. Each input is written to build/fuzz/inflight/<target>.input before it runs, so a hang,
+a kill or a native crash leaves it behind; every crashing input is kept as
+build/fuzz/crashes/<target>/<sha1> and every hanging one as build/fuzz/hangs/<target>/<sha1>
+(git-ignored), each with a .txt giving what happened and the command that runs it again:
+`python bench/fuzz.py --reproduce <target> <file>` (exit 0 handled, 1 crash, 2 hang).
 
 Targets (tests/fuzz/targets.py): inbound MAVLink on a signing link and on an unsigned side
 channel (raw datagrams, streams cut at random, well-formed frames with random fields that are
 truncated, get a wrong CRC, link id or signature, a stale or replayed timestamp), MSP v2,
 tile JPEG checks, MBTiles and GeoTIFF provisioning, the onboard TOML config and scenario
 loaders, the MCAP flight-log reader on torn and garbled segments, the upload batch-manifest
-and session-certificate parsers; plus Schemathesis against the satellite-provider API's
-OpenAPI (or `--api-url`). Byte-level parsers get `--inputs` each; the GeoTIFF import (a whole
-provisioning with GDAL and journaled tile writes per input, ~0.1 s) gets a time budget.
+and session-certificate parsers; plus Schemathesis against the ground service's OpenAPI
+(its upload, operator and provider routes on a real TLS server; or `--api-url`). Byte-level
+parsers get `--inputs` each; the GeoTIFF import (a whole provisioning with GDAL and
+journaled tile writes per input, ~0.1 s) gets a time budget.
 
 Also measured: `takeoff_load_s`, the onboard program's take-off with the full manifest v2
 verification on the demo cache (build/cache-dgsamples-wv2, made by `terrafix demo`): cache
@@ -48,14 +54,72 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 OUT = REPO / "bench" / "results" / "fuzz.json"
 WORK = REPO / "build" / "fuzz"
 FILE_IMPORT_TARGETS = ("geotiff_provisioning", "mbtiles_provisioning")
+WALL_LIMIT_FACTOR = 6  # wall-clock backstop of the per-input CPU-time limit (_mutation_loop)
 """Whole provisionings per input (GDAL or SQLite open, tile decode/encode, journaled store
 writes: 20-100 ms each here): run for a time budget, not an input count."""
+
+
+# --- kept inputs ------------------------------------------------------------------------------
+def _inflight_path(name: str) -> Path:
+    """Where a worker writes each input before running it (bench/fuzz.py module docstring)."""
+    return WORK / "inflight" / f"{name}.input"
+
+
+def _keep_input(name: str, kind: str, data: bytes, why: str) -> Path:
+    """Keep a crashing / hanging input as build/fuzz/{crashes,hangs}/<target>/<sha1>, with a .txt
+    beside it saying what happened and the command that runs it again."""
+    folder = WORK / {"crash": "crashes", "hang": "hangs"}[kind] / name
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(data).hexdigest()
+    path = folder / digest
+    path.write_bytes(data)
+    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    (folder / f"{digest}.txt").write_text(
+        f"target: {name}\n{kind}: {why}\nbytes: {len(data)}\nreproduce:\n"
+        f"  python bench/fuzz.py --reproduce {name} {rel}\n")
+    return path
+
+
+def _reproduce(name: str, path: Path, timeout_s: float) -> int:
+    """Run one kept input through its target once, in this process; print the verdict.
+    Exit code 0: handled; 1: crash; 2: over the per-input limit (a hang: timeout_s CPU
+    seconds, or WALL_LIMIT_FACTOR times that of wall-clock time, as in the campaign)."""
+    from tests.fuzz import targets as T
+
+    data = path.read_bytes()
+    target = T.target(name).open(T.scratch_dir(name))
+
+    def on_alarm(sig, _frame):
+        clock = "CPU" if sig == signal.SIGPROF else "wall-clock"
+        limit = timeout_s * (1 if sig == signal.SIGPROF else WALL_LIMIT_FACTOR)
+        print(f"HANG: {name} still running after {limit} {clock} s on {path}", file=sys.stderr)
+        os._exit(2)
+
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout_s)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s * WALL_LIMIT_FACTOR)
+    t0, c0 = time.perf_counter(), cpu_s()
+    try:
+        refused = target.run(data)
+    except T.FuzzCrashError as exc:
+        print(f"CRASH after {time.perf_counter() - t0:.2f} s: {exc}")
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    print(f"OK: handled in {time.perf_counter() - t0:.2f} s wall-clock, {cpu_s() - c0:.2f} s "
+          f"CPU ({len(data)} bytes)" + (f", refused with {refused}" if refused else ""))
+    return 0
 
 
 # --- worker (one target, one process) ---------------------------------------------------------
 def _worker(args: argparse.Namespace) -> None:
     name, stats_path = args.worker, Path(args.stats)
-    crash_dir = WORK / "crashes" / name
     corpus = WORK / "corpus" / name
     stats = {"inputs": 0, "crashes": 0, "unclear_errors": 0, "max_input_s": 0.0,
              "crash_examples": [], "engine": ""}
@@ -76,7 +140,17 @@ def _worker(args: argparse.Namespace) -> None:
             (corpus / hashlib.sha1(s).hexdigest()).write_bytes(s)
         return t, T.FuzzCrashError, T.UnclearError
 
+    inflight = _inflight_path(name)
+    inflight.parent.mkdir(parents=True, exist_ok=True)
+
     def one(data: bytes) -> None:
+        # on disk before it runs: a hang, a kill or a native crash leaves it behind for the
+        # parent to keep (one overwrite per input, no fsync: a killed process's writes stay)
+        fd = os.open(inflight, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
         t0 = time.perf_counter()
         try:
             target.run(data)
@@ -88,10 +162,7 @@ def _worker(args: argparse.Namespace) -> None:
             if key not in seen and len(seen) < 50:
                 seen.add(key)
                 stats["crash_examples"].append(key)
-                crash_dir.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha1(data).hexdigest()
-                (crash_dir / digest).write_bytes(data)
-                (crash_dir / f"{digest}.txt").write_text(str(exc))
+            _keep_input(name, "crash", data, str(exc))
             save()
         stats["max_input_s"] = max(stats["max_input_s"], time.perf_counter() - t0)
         stats["inputs"] += 1
@@ -126,15 +197,23 @@ def _worker(args: argparse.Namespace) -> None:
 def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
     """Random byte mutations (flip, insert, delete, splice, truncate) of the corpus (the seeds
     and whatever an earlier atheris run added for new coverage), with a per-input alarm (an
-    input over the timeout ends the worker like libFuzzer's timeout) and the RSS limit."""
+    input over the timeout ends the worker like libFuzzer's timeout) and the RSS limit.
+
+    The timeout is CPU time of the worker (all its threads, ITIMER_PROF), with a wall-clock
+    backstop of WALL_LIMIT_FACTOR times it for an input that blocks without computing: on a
+    machine shared with other jobs, wall-clock time alone called a 2.6 s GeoTIFF (a sparse
+    24 x 54296 px strip, 2760 tiles) a hang at 10 s."""
     rng = random.Random(args.seed)
     seeds = [p.read_bytes() for p in sorted(corpus.iterdir())] or [b""]
 
-    def on_alarm(_sig, _frame):
-        print(f"==ERROR: libFuzzer: timeout after {args.timeout_s} seconds", file=sys.stderr)
+    def on_alarm(sig, _frame):
+        clock = "CPU" if sig == signal.SIGPROF else "wall-clock"
+        limit = args.timeout_s * (1 if sig == signal.SIGPROF else WALL_LIMIT_FACTOR)
+        print(f"==ERROR: libFuzzer: timeout after {limit} {clock} seconds", file=sys.stderr)
         os._exit(70)
 
     signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
     for i in range(args.runs):
         if i % 500 == 0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 \
                 > args.rss_limit_mb:
@@ -156,9 +235,11 @@ def _mutation_loop(corpus: Path, one, args: argparse.Namespace) -> None:
                 data += other[rng.randrange(len(other) + 1):]
             else:
                 del data[rng.randrange(len(data) + 1):]
-        signal.setitimer(signal.ITIMER_REAL, args.timeout_s)
+        signal.setitimer(signal.ITIMER_PROF, args.timeout_s)
+        signal.setitimer(signal.ITIMER_REAL, args.timeout_s * WALL_LIMIT_FACTOR)
         one(bytes(data[:8192]))
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 # --- campaign -------------------------------------------------------------------------------
@@ -172,8 +253,11 @@ def _run_target(name: str, inputs: int, args: argparse.Namespace,
     engine = ""
     t0 = time.perf_counter()
     restarts = 0
+    inflight = _inflight_path(name)
+    kept: list[str] = []
     while done < inputs and restarts <= args.max_restarts:
         stats_path.unlink(missing_ok=True)
+        inflight.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
                "--runs", str(inputs - done + 600), "--stats", str(stats_path),
                "--timeout-s", str(args.timeout_s), "--rss-limit-mb", str(args.rss_limit_mb),
@@ -204,19 +288,28 @@ def _run_target(name: str, inputs: int, args: argparse.Namespace,
         tail = log_path.read_text(errors="replace")[-4000:]
         if deadline is not None and time.perf_counter() > deadline:
             break
+        died = None
         if "libFuzzer: timeout" in tail and proc.returncode != 0:
             hangs += 1
+            died = ("hang", f"over the per-input limit ({args.timeout_s} s CPU, "
+                            f"{args.timeout_s * WALL_LIMIT_FACTOR} s wall-clock)")
         elif "out-of-memory" in tail and proc.returncode != 0:
             ooms += 1
+            died = ("crash", f"out of memory (over {args.rss_limit_mb} MB)")
         elif proc.returncode not in (0, None) and done < inputs:
             crashes += 1
             examples.append(f"worker exited with {proc.returncode}: {tail[-300:]}")
+            died = ("crash", f"worker exited with {proc.returncode}")
+        if died is not None and inflight.is_file():  # the input it was running
+            path = _keep_input(name, died[0], inflight.read_bytes(), died[1])
+            kept.append(str(path.relative_to(REPO)))
+            print(f"  {name}: {died[0]} kept as {kept[-1]}", file=sys.stderr)
         log_path.write_text("")  # one run's log at a time
         restarts += 1
     return {"inputs": done, "crashes": crashes + ooms, "unclear_errors": unclear,
             "hangs": hangs, "out_of_memory": ooms, "max_rss_mb": round(rss_mb, 1),
             "max_input_s": round(max_input_s, 3), "seconds": round(time.perf_counter() - t0, 1),
-            "engine": engine, "crash_examples": examples[:10]}
+            "engine": engine, "crash_examples": examples[:10], "kept_inputs": kept[:20]}
 
 
 def _progress(name: str, stats_path: Path, done: int, inputs: int, t0: float) -> None:
@@ -230,18 +323,24 @@ def _progress(name: str, stats_path: Path, done: int, inputs: int, t0: float) ->
 
 
 def _api_campaign(args: argparse.Namespace) -> dict:
-    from tests.fuzz.api import fuzz_openapi, provider_service
+    from tests.fuzz.api import fuzz_openapi, ground_service, schema_checks_excluded
 
     t0 = time.perf_counter()
+    excluded = schema_checks_excluded()
     if args.api_url:
         headers = dict(h.split(":", 1) for h in args.api_header)
         headers = {k.strip(): v.strip() for k, v in headers.items()}
-        result = fuzz_openapi(args.api_url, headers, max_examples=args.api_examples)
+        result = fuzz_openapi(args.api_url, headers, max_examples=args.api_examples,
+                              excluded_checks=excluded, verify=args.api_ca_file or True)
         result["service"] = args.api_url
     else:
-        with provider_service() as (url, headers):
-            result = fuzz_openapi(url, headers, max_examples=args.api_examples)
-        result["service"] = "terrafix.tiles.provider_server (satellite-provider API, loopback)"
+        with ground_service() as (url, headers, ca_file, pinned):
+            result = fuzz_openapi(url, headers, max_examples=args.api_examples, verify=ca_file,
+                                  excluded_checks=excluded, path_parameters=pinned)
+        result["service"] = ("terrafix.ground.server (ground service: upload, operator and "
+                             "provider routes; uvicorn, TLS, loopback, SQLite)")
+    result["checks_excluded"] = [c.__name__ for c in excluded]
+    result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
@@ -364,6 +463,7 @@ def main() -> None:
     ap.add_argument("--mutate", action="store_true", help="random mutation, not atheris")
     ap.add_argument("--api-url", default="")
     ap.add_argument("--api-header", action="append", default=[])
+    ap.add_argument("--api-ca-file", default="", help="CA of --api-url's TLS certificate")
     ap.add_argument("--api-examples", type=int, default=300)
     ap.add_argument("--takeoff-runs", type=int, default=3)
     ap.add_argument("--skip-takeoff", action="store_true")
@@ -375,6 +475,8 @@ def main() -> None:
     ap.add_argument("--only-takeoff", action="store_true",
                     help="measure the take-off load into the existing results file")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--reproduce", nargs=2, metavar=("TARGET", "FILE"),
+                    help="run one kept input (build/fuzz/crashes|hangs/...) through its target")
     ap.add_argument("--worker", default="")
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--stats", default="")
@@ -382,6 +484,8 @@ def main() -> None:
     if args.worker:
         _worker(args)
         return
+    if args.reproduce:
+        sys.exit(_reproduce(args.reproduce[0], Path(args.reproduce[1]), args.timeout_s))
     if args.finalize_running:
         _finalize_running(args.timeout_s)
         return

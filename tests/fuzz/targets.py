@@ -59,8 +59,9 @@ class FuzzTarget:
         self._fn = self.make(workdir)
         return self
 
-    def run(self, data: bytes) -> None:
-        """One input; raises FuzzCrashError on a crash (see the module docstring)."""
+    def run(self, data: bytes) -> str | None:
+        """One input; raises FuzzCrashError on a crash (see the module docstring). Returns
+        the documented error's message when the input was refused, else None."""
         assert self._fn is not None, "open() the target first"
         try:
             named = self._fn(data[:ONE_INPUT_MAX_BYTES])
@@ -75,10 +76,11 @@ class FuzzTarget:
             if wanted and wanted not in msg:
                 raise UnclearError(f"{self.name}: {type(exc).__name__} does not name the input "
                                    f"{wanted}: {msg[:200]}") from exc
-            return
+            return f"{type(exc).__name__}: {msg}"
         except Exception as exc:
             raise FuzzCrashError(f"{self.name}: {type(exc).__name__}: {exc}"[:500]) from exc
         del named
+        return None
 
 
 def _naming(exc: BaseException, name: str) -> BaseException:

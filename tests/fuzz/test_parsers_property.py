@@ -12,6 +12,7 @@ prefix of its messages, an upload manifest round-trips. The long campaign is ben
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -301,3 +302,73 @@ def test_a_geotiff_outside_the_mercator_world_is_refused(tmp_path: Path) -> None
     with open_store(tmp_path / "store") as store, \
             pytest.raises(ProvisioningError, match=r"far\.tif.*georeferencing"):
         provision_geotiff(store, path, zooms=[10], capture_date=date(2024, 5, 1))
+
+
+def _geotiff_bytes(tmp_path: Path, pixel_m: float = 4.0, size_px: int = 24) -> bytes:
+    """A small synthetic UTM 13N GeoTIFF (the fuzz target's seed): pixel_m square pixels."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path / "seed.tif"
+    data = (np.arange(size_px * size_px).reshape(size_px, size_px) % 200 + 10).astype(np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=size_px, height=size_px, count=1,
+                       dtype="uint8", crs="EPSG:32613", nodata=0,
+                       transform=Affine(pixel_m, 0, 480000.0, 0, -pixel_m, 4440000.0)) as dst:
+        dst.write(data, 1)
+    return path.read_bytes()
+
+
+def _provision_refusing_work(path: Path, zooms: list[int]):
+    """provision_geotiff, failing the test (instead of hanging it) as soon as a tile plan is
+    accepted and cut: the progress callback raises with the plan's size."""
+    from datetime import date
+
+    from terrafix.tiles import open_store
+    from terrafix.tiles.provision.geotiff import provision_geotiff
+
+    def progress(done: int, total: int) -> None:
+        raise AssertionError(f"{path.name} was accepted: {total} tiles planned")
+
+    root = Path(tempfile.mkdtemp(prefix="store-", dir=path.parent))
+    with open_store(root) as store:
+        return provision_geotiff(store, path, zooms=zooms, capture_date=date(2024, 5, 1),
+                                 on_progress=progress)
+
+
+def test_a_geotiff_whose_pixel_height_is_garbled_to_a_huge_value_is_refused(
+        tmp_path: Path) -> None:
+    """Found by fuzzing (bench/fuzz.py, geotiff_provisioning, 2 hangs): one mutated byte in
+    ModelPixelScaleTag made the pixel 1.6e116 m tall; the bounds still projected to finite
+    Web Mercator ones and the import planned 1e10 z17 tiles. Rebuilt here the same way: the
+    tag's second double overwritten in the bytes of a synthetic GeoTIFF."""
+    import struct
+
+    from terrafix.tiles.errors import ProvisioningError
+
+    seed = _geotiff_bytes(tmp_path)
+    scale = struct.pack("<ddd", 4.0, 4.0, 0.0)  # ModelPixelScaleTag (33550) values
+    assert seed.count(scale) == 1
+    for garbled_y in (1.576e116, 6.2e231, 5.0e4):
+        bad = seed.replace(scale, struct.pack("<ddd", 4.0, garbled_y, 0.0))
+        path = tmp_path / f"garbled-{garbled_y:.0e}.tif"
+        path.write_bytes(bad)
+        with pytest.raises(ProvisioningError) as err:
+            _provision_refusing_work(path, [17])
+        msg = str(err.value)
+        assert path.name in msg and "coarser than a z17 tile" in msg, msg
+        assert f"4 x {garbled_y:.4g} m" in msg, msg
+
+
+def test_the_ungarbled_geotiff_and_a_zoom_beyond_the_tile_scheme(tmp_path: Path) -> None:
+    """Controls of the test above: the seed itself is cut (its plan is accepted: the progress
+    callback is reached), and a zoom outside 0..24 is a clear error naming the file."""
+    from terrafix.tiles.errors import ProvisioningError
+
+    path = tmp_path / "seed-copy.tif"
+    path.write_bytes(_geotiff_bytes(tmp_path))
+    with pytest.raises(AssertionError, match=r"accepted: \d+ tiles planned"):
+        _provision_refusing_work(path, [17])
+    for z in (25, -1):
+        with pytest.raises(ProvisioningError, match=rf"seed-copy\.tif: zoom {z} is not"):
+            _provision_refusing_work(path, [z])

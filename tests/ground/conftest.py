@@ -70,7 +70,7 @@ def ground_config(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequ
                        voting=VotingConfig(), area=AreaConfig(bbox=AREA))
     if dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            for s in (schema, f"{schema}_serving"):
+            for s in (schema, f"{schema}_serving", f"{schema}_superseded"):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(s)))
 

@@ -30,10 +30,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from terrafix.geo.tiles import TileId
+from terrafix.ground import api_schema as S
 from terrafix.ground.errors import RefusedError
 from terrafix.ground.service import GroundService
+from terrafix.ground.serving import served
 from terrafix.tiles.provider_server import create_app
-from terrafix.upload.protocol import API_PREFIX, ErrorCode
+from terrafix.upload.protocol import API_PREFIX, ErrorCode, ProtocolError, loads_wire_json
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +129,10 @@ async def _json_body(request: Request, limit: int) -> Any:
                                                 f"{limit}")
     if not body:
         return {}
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RefusedError(400, ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+    try:  # strict: no NaN/Infinity, and nesting too deep is a refusal, not a 500
+        return loads_wire_json(body, "body")
+    except ProtocolError as exc:
+        raise RefusedError(400, ErrorCode.MALFORMED, str(exc)) from None
 
 
 def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
@@ -163,7 +166,9 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
                                                        "invalid", {"WWW-Authenticate": "Bearer"})
 
     # --- upload --------------------------------------------------------------------------
-    @app.post(f"{API_PREFIX}/sessions")
+    @app.post(f"{API_PREFIX}/sessions", openapi_extra=S.SESSION_BODY,
+              responses={200: {"model": S.SessionOpened, "description": "already open"},
+                         **S.answers(201, S.SessionOpened, 401, 403, 409)})
     async def open_session(request: Request) -> JSONResponse:
         body = await _json_body(request, limits.max_json_bytes)
         session, created = await run_in_threadpool(ingest.open_session, body,
@@ -174,7 +179,8 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
                              .fromtimestamp(session.expires_utc_s, UTC).isoformat()},
                             status_code=201 if created else 200)
 
-    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/batches")
+    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/batches", openapi_extra=S.BATCH_BODY,
+              responses=S.answers(200, S.BatchOutcomes, 401, 403, 503))
     async def post_batch(session_id: str, request: Request) -> JSONResponse:
         remote = _remote(request)
         # The session is checked before the body is read: an unknown, expired or revoked
@@ -195,7 +201,8 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
             busy.release()
         return JSONResponse({"outcomes": [o.to_dict() for o in outcomes]})
 
-    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/close")
+    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/close", openapi_extra=S.CLOSE_BODY,
+              responses=S.answers(200, S.SessionSummary, 401))
     async def close_session(session_id: str, request: Request) -> JSONResponse:
         body = await _json_body(request, limits.max_json_bytes)
         return JSONResponse(await run_in_threadpool(ingest.close_session, session_id, body,
@@ -207,13 +214,15 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
                 "registered_utc": d.registered_utc_s, "revoked_utc": d.revoked_utc_s,
                 "revoked_reason": d.revoked_reason}
 
-    @app.get(f"{ADMIN_PREFIX}/devices")
+    @app.get(f"{ADMIN_PREFIX}/devices", responses=S.answers(200, S.DeviceList, 401))
     async def list_devices(request: Request) -> JSONResponse:
         operator(request)
         devices = await run_in_threadpool(svc.db.list_devices)
         return JSONResponse({"devices": [device_dict(d) for d in devices]})
 
-    @app.post(f"{ADMIN_PREFIX}/devices")
+    @app.post(f"{ADMIN_PREFIX}/devices", openapi_extra=S.DEVICE_BODY,
+              responses={200: {"model": S.DeviceModel, "description": "already registered"},
+                         **S.answers(201, S.DeviceModel, 401)})
     async def add_device(request: Request) -> JSONResponse:
         operator(request)
         body = await _json_body(request, limits.max_json_bytes)
@@ -225,20 +234,51 @@ def create_ground_app(svc: GroundService, *, api_keys: Collection[str] = (),
                                                body["name"])
         return JSONResponse(device_dict(rec), status_code=201 if created else 200)
 
-    @app.post(f"{ADMIN_PREFIX}/devices/{{fp}}/revoke")
+    @app.post(f"{ADMIN_PREFIX}/devices/{{fp}}/revoke", openapi_extra=S.REVOKE_BODY,
+              responses=S.answers(200, S.DeviceModel, 401, 404))
     async def revoke_device(fp: str, request: Request) -> JSONResponse:
         operator(request)
         body = await _json_body(request, limits.max_json_bytes)
-        reason = body.get("reason", "") if isinstance(body, dict) else ""
-        rec = await run_in_threadpool(ingest.revoke_device, fp, str(reason))
+        reason = body.get("reason", "") if isinstance(body, dict) else None
+        if not isinstance(reason, str):
+            raise RefusedError(400, ErrorCode.MALFORMED, "body must be {} or {\"reason\": str},"
+                               f" got {json.dumps(body)[:80]}")
+        rec = await run_in_threadpool(ingest.revoke_device, fp, reason)
         return JSONResponse(device_dict(rec))
 
-    @app.get(f"{ADMIN_PREFIX}/votes")
+    @app.get(f"{ADMIN_PREFIX}/votes", responses=S.answers(200, S.VoteCounts, 401))
     async def vote_counts(request: Request) -> JSONResponse:
         operator(request)
         counts = await run_in_threadpool(svc.vote_counts)
         pending = await run_in_threadpool(svc.db.pending_evaluations)
         return JSONResponse({"counts": dict(counts), "evaluations_pending": pending})
+
+    @app.get(f"{ADMIN_PREFIX}/votes/{{z}}/{{x}}/{{y}}",
+             responses=S.answers(200, S.TileVote, 401, 404))
+    async def tile_vote(z: int, x: int, y: int, request: Request) -> JSONResponse:
+        """One tile's vote and what the serving store holds for it now (a CONFLICT tile is
+        not served as trusted: `serving` is the base imagery or the earlier trusted version,
+        `withdrawn` the publication that was stopped)."""
+        operator(request)
+        try:
+            tile = TileId(z, x, y)
+        except ValueError as exc:
+            raise RefusedError(404, ErrorCode.NOT_FOUND, f"no tile {z}/{x}/{y}: {exc}") from None
+        vote = await run_in_threadpool(svc.db.get_vote, tile)
+        if vote is None:
+            raise RefusedError(404, ErrorCode.NOT_FOUND, f"no candidates for tile {tile.path()}")
+        now = await run_in_threadpool(served, svc.serving, tile)
+        try:
+            evidence = json.loads(vote.evidence_json)
+        except ValueError:
+            evidence = {}
+        return JSONResponse({"tile": tile.path(), "status": str(vote.status),
+                             "flights": vote.flights, "devices": vote.devices,
+                             "reason": evidence.get("reason"),
+                             "trusted_sha256": vote.trusted_sha256,
+                             "published_sha256": vote.served_sha256,
+                             "withdrawn_sha256": evidence.get("withdrawn"),
+                             "serving": now.to_dict()})
 
     body_limits = {f"{API_PREFIX}/sessions/": limits.max_batch_body_bytes}
     return BodyLimitMiddleware(app, body_limits, default=max(limits.max_json_bytes, 1 << 20))
@@ -255,7 +295,9 @@ async def _read_batch(request: Request, limits: Any, remote: str
                                   max_part_size=limits.max_manifest_bytes)
     except StarletteHTTPException as exc:  # the multipart parser's refusals
         detail = str(exc.detail)
-        status = 413 if ("Too many" in detail or "maximum size" in detail) else 400
+        # too many tile files or a part over its size: too large; too many other fields: a
+        # malformed batch (it has manifest and signature fields and tile files, nothing else)
+        status = 413 if ("Too many files" in detail or "maximum size" in detail) else 400
         log.warning("refused %d: multipart: %s (%s)", status, detail, remote)
         raise RefusedError(status, ErrorCode.TOO_LARGE if status == 413 else ErrorCode.MALFORMED,
                       f"multipart body refused: {detail}") from None

@@ -16,7 +16,7 @@ from terrafix.ground.blobs import FilesystemBlobStore
 from terrafix.ground.config import GroundConfig
 from terrafix.ground.db import GroundDb
 from terrafix.ground.ingest import Ingest, ReconcileReport
-from terrafix.ground.serving import open_serving_store
+from terrafix.ground.serving import open_serving_store, open_superseded_store
 from terrafix.ground.voting.voter import Voter
 from terrafix.tiles import TileStore
 
@@ -48,7 +48,9 @@ class GroundService:
         blobs = FilesystemBlobStore(root / "blobs", fsync=config.fsync)
         serving = open_serving_store(root, config.dsn, config.schema_name,
                                      reconcile=reconcile)
-        voter = Voter(db, blobs, serving, config.voting)
+        superseded = open_superseded_store(root, config.dsn, config.schema_name,
+                                           reconcile=reconcile)
+        voter = Voter(db, blobs, serving, config.voting, superseded)
         ingest = Ingest(db, blobs, area=config.area, limits=config.limits,
                         on_committed=voter.wake,
                         fault_pause_before_commit_s=config.fault_pause_before_commit_s)
@@ -78,6 +80,7 @@ class GroundService:
         self.voter.stop()
         self.blobs.close()
         self.serving.close()
+        self.voter.superseded.close()
         self.db.close()
 
     def __enter__(self) -> GroundService:

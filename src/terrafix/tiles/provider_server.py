@@ -22,12 +22,15 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import Path as FastApiPath
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, StrictInt
 
-from terrafix.geo.tiles import TileId
+from terrafix.geo.tiles import MAX_ZOOM, TileId
 from terrafix.tiles.errors import CorruptTileError, StoreConfigError, TileNotFoundError
 from terrafix.tiles.store import TileStore
 
@@ -35,8 +38,21 @@ INVENTORY_LIMIT = 5000
 API_KEY_HEADER = "X-API-Key"
 
 
+Zoom = Annotated[StrictInt, Field(ge=0, le=MAX_ZOOM)]
+Index = Annotated[StrictInt, Field(ge=0)]
+
+
 class InventoryRequest(BaseModel):
-    tiles: list[tuple[int, int, int]] = Field(default_factory=list)
+    """Strict integers: a JSON `true` is not tile coordinate 1 (pydantic's lax mode would take
+    it for one)."""
+
+    tiles: list[tuple[Zoom, Index, Index]] = Field(default_factory=list)
+
+
+class ErrorDetail(BaseModel):
+    """What the provider API's refusals carry (FastAPI's HTTPException body)."""
+
+    detail: str
 
 
 class InventoryItem(BaseModel):
@@ -87,7 +103,10 @@ def create_app(store: TileStore, *, api_keys: Collection[str] = (),
         count, _ = store.backend.totals()
         return {"status": "ok", "tiles": count}
 
-    @app.post("/v1/inventory", dependencies=[auth])
+    @app.post("/v1/inventory", dependencies=[auth], responses={
+        400: {"model": ErrorDetail, "description": "a body that does not parse"},
+        401: {"model": ErrorDetail, "description": "missing or invalid credentials"},
+        413: {"model": ErrorDetail, "description": f"more than {INVENTORY_LIMIT} tiles"}})
     def inventory(body: InventoryRequest) -> InventoryResponse:
         if len(body.tiles) > INVENTORY_LIMIT:
             raise HTTPException(status_code=413, detail=(
@@ -95,11 +114,13 @@ def create_app(store: TileStore, *, api_keys: Collection[str] = (),
                 f"{len(body.tiles)}"))
         available: list[InventoryItem] = []
         missing: list[tuple[int, int, int]] = []
-        for z, x, y in body.tiles:
+        for i, (z, x, y) in enumerate(body.tiles):
             try:
                 t = TileId(z, x, y)
-            except ValueError as exc:
-                raise HTTPException(status_code=422, detail=str(exc)) from exc
+            except ValueError as exc:  # x or y beyond 2^z - 1: in FastAPI's own 422 shape
+                raise RequestValidationError([{"loc": ("body", "tiles", i), "msg": str(exc),
+                                               "type": "value_error", "input": [z, x, y]}]
+                                             ) from exc
             rec = store.get_record(t)
             if rec is None:
                 missing.append((z, x, y))
@@ -109,12 +130,18 @@ def create_app(store: TileStore, *, api_keys: Collection[str] = (),
                     source=rec.source, size_bytes=rec.size_bytes))
         return InventoryResponse(available=available, missing=missing)
 
-    @app.get("/v1/tiles/{z}/{x}/{y}.jpg", dependencies=[auth])
-    def tile(z: int, x: int, y: int) -> Response:
+    @app.get("/v1/tiles/{z}/{x}/{y}.jpg", dependencies=[auth], response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}, "description": "the tile's JPEG"},
+                        401: {"model": ErrorDetail, "description": "missing or invalid "
+                              "credentials"},
+                        404: {"model": ErrorDetail, "description": "no such tile here"}})
+    def tile(z: Annotated[int, FastApiPath(ge=0, le=MAX_ZOOM)],
+             x: Annotated[int, FastApiPath(ge=0)],
+             y: Annotated[int, FastApiPath(ge=0)]) -> Response:
         try:
             t = TileId(z, x, y)
-        except ValueError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except ValueError as exc:  # x or y beyond 2^z - 1: a tile that does not exist
+            raise HTTPException(status_code=404, detail=f"no tile {z}/{x}/{y}: {exc}") from exc
         rec = store.get_record(t)
         if rec is None:
             raise HTTPException(status_code=404, detail=f"no tile {z}/{x}/{y}")

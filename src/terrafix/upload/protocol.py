@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -52,11 +53,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from terrafix.geo.tiles import MAX_ZOOM
+
 PROTOCOL_VERSION = 1
 API_PREFIX = "/v1/upload"
 MAX_TILES_PER_BATCH = 64
 MAX_TILE_BYTES = 512 * 1024
 MAX_MANIFEST_BYTES = 256 * 1024
+MAX_BATCH_SEQ = (1 << 31) - 1  # the ground stores it as a 32-bit INTEGER
 
 
 class ProtocolError(ValueError):
@@ -81,6 +85,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # operator API without a valid operator credential
     BUSY = "busy"
     SESSION_CLOSED = "session_closed"  # the session was ended by a signed close
+    NOT_FOUND = "not_found"  # operator API: no such tile or vote
 
 
 # --- canonical bytes, keys, signatures ------------------------------------------------------
@@ -123,6 +128,60 @@ def verify(key: Ed25519PublicKey, signature_b64: str, message: bytes, what: str)
         key.verify(unb64(signature_b64, f"{what} signature"), message)
     except InvalidSignature:
         raise ProtocolError(f"{what}: signature does not verify") from None
+
+
+# --- values read from the wire -------------------------------------------------------------
+MAX_WIRE_INT = (1 << 63) - 1
+"""Largest integer taken from a message by default: what both ground backends store (BIGINT);
+a larger one would fail at the database, which the ground takes for a transient error."""
+
+
+def wire_int(value: Any, what: str, *, low: int = 0, high: int = MAX_WIRE_INT) -> int:
+    """`value` if it is a JSON integer in [low, high], else ProtocolError naming it.
+
+    A JSON `true`/`false` is refused: Python's bool is an int (True == 1), so a plain
+    isinstance or == check would take `"v": true` for version 1. So is 1.0 (a JSON number that
+    is not an integer)."""
+    if type(value) is not int:
+        raise ProtocolError(f"{what} must be an integer, got {type(value).__name__} {value!r:.60}")
+    if not low <= value <= high:
+        raise ProtocolError(f"{what} must be an integer in {low}..{high}, got {value}")
+    return value
+
+
+def wire_number(value: Any, what: str, *, low: float, high: float) -> float:
+    """`value` as a float if it is a finite JSON number (not a bool) in [low, high]."""
+    if type(value) not in (int, float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ProtocolError(f"{what} must be a finite number in {low:g}..{high:g}, got "
+                            f"{value!r:.60}")
+    return float(value)
+
+
+def check_version(d: dict[str, Any], what: str) -> None:
+    """Refuse a message whose "v" is not exactly the integer PROTOCOL_VERSION."""
+    v = d.get("v")
+    if type(v) is not int or v != PROTOCOL_VERSION:
+        raise ProtocolError(f"{what} version {v!r:.60} ({type(v).__name__}), expected the "
+                            f"integer {PROTOCOL_VERSION}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a JSON number")
+
+
+def loads_wire_json(body: bytes | str, what: str) -> Any:
+    """Parse a message body as strict JSON: NaN/Infinity (which Python's json reads by
+    default, and which canonical_bytes cannot write back) are refused, and so is nesting too
+    deep for the parser (RecursionError), each as ProtocolError naming `what`."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError(f"{what} is not JSON this parser reads: nested too deeply") from None
 
 
 def _iso(t: datetime) -> str:
@@ -173,8 +232,11 @@ class SessionCertificate:
     def from_dict(cls, d: Any) -> SessionCertificate:
         if not isinstance(d, dict):
             raise ProtocolError(f"certificate must be an object, got {type(d).__name__}")
-        if d.get("v") != PROTOCOL_VERSION:
-            raise ProtocolError(f"certificate version {d.get('v')!r}, expected {PROTOCOL_VERSION}")
+        check_version(d, "certificate")
+        unknown = sorted(str(k) for k in set(d) - _CERTIFICATE_FIELDS)
+        if unknown:  # signed bytes are re-serialised: only the fields this version defines
+            raise ProtocolError(f"certificate has unknown fields {unknown[:5]}; version "
+                                f"{PROTOCOL_VERSION} has {sorted(_CERTIFICATE_FIELDS)}")
         try:
             device, key, flight = d["device"], d["session_key"], d["flight_id"]
         except KeyError as exc:
@@ -184,6 +246,10 @@ class SessionCertificate:
         return cls(device, public_key_from_raw(unb64(key, "session_key"), "session_key"),
                    flight, parse_iso(d.get("not_before"), "not_before"),
                    parse_iso(d.get("expires"), "expires"))
+
+
+_CERTIFICATE_FIELDS = frozenset({"v", "device", "session_key", "flight_id", "not_before",
+                                 "expires"})
 
 
 def close_message(session_id: str) -> bytes:
@@ -233,21 +299,21 @@ class TileEntry:
         if not (isinstance(sha, str) and len(sha) == 64
                 and all(c in "0123456789abcdef" for c in sha)):
             raise ProtocolError(f"tile sha256 must be 64 lowercase hex digits, got {sha!r}")
-        for name, v in (("z", z), ("x", x), ("y", y), ("size", size)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ProtocolError(f"tile {name} must be a non-negative integer, got {v!r}")
-        if not isinstance(sigma, int | float) or not 0 <= float(sigma) < 1e6:
-            raise ProtocolError(f"tile sigma_m must be a finite non-negative number, got {sigma!r}")
+        z = wire_int(z, "tile z", high=MAX_ZOOM)
+        x = wire_int(x, "tile x", high=(1 << z) - 1)
+        y = wire_int(y, "tile y", high=(1 << z) - 1)
+        size = wire_int(size, "tile size", high=MAX_TILE_BYTES)
+        sigma = wire_number(sigma, "tile sigma_m", low=0.0, high=1e6)
         if trust not in ("normal", "low"):
             raise ProtocolError(f"tile trust must be 'normal' or 'low', got {trust!r}")
         change = d.get("change_score")
-        if change is not None and not isinstance(change, int | float):
-            raise ProtocolError(f"tile change_score must be a number or null, got {change!r}")
+        if change is not None:
+            change = wire_number(change, "tile change_score", low=0.0, high=1.0)
         frames = d.get("frames", [])
         if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
             raise ProtocolError("tile frames must be a list of strings")
-        return cls(sha, z, x, y, parse_iso(d.get("captured"), "tile captured"), float(sigma),
-                   trust, size, None if change is None else float(change), tuple(frames))
+        return cls(sha, z, x, y, parse_iso(d.get("captured"), "tile captured"), sigma,
+                   trust, size, change, tuple(frames))
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,20 +339,15 @@ class BatchManifest:
     def parse(cls, body: bytes) -> BatchManifest:
         if len(body) > MAX_MANIFEST_BYTES:
             raise ProtocolError(f"manifest of {len(body)} bytes, at most {MAX_MANIFEST_BYTES}")
-        try:
-            d = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(f"manifest is not JSON: {exc}") from exc
-        if not isinstance(d, dict) or d.get("v") != PROTOCOL_VERSION:
-            raise ProtocolError(f"manifest version {d.get('v') if isinstance(d, dict) else d!r},"
-                                f" expected {PROTOCOL_VERSION}")
+        d = loads_wire_json(body, "manifest")
+        if not isinstance(d, dict):
+            raise ProtocolError(f"manifest must be an object, got {type(d).__name__}")
+        check_version(d, "manifest")
         tiles = d.get("tiles")
         if not isinstance(tiles, list) or len(tiles) > MAX_TILES_PER_BATCH:
             raise ProtocolError(f"manifest tiles must be a list of at most "
                                 f"{MAX_TILES_PER_BATCH} entries")
-        seq = d.get("batch_seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ProtocolError(f"manifest batch_seq must be a non-negative integer, got {seq!r}")
+        seq = wire_int(d.get("batch_seq"), "manifest batch_seq", high=MAX_BATCH_SEQ)
         sid, fid = d.get("session_id"), d.get("flight_id")
         if not isinstance(sid, str) or not isinstance(fid, str):
             raise ProtocolError("manifest session_id and flight_id must be strings")

@@ -2,9 +2,12 @@
 
 Ingest marks a tile dirty in the same transaction that stores its candidate (a counter, so an
 arrival during an evaluation is never lost) and wakes the worker; the worker evaluates dirty
-tiles in the background, publishes TRUSTED ones to the serving store and saves the vote. A
-vote is saved only after its publication, so a crash in between re-evaluates the tile at the
-next start (the publication is idempotent).
+tiles in the background, publishes TRUSTED ones to the serving store and saves the vote; a
+tile it published whose vote is no longer TRUSTED (a later independent flight disagrees:
+CONFLICT) is withdrawn, and what it had replaced is served again (serving.py). A vote is
+saved only after its publication or withdrawal, so a crash in between re-evaluates the tile
+at the next start (both are idempotent). The vote's evidence carries `serving`: what the
+serving store holds for the tile after this vote, and `withdrawn`, the publication it stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from terrafix.ground.config import VotingConfig
 from terrafix.ground.db import GroundDb
 from terrafix.ground.errors import GroundStorageError
 from terrafix.ground.records import VoteRecord, VoteStatus
-from terrafix.ground.serving import publish
+from terrafix.ground.serving import publish, withdraw
+from terrafix.ground.serving import served as current_serving
 from terrafix.ground.voting.decide import Decision, decide
 from terrafix.tiles import TileStore
 from terrafix.tiles.jpeg import decode_gray
@@ -35,10 +39,11 @@ VOTER_NICE = 10
 
 class Voter:
     def __init__(self, db: GroundDb, blobs: BlobStore, serving: TileStore,
-                 cfg: VotingConfig) -> None:
+                 cfg: VotingConfig, superseded: TileStore) -> None:
         self.db = db
         self.blobs = blobs
         self.serving = serving
+        self.superseded = superseded
         self.cfg = cfg
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -66,15 +71,29 @@ class Voter:
         m_per_px = ground_resolution_m_per_px(tile.z, (south + north) / 2)
         decision = decide(cands, images, m_per_px, self.cfg)
         prev = self.db.get_vote(tile)
-        served = prev.served_sha256 if prev else None
+        served = prev.served_sha256 if prev else None  # the publication of this tile's vote
         rep = decision.representative
+        evidence = decision.evidence()
         if (decision.status == VoteStatus.TRUSTED and rep is not None and served != rep.sha256
                 and publish(self.serving, tile, self.blobs.get(rep.sha256),
-                            rep.captured_utc_s)):
+                            rep.captured_utc_s, self.superseded)):
             served = rep.sha256
+        elif decision.status != VoteStatus.TRUSTED and served is not None:
+            # a trusted tile in dispute is not served as trusted: back to what it replaced
+            withdraw(self.serving, self.superseded, tile, served)
+            evidence["withdrawn"] = served
+            log.warning("vote %s: %s, publication %s withdrawn (%s)", tile.path(),
+                        decision.status, served[:16], decision.reason)
+            served = None
+        elif prev is not None and decision.status != VoteStatus.TRUSTED:
+            with contextlib.suppress(ValueError):  # keep saying what was withdrawn
+                withdrawn = json.loads(prev.evidence_json).get("withdrawn")
+                if withdrawn:
+                    evidence["withdrawn"] = withdrawn
+        evidence["serving"] = current_serving(self.serving, tile).to_dict()
         record = VoteRecord(tile, decision.status, rep.sha256 if rep else None,
                             rep.captured_utc_s if rep else None, decision.flights,
-                            decision.devices, json.dumps(decision.evidence()), time.time(),
+                            decision.devices, json.dumps(evidence), time.time(),
                             seen_seq, seen_seq, served)
         self.db.save_vote(record, seen_seq)
         self.evaluations += 1

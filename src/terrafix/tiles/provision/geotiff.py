@@ -44,9 +44,11 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from terrafix.geo.tiles import (
+    MAX_ZOOM,
     ORIGIN_SHIFT_M,
     TILE_SIZE_PX,
     TileId,
+    ground_resolution_m_per_px,
     mercator_to_lonlat,
     zoom_for_resolution,
 )
@@ -168,9 +170,9 @@ def provision_geotiff(store: TileStore, path: str | Path, *, zooms: Sequence[int
             if src.crs is None:
                 raise ProvisioningError(f"{p}: raster has no coordinate reference system")
             _check_georeferencing(src, p)
-            stretch = compute_stretch(src)
             zoom_list = tuple(zooms) if zooms else (native_zoom(src),)
-            plans = [_plan(src, z) for z in zoom_list]
+            plans = [_checked_plan(src, p, z) for z in zoom_list]  # before any pixel is read
+            stretch = compute_stretch(src)
             total = sum(pl.n_tiles for pl in plans)
             counts = {"written": 0, "skipped": 0, "empty": 0}
             done = 0
@@ -215,6 +217,64 @@ def _check_georeferencing(src: rasterio.io.DatasetReader, p: Path) -> None:
         raise ProvisioningError(f"{p}: unusable georeferencing: pixel size {res_m} m, Web "
                                 f"Mercator bounds {tuple(mercator)} (expected a positive pixel "
                                 "size and an area inside the Web Mercator world)")
+
+
+MAX_TILES_PER_IMPORT = 1 << 24
+"""16.7 M tiles (hundreds of GB of JPEG) per zoom and raster: more is a mistake in the
+request or in the file's header, refused before any work rather than run for days."""
+
+
+def pixel_size_m(src: rasterio.io.DatasetReader) -> tuple[float, float]:
+    """(column, row) size of one pixel on the ground in metres (at the centre latitude for a
+    geographic raster). Both axes: `native_resolution_m` is the finer one only."""
+    t = src.transform  # hypot, not src.res: that overflows to inf on a garbled 1e200
+    res_x, res_y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if src.crs.is_geographic:
+        _, south, _, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        m_per_deg = math.radians(1.0) * 6378137.0
+        return (res_x * m_per_deg * math.cos(math.radians((south + north) / 2.0)),
+                res_y * m_per_deg)
+    factor = src.crs.linear_units_factor[1]
+    return res_x * factor, res_y * factor
+
+
+def _checked_plan(src: rasterio.io.DatasetReader, p: Path, z: int) -> _ZoomPlan:
+    """The tile plan of zoom z, refused when it cannot be a real cut of this raster.
+
+    Found by fuzzing: a GeoTIFF whose pixel height was garbled to 1.6e116 m (24 px wide, 4 m
+    wide pixels) passed the georeferencing check (PROJ clamps such bounds to finite Web
+    Mercator ones) and planned 10 billion z17 tiles, which ran for ever. A pixel coarser than
+    a tile carries no detail at that zoom, and a plan far larger than the raster's own
+    footprint (its pixels times their size, any rotation) means the georeferencing does not
+    fit the projection; either is refused here, before any pixel is read, with the values."""
+    if not (isinstance(z, int) and 0 <= z <= MAX_ZOOM):
+        raise ProvisioningError(f"{p}: zoom {z!r} is not an integer in 0..{MAX_ZOOM}")
+    plan = _plan(src, z)
+    if plan.nx <= 0 or plan.ny <= 0:
+        raise ProvisioningError(f"{p}: bounds {tuple(src.bounds)} ({src.crs}) lie outside the "
+                                "Web Mercator world (expected an area within ±85.05° latitude)")
+    _, south, _, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    lat = min(max((south + north) / 2.0, -85.0), 85.0)
+    tile_m = ground_resolution_m_per_px(z, lat) * TILE_SIZE_PX
+    px_x, px_y = pixel_size_m(src)
+    if not (math.isfinite(px_x) and math.isfinite(px_y)) or max(px_x, px_y) > tile_m:
+        raise ProvisioningError(
+            f"{p}: pixels of {px_x:.4g} x {px_y:.4g} m are coarser than a z{z} tile "
+            f"({tile_m:.0f} m at {lat:.1f}° latitude): expected pixels finer than the tiles "
+            "(check the file's geotransform, or cut it at a coarser zoom)")
+    diagonal_tiles = math.hypot(src.width * px_x, src.height * px_y) / tile_m
+    footprint_tiles = 4.0 * (diagonal_tiles + 2.0) ** 2  # x4: the Mercator scale varies
+    if plan.n_tiles > footprint_tiles:
+        raise ProvisioningError(
+            f"{p}: its bounds map onto {plan.n_tiles} z{z} tiles ({plan.nx} x {plan.ny}), but "
+            f"{src.width} x {src.height} pixels of {px_x:.4g} x {px_y:.4g} m cover at most "
+            f"about {footprint_tiles:.0f}: the georeferencing does not fit the projection "
+            f"({src.crs})")
+    if plan.n_tiles > MAX_TILES_PER_IMPORT:
+        raise ProvisioningError(
+            f"{p}: {plan.n_tiles} z{z} tiles ({plan.nx} x {plan.ny}) in one import, at most "
+            f"{MAX_TILES_PER_IMPORT}: cut the raster into parts or choose a coarser zoom")
+    return plan
 
 
 @dataclass(frozen=True, slots=True)
