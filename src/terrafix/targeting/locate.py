@@ -215,6 +215,25 @@ MAX_TERRAIN_ITERATIONS = 25
 TERRAIN_TOLERANCE_M = 0.05
 
 
+SLOPE_STEP_M = 10.0
+"""Half the baseline of the DEM's slope by central differences (about a 30 m DEM's cell
+between the two samples' footprints, below: a DEM's own bilinear facets)."""
+
+
+def _slope_down_ne(p_ned: np.ndarray, frame: LocalFrame, ground: GroundModel
+                   ) -> tuple[float, float]:
+    """(d down / d north, d down / d east) of the ground at p_ned (3,), central differences
+    over ±SLOPE_STEP_M; a side outside the model's coverage counts as flat there."""
+    s = SLOPE_STEP_M
+    offsets = np.array([[s, 0.0, 0.0], [-s, 0.0, 0.0], [0.0, s, 0.0], [0.0, -s, 0.0]])
+    lat, lon, _ = frame.ned_to_lla(p_ned[None, :] + offsets)
+    h = [ground.height_at(float(a), float(b)) for a, b in zip(np.atleast_1d(lat),
+                                                               np.atleast_1d(lon), strict=True)]
+    rise_n = (h[0] - h[1]) / (2 * s) if math.isfinite(h[0] - h[1]) else 0.0
+    rise_e = (h[2] - h[3]) / (2 * s) if math.isfinite(h[2] - h[3]) else 0.0
+    return -rise_n, -rise_e
+
+
 def _terrain_hit(x: np.ndarray, k: G.CameraConstants, frame: LocalFrame,
                  ground: GroundModel) -> tuple[G.RayHit, np.ndarray | None, float]:
     """Intersection with the ground model (fixed point on planes, see terrain.py); returns the
@@ -235,6 +254,12 @@ def _terrain_hit(x: np.ndarray, k: G.CameraConstants, frame: LocalFrame,
         lat, lon, _ = frame.ned_to_lla(hit.p_ground_ned)
         new = ground.height_at(float(lat), float(lon))
         if math.isfinite(new) and abs(new - alt) < TERRAIN_TOLERANCE_M:
+            # the Jacobian on the terrain's local slope, not on the horizontal plane
+            hit, J = G.intersect_with_jacobian(
+                x, k, _slope_down_ne(hit.p_ground_ned, frame, ground))
+            if J is None:
+                raise TargetRefusedError(RefusalReason.GRAZING_RAY,
+                                         "the ray runs along the terrain slope where it meets it")
             return hit, J, alt
         alt = new
     raise TargetRefusedError(RefusalReason.GRAZING_RAY,
