@@ -11,7 +11,10 @@ The sigma judged is the pose's on the ground, not only the position's: a heading
 the whole footprint about the camera, by (distance from the nadir) x (heading error), so the
 caller adds the heading's 1-sigma at the footprint's far corner (`heading_sigma_m`) in
 quadrature. Before the navigator's heading is calibrated (a few degrees: metres at the edge of
-a frame from 200 m) that is what keeps the early frames out.
+a frame from 200 m) that is what keeps the early frames out. Roll and pitch are not added: a
+satellite fix places the camera where the image, projected through the same FC attitude, lies
+on the map, so a tilt error is already inside the position (and its sigma); a rotation about
+the vertical is not (the fix is a position).
 """
 
 from __future__ import annotations
