@@ -32,7 +32,9 @@ three flights is mostly three draws). Nothing in the targeting model was tuned o
 uncertainties are the sensor specifications the simulator also uses (FC attitude 0.5/2.5
 deg, gimbal 0.2 deg, focal 1%, pixel 2 px vs 1.5 px simulated, relief 2 m). Development
 used the unit tests and demo seed 101 (the navigation bench's development seed: 300 targets,
-median 5.5 m, consistency 0.973), never these seeds.
+median 5.5 m, consistency 0.973 with the FC's yaw; 2.73 m and 1.000 with the navigator's
+heading, where a per-source decomposition showed the navigation and FC roll/pitch errors
+anti-correlated: README), never these seeds.
 Rendered AI-camera views of a few targets go to build/bench/target/ (imagery-derived: never
 committed).
 """
