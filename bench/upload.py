@@ -345,9 +345,11 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=24)
     ap.add_argument("--kill-tiles", type=int, default=400)
     ap.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    ap.add_argument("--out", type=Path, default=RESULT,
+                    help="result file (a development seed goes elsewhere than the bench's)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    old = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result: dict[str, Any] = dict(old)
     load_before = psutil.getloadavg()
     t0 = time.perf_counter()
@@ -365,8 +367,8 @@ def main() -> None:
         f"peak_rss_mib_{'_'.join(args.parts)}": round(rss.peak / 2**20, 1),
         f"wall_s_{'_'.join(args.parts)}": round(time.perf_counter() - t0, 1),
         "cpu_count": os.cpu_count()})
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     rows = [("tiles_per_s", ">= 300"), ("kill_points", ">= 20"), ("lost_tiles", "== 0"),
             ("duplicate_tiles", "== 0"), ("flight_tiles", ""), ("coverage_share", ""),
             ("georef_error_median_m", "<= 2 (sigma <= 3 m)"), ("georef_error_p95_m", ""),
@@ -374,7 +376,7 @@ def main() -> None:
     print(f"{'figure':28s} {'value':>10s}  bar")
     for k, bar in rows:
         print(f"{k:28s} {result.get(k)!s:>10s}  {bar}")
-    print(f"wrote {RESULT}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

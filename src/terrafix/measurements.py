@@ -8,6 +8,7 @@ appear only where a value is reported to the outside world.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,6 +150,12 @@ class NavSolution:
     cov_v_ned_m2s2: (3, 3) float64, velocity covariance.
     anchor_age_s: seconds since the last accepted satellite anchor (inf if none yet).
     label: one of SourceLabel; failsafe True means "explicit no-fix, do not use".
+    heading_rad / heading_var_rad2: the navigator's own heading of the body x axis (rad from
+    north towards east) and its variance (rad²): the odometry attitude's yaw (gyro + the
+    images' rotation, navigation/attitude.py) turned by the heading calibration's offset
+    against absolute fixes (navigation/heading_calibration.py). Not the FC's magnetometer
+    yaw, and far better once calibrated (tenths of a degree); NaN when the navigator has
+    none. For users of the heading (object localisation); yaw_rad stays the estimator's.
     """
 
     t_ns: int
@@ -163,3 +170,5 @@ class NavSolution:
     anchor_age_s: float
     gnss_trusted: bool
     failsafe: bool = False
+    heading_rad: float = math.nan
+    heading_var_rad2: float = math.nan

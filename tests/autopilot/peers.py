@@ -40,6 +40,11 @@ def _telemetry(fc: FcEmulator, k: int, options: dict[str, Any]) -> None:
         fc.send(mavlink.MAVLink_scaled_pressure_message(ms, 992.0, 0.0, 2000, 0))
     if k % 25 == 0:
         fc.send(mavlink.MAVLink_extended_sys_state_message(0, options.get("landed_state", 1)))
+    if k % 25 and options.get("unsigned_landed_state") is not None:
+        # reports injected by someone on the link without the key (the FC's ids, unsigned),
+        # between each of the FC's own
+        fc.channel.send_raw(mavlink.MAVLink_extended_sys_state_message(
+            0, options["unsigned_landed_state"]).pack(mavlink.MAVLink(None, 1, 1)))
 
 
 def _tampered_sequence(fc: FcEmulator) -> dict[str, int]:

@@ -5,6 +5,7 @@ each; the per-flight cap drops the oldest with a record; the store survives kill
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from terrafix.estimation.events import SpoofRejected
 from terrafix.geo.tiles import TileId
@@ -31,10 +33,17 @@ T0 = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _solution(t_ns, n, e, height, sigma, label=SourceLabel.SATELLITE_ANCHORED, yaw=0.0):
+def _solution(t_ns, n, e, height, sigma, label=SourceLabel.SATELLITE_ANCHORED, yaw=0.0,
+              heading_sigma_deg=0.3, estimator_yaw=None):
+    """A solution with the navigator's heading `yaw` (a calibrated 0.3 deg by default; None:
+    none) and the estimator's yaw (default the same)."""
     lat, lon, alt = FRAME.ned_to_lla(np.array([n, e, GROUND_DOWN - height]))
     return NavSolution(t_ns, float(lat), float(lon), float(alt), np.zeros(3),
-                       np.diag([sigma ** 2, sigma ** 2, 4.0]), np.eye(3), yaw, label, 1.0, False)
+                       np.diag([sigma ** 2, sigma ** 2, 4.0]), np.eye(3),
+                       yaw if estimator_yaw is None else estimator_yaw, label, 1.0, False,
+                       heading_rad=yaw if heading_sigma_deg is not None else math.nan,
+                       heading_var_rad2=math.radians(heading_sigma_deg) ** 2
+                       if heading_sigma_deg is not None else math.nan)
 
 
 def test_judge_gates_sigma_label_and_spoof():
@@ -47,6 +56,10 @@ def test_judge_gates_sigma_label_and_spoof():
         (None, "dead_reckoned")
     assert judge(_solution(s, 0, 0, 150, 1.0), s - 10**9, cfg) == (None, "spoof_rejected")
     assert judge(_solution(s, 0, 0, 150, 1.0), s - 6 * 10**9, cfg) == ("normal", "")
+    # the heading's sigma on the ground adds in quadrature: 2 m and 2.5 m -> 3.2 m
+    assert judge(_solution(s, 0, 0, 150, 2.0), None, cfg, heading_sigma_m=2.5) == ("low", "")
+    assert judge(_solution(s, 0, 0, 150, 2.0), None, cfg, heading_sigma_m=4.8) == \
+        (None, "sigma_above_max")
 
 
 def test_feed_writes_only_eligible_poses(tmp_path):
@@ -81,7 +94,8 @@ def test_feed_writes_only_eligible_poses(tmp_path):
         assert rows and len(rows) == stats.tiles_stored
         for r in rows:
             prov = extract(store.read_tile(r.tile))
-            assert prov.flight_id == "f9" and prov.sigma_m <= 4.0 + 1e-6
+            # the position's sigma with the heading's at the far corner (0.3 deg x 113 m)
+            assert prov.flight_id == "f9" and prov.sigma_m <= 4.05
             assert r.voting_status == (VotingStatus.PENDING if prov.sigma_m <= 3.0
                                        else VotingStatus.LOW_TRUST)
             assert prov.captured_utc <= T0 + timedelta(seconds=8.1)  # nothing after frame 8
@@ -145,3 +159,34 @@ def test_flight_store_survives_kill_9(tmp_path):
                 extract(store.read_tile(r.tile))
         with open_flight_store(root) as store:
             assert store.reconcile_report.clean
+
+
+def test_heading_decides_where_the_frame_lands_and_whether_it_may(tmp_path):
+    """The navigator's heading (not the estimator's yaw, 3 deg off here) places the frame, its
+    sigma on the ground counts, and an uncalibrated heading (3 deg: 5.9 m at the far corner of
+    a frame from 170 m) makes a frame with a 2 m position sigma ineligible; without any heading
+    variance the configured compass-class 2.5 deg is taken (ineligible too)."""
+    tex = ground_texture(7)
+    cfg = FlightTilesConfig(enabled=True, folder=tmp_path / "ft", min_frame_interval_s=0.0,
+                            drop_when_busy=False, idle_frames=2)
+    ctx = FlightContext(FRAME, GROUND_ALT, INTR, EXTR)
+    feed = FlightTileFeed(cfg, "f8", ctx, lambda t: T0 + timedelta(microseconds=t / 1e3))
+    views = []
+    add = feed.mosaic.add
+    feed.mosaic.add = lambda v: (views.append(v), add(v))[1]  # what the worker is given
+    plan = [dict(heading_sigma_deg=0.3, estimator_yaw=math.radians(3.0))] * 3 \
+        + [dict(heading_sigma_deg=3.0)] * 2 + [dict(heading_sigma_deg=None)] * 2
+    for k, kw in enumerate(plan):
+        t = (k + 1) * 10**9
+        n = -200.0 + 30.0 * k
+        feed.on_input(AttitudeSample(t - 10**8, 0.0, 0.0, 0.0))
+        feed.on_input(AttitudeSample(t + 10**8, 0.0, 0.0, 0.0))
+        feed.on_input(CameraFrame(t, k, render(tex, camera_pose(n, 0.0, 170.0))))
+        feed.on_solutions([_solution(t - 5 * 10**7, n - 1.0, 0.0, 170.0, 2.0, **kw),
+                           _solution(t + 5 * 10**7, n + 1.0, 0.0, 170.0, 2.0, **kw)])
+    stats = feed.close()
+    assert stats.frames_eligible == 3 and stats.ineligible == {"sigma_above_max": 4}
+    assert len(views) == 3
+    for v in views:
+        assert v.sigma_m == pytest.approx(math.hypot(2.0, math.radians(0.3) * 113.33), abs=0.01)
+        assert np.allclose(v.R_cam_to_ned, camera_pose(0.0, 0.0, 170.0).R_cam_to_ned)

@@ -252,3 +252,19 @@ def test_a_gnss_report_that_comes_after_newer_imu_samples_is_still_used(flight_r
     with pytest.raises(NavigatorError, match="time order"):
         nav.feed(GnssSample(nav._t_ns - too_old, g.lat_deg, g.lon_deg, g.alt_m, g.v_ned_mps,
                             g.h_acc_m, g.v_acc_m, g.fix_type, g.satellites))
+
+
+def test_solutions_carry_the_navigators_heading_with_an_honest_sigma(flight_run):
+    """Every solution after the first FC attitude carries the navigator's own heading (the
+    odometry's, turned by its calibration) and a variance that covers its error against the
+    truth; the estimator's yaw stays in yaw_rad."""
+    ds, _nav, sols, _, _ = flight_run
+    t = np.array([s.t_ns for s in sols])
+    heading = np.array([s.heading_rad for s in sols])
+    sigma = np.sqrt(np.array([s.heading_var_rad2 for s in sols]))
+    assert np.all(np.isfinite(heading)) and np.all(np.isfinite(sigma)) and np.all(sigma > 0)
+    true_yaw = ds.truth.euler_rad[np.clip(np.searchsorted(ds.truth.t_ns, t), 0,
+                                          len(ds.truth.t_ns) - 1), 2]
+    err = np.remainder(heading - true_yaw + np.pi, 2 * np.pi) - np.pi
+    assert np.mean(np.abs(err) <= 3.0 * sigma) >= 0.95
+    assert any(abs(s.heading_rad - s.yaw_rad) > 1e-6 for s in sols)  # not the estimator's

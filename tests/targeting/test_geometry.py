@@ -108,3 +108,43 @@ def test_geometry_agrees_with_the_simulator_truth() -> None:
         assert np.allclose(hit.p_ground_ned, p_sim, atol=1e-6)
         back = sim.pixel_of(truth, g, p_sim)
         assert back is not None and np.allclose(back, px, atol=1e-6)
+
+
+def test_jacobian_on_a_sloped_ground_matches_central_differences() -> None:
+    """With the ground's local slope the Jacobian is that of the intersection with the tilted
+    plane through the hit (x[12] moving it vertically); here checked against central
+    differences of that tilted-plane intersection, and it differs from the flat one."""
+    from terrafix.targeting.geometry import intersect_with_jacobian
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for _ in range(40):
+        x, k = _random_case(rng, GimbalFrame.BODY)
+        hit0 = intersect(x, k)
+        if not hit0.hits or hit0.slant_range_m > 3000:
+            continue
+        slope = (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(-0.2, 0.2)))
+        p_ref = hit0.p_ground_ned
+
+        def on_slope(xx: np.ndarray, k: CameraConstants = k, slope: tuple = slope,
+                     p_ref: np.ndarray = p_ref) -> np.ndarray:
+            # down = xx[12] + slope . (ne - ne_ref): intersect the ray with it (closed form)
+            h = intersect(np.r_[xx[:12], 0.0], k)
+            c, r = h.p_cam_ned, h.ray_ned
+            normal = np.array([-slope[0], -slope[1], 1.0])
+            level = xx[12] - slope[0] * p_ref[0] - slope[1] * p_ref[1]
+            return c + (level - normal @ c) / (normal @ r) * r
+
+        assert np.allclose(on_slope(x), p_ref, atol=1e-6)
+        steps = np.array([1e-3] * 3 + [1e-7] * 6 + [1e-7, 1e-4, 1e-4, 1e-3])
+        N = np.column_stack([(on_slope(x + np.eye(13)[j] * steps[j])
+                              - on_slope(x - np.eye(13)[j] * steps[j])) / (2 * steps[j])
+                             for j in range(13)])
+        _hit, J = intersect_with_jacobian(x, k, slope)
+        assert J is not None
+        scale = np.abs(N).max(axis=0) + 1e-6
+        assert np.all(np.abs(J - N) <= 1e-5 * scale + 1e-6), (x, slope)
+        if abs(slope[0]) + abs(slope[1]) > 0.1:
+            assert np.abs(J - jacobian(x, k)).max() > 1e-3
+        checked += 1
+    assert checked >= 20

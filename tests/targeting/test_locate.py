@@ -135,3 +135,69 @@ def test_ellipse_covers_95_percent_of_its_own_inputs(frame: GimbalFrame) -> None
             total += 1
     share = inside / total
     assert 0.93 <= share <= 0.97, share
+
+
+def _pose(nav_heading_rad: float = math.nan, nav_heading_sigma_deg: float = math.nan,
+          fc_yaw_rad: float = 0.4) -> PoseAt:
+    return PoseAt(0, np.array([0.0, 0.0, -200.0]), np.diag([1.0, 1.0, 4.0]),
+                  "satellite_anchored", False, np.array([0.0, 0.0, fc_yaw_rad]),
+                  nav_heading_rad, math.radians(nav_heading_sigma_deg) ** 2)
+
+
+OBLIQUE = TargetRequest(960.0, 540.0, pan_deg=0.0, tilt_deg=-30.0, zoom=2.0)
+
+
+def test_a_calibrated_navigator_heading_replaces_the_fc_yaw() -> None:
+    """The navigator's heading (0.3 deg) is used, at its own value and sigma: the ray turns
+    with it, and the ellipse's yaw term is that of a 0.3 deg heading."""
+    cfg = TargetingConfig()
+    fc = locate_target(OBLIQUE, _pose(), cfg, FRAME, GROUND_ALT_M)
+    nav = locate_target(OBLIQUE, _pose(0.4 + math.radians(2.0), 0.3), cfg, FRAME,
+                        GROUND_ALT_M)
+    assert fc.heading_source == "fc" and nav.heading_source == "navigation"
+    assert nav.heading_sigma_deg == pytest.approx(0.3)
+    # 2 deg more heading turns the ground point ~ ground range x 2 deg about the aircraft
+    turned = math.degrees(math.atan2(nav.p_ned_m[1], nav.p_ned_m[0])
+                          - math.atan2(fc.p_ned_m[1], fc.p_ned_m[0]))
+    assert turned == pytest.approx(2.0, abs=0.05)
+    # its sigma is the yaw term: as if the FC's yaw had a 0.3 deg sigma
+    as_if = locate_target(OBLIQUE, _pose(0.4 + math.radians(2.0)),
+                          TargetingConfig(attitude_yaw_sigma_deg=0.3), FRAME, GROUND_ALT_M)
+    assert nav.sigma_by_source_m["attitude"] == pytest.approx(as_if.sigma_by_source_m["attitude"])
+    assert nav.semi_major_95_m < 0.7 * fc.semi_major_95_m
+
+
+def test_an_uncalibrated_navigator_heading_or_the_switch_off_keeps_the_fc_yaw() -> None:
+    cfg = TargetingConfig()
+    worse = locate_target(OBLIQUE, _pose(1.0, 3.0), cfg, FRAME, GROUND_ALT_M)
+    assert worse.heading_source == "fc" and worse.heading_sigma_deg == pytest.approx(2.5)
+    off = locate_target(OBLIQUE, _pose(1.0, 0.3), TargetingConfig(use_navigation_heading=False),
+                        FRAME, GROUND_ALT_M)
+    assert off.heading_source == "fc"
+    ref = locate_target(OBLIQUE, _pose(), cfg, FRAME, GROUND_ALT_M)
+    assert np.allclose(off.p_ned_m, ref.p_ned_m) and np.allclose(worse.p_ned_m, ref.p_ned_m)
+
+
+def test_history_interpolates_the_navigator_heading_and_moves_it_with_the_fc_yaw() -> None:
+    """Between solutions the heading is interpolated (larger variance of the two); past the
+    latest one it turns by what the FC yaw turned since (a turn at 10 deg/s)."""
+    from dataclasses import replace
+
+    from terrafix.measurements import AttitudeSample
+    from terrafix.targeting import PoseHistory
+
+    from .helpers import solution
+
+    hist = PoseHistory(FRAME, keep_s=60.0, max_extrapolation_s=0.5)
+    for k, (h, s) in enumerate([(0.10, 0.01), (0.12, 0.02)]):
+        hist.add_solution(replace(solution(int(k * 0.1e9)), heading_rad=h,
+                                  heading_var_rad2=s**2))
+    for k in range(40):  # FC yaw turning at 10 deg/s
+        t = k * 0.02
+        hist.add_attitude(AttitudeSample(int(t * 1e9), 0.0, 0.0, 0.5 + math.radians(10.0) * t))
+    mid = hist.at(int(0.05e9))
+    assert mid is not None and mid.nav_heading_rad == pytest.approx(0.11)
+    assert mid.nav_heading_var_rad2 == pytest.approx(0.02**2)
+    ahead = hist.at(int(0.4e9))
+    assert ahead is not None
+    assert ahead.nav_heading_rad == pytest.approx(0.12 + math.radians(10.0) * 0.3, abs=1e-6)

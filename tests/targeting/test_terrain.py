@@ -95,3 +95,30 @@ def test_a_ray_leaving_the_dem_is_refused(dem_path: Path) -> None:
     with pytest.raises(TargetRefusedError) as exc:
         locate_target(TargetRequest(960.0, 540.0, 0.0, -8.0, 2.0), _pose(), cfg, FRAME, dem)
     assert exc.value.reason == RefusalReason.NO_TERRAIN_HEIGHT
+
+
+def test_the_ellipse_follows_the_dem_slope(dem_path: Path) -> None:
+    """With only the aircraft's height uncertain, the reported covariance is what moving the
+    aircraft up and down does to the hit on the real DEM (6% slope rising east: looking east,
+    up the slope, the hit moves less than on flat ground)."""
+    tiny = dict(attitude_roll_pitch_sigma_deg=1e-6, attitude_yaw_sigma_deg=1e-6,
+                gimbal_sigma_deg=1e-6, focal_relative_sigma=1e-6, pixel_sigma_px=1e-6,
+                dem_sigma_m=1e-6, ground_alt_sigma_m=1e-6)
+    cfg = TargetingConfig(dem_path=dem_path, gimbal_frame="earth", **tiny)
+    dem = GeoTiffDem(dem_path, 1e-6)
+    req = TargetRequest(960.0, 540.0, 90.0, -45.0, 2.0)  # east, up the slope, 45 deg
+
+    def pose(down: float, var_down: float = 0.0) -> PoseAt:
+        return PoseAt(0, np.array([-400.0, -600.0, down]), np.diag([1e-9, 1e-9, var_down]),
+                      "satellite_anchored", False, np.array([0.0, 0.0, 0.5]))
+
+    fix = locate_target(req, pose(-250.0, 100.0), cfg, FRAME, dem)
+    d = 0.5
+    up = locate_target(req, pose(-250.0 - d), cfg, FRAME, dem).p_ned_m[:2]
+    down = locate_target(req, pose(-250.0 + d), cfg, FRAME, dem).p_ned_m[:2]
+    dp = (up - down) / (2 * d)  # d hit / d (aircraft down), numerically on the DEM
+    expected = 100.0 * np.outer(dp, dp)
+    assert fix.cov_ne_m2[1, 1] == pytest.approx(expected[1, 1], rel=0.03)
+    flat = TargetingConfig(gimbal_frame="earth", **tiny)
+    on_flat = locate_target(req, pose(-250.0, 100.0), flat, FRAME, 1500.0)
+    assert on_flat.cov_ne_m2[1, 1] > 1.08 * fix.cov_ne_m2[1, 1]  # the slope mattered

@@ -46,7 +46,11 @@ def test_flight_tiles_then_upload_after_landing(dataset: Path, tmp_path: Path, g
     port = free_udp_port()
     fc = _start_fc(dataset, port)
     cfg = _config(dataset, tmp_path, port,
-                  flight_tiles={"enabled": True, "folder": str(tmp_path / "flight-tiles")},
+                  # a 12 s flight never calibrates the navigator's heading (3 deg: ~10 m at a
+                  # frame's corner from 300 m, not eligible): the gate is test_feed's subject,
+                  # this test's is the flow from the flight to the ground
+                  flight_tiles={"enabled": True, "folder": str(tmp_path / "flight-tiles"),
+                                "eligibility": {"normal_sigma_m": 30.0, "max_sigma_m": 30.0}},
                   upload=ground.config().model_dump(mode="json"),
                   upload_after_landing=True, wait_for_fc_s=300.0)  # a spawned FC, busy machine
     try:

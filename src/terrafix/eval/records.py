@@ -14,6 +14,7 @@ A result record (keys):
     cov_p_ned_m2  [3][3] 1-sigma² position covariance in NED metres
     cov_v_ned_m2s2 [3][3]
     yaw_rad     float
+    heading_rad, heading_sigma_rad  the navigator's calibrated heading and its 1-sigma (or null)
     label       one of terrafix.measurements.SourceLabel
     anchor_age_s  seconds since the last satellite anchor (null = never anchored)
     gnss_trusted  bool
@@ -75,6 +76,11 @@ class SolutionRecord:
     failsafe: bool = field(metadata=doc("explicit no-fix: the position must not be used"))
     radius95_m: float | None = field(metadata=doc(
         "radius of the circle holding the horizontal 95% error ellipse"))
+    heading_rad: float | None = field(default=None, metadata=doc(
+        "the navigator's calibrated heading (odometry attitude + heading calibration), from "
+        "north towards east (null: none)"))
+    heading_sigma_rad: float | None = field(default=None, metadata=doc(
+        "1-sigma of heading_rad (null: none)"))
 
 
 SOLUTION_SCHEMA = dataclass_schema(SolutionRecord,
@@ -101,6 +107,9 @@ def solution_record(sol: NavSolution) -> dict[str, Any]:
         gnss_trusted=bool(sol.gnss_trusted),
         failsafe=bool(sol.failsafe),
         radius95_m=_finite_or_none(float(radius95_m(cov[None, :2, :2])[0])),
+        heading_rad=_finite_or_none(sol.heading_rad),
+        heading_sigma_rad=_finite_or_none(math.sqrt(sol.heading_var_rad2))
+        if sol.heading_var_rad2 >= 0 else None,
     ))
 
 

@@ -12,9 +12,13 @@ never touches the navigator and never blocks the caller:
   the map (`change_score`) and store them in the flight store with a recorder record each.
 Frames live only in memory on their way through; no raw frame is ever written (REQUIREMENTS R3).
 
-Pose at capture: position and yaw interpolated between the two output ticks around the capture
-time (10 Hz ticks; the navigator's own yaw, which it keeps better than the FC's), roll and pitch
-from the FC attitude at that time; the camera from the extrinsics.
+Pose at capture: position and heading interpolated between the two output ticks around the
+capture time (10 Hz ticks; the navigator's calibrated heading, NavSolution.heading_rad, the
+odometry's gyro + image heading turned by its calibration against the fixes: tenths of a
+degree, where the estimator's yaw is off by degrees; the estimator's yaw only when a solution
+carries none), roll and pitch from the FC attitude at that time; the camera from the
+extrinsics. The frame's sigma is the position's with the heading's at the footprint's far
+corner (eligibility.py).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from terrafix.camera import CameraPose
+from terrafix.camera import CameraError, CameraPose, ground_footprint_ned
 from terrafix.geo.rotation import euler_to_R_body_to_ned
 from terrafix.geo.tiles import TileId
 from terrafix.mapping.change import change_score
@@ -232,11 +236,21 @@ class FlightTileFeed:
             self._ineligible("no_attitude")
             return
         ctx = self.context
-        R_body_to_ned = euler_to_R_body_to_ned(att[0], att[1], sol.yaw_rad)
+        has_heading = math.isfinite(sol.heading_rad) and math.isfinite(sol.heading_var_rad2)
+        yaw = sol.heading_rad if has_heading else sol.yaw_rad
+        sigma_yaw = math.sqrt(max(sol.heading_var_rad2, 0.0)) if has_heading \
+            else math.radians(self.config.eligibility.unknown_heading_sigma_deg)
+        R_body_to_ned = euler_to_R_body_to_ned(att[0], att[1], yaw)
         p_body = ctx.frame.lla_to_ned(sol.lat_deg, sol.lon_deg, sol.alt_m)
         pose = CameraPose.from_body(p_body, R_body_to_ned, ctx.extrinsics)
+        heading_sigma_m = sigma_yaw * self._footprint_radius_m(pose)
+        trust, reason = judge(sol, self._t_last_spoof_ns, self.config.eligibility,
+                              heading_sigma_m)
+        if trust is None:
+            self._ineligible(reason)
+            return
         view = FrameView(frame.t_ns, self._utc_of(frame.t_ns), frame.image, pose.p_cam_ned,
-                         pose.R_cam_to_ned, horizontal_sigma_m(sol))
+                         pose.R_cam_to_ned, math.hypot(horizontal_sigma_m(sol), heading_sigma_m))
         try:
             self._queue.put(view, block=not self.config.drop_when_busy)
         except queue.Full:
@@ -244,6 +258,17 @@ class FlightTileFeed:
             return
         self.stats.frames_eligible += 1
         self.stats.frames_low_trust += int(trust == "low")
+
+    def _footprint_radius_m(self, pose: CameraPose) -> float:
+        """Horizontal distance (m) from the camera to the farthest footprint corner: how far
+        a heading error moves the frame's worst tile, per radian. inf when a corner sees the
+        sky (the mosaic paints nothing of such a frame anyway)."""
+        try:
+            corners = ground_footprint_ned(pose, self.context.intrinsics,
+                                           self.mosaic.ground_down_m)
+        except CameraError:
+            return math.inf
+        return float(np.max(np.linalg.norm(corners - pose.p_cam_ned[:2], axis=1)))
 
     def _ineligible(self, reason: str) -> None:
         self.stats.ineligible[reason] = self.stats.ineligible.get(reason, 0) + 1
@@ -259,15 +284,19 @@ class FlightTileFeed:
         if nxt.t_ns == prev.t_ns:
             return nxt
         a = (t_ns - prev.t_ns) / (nxt.t_ns - prev.t_ns)
-        dyaw = math.atan2(math.sin(nxt.yaw_rad - prev.yaw_rad),
-                          math.cos(nxt.yaw_rad - prev.yaw_rad))
+        dyaw = math.remainder(nxt.yaw_rad - prev.yaw_rad, 2.0 * math.pi)
+        dheading = math.remainder(nxt.heading_rad - prev.heading_rad, 2.0 * math.pi)
         cov = np.maximum(np.asarray(prev.cov_p_ned_m2), np.asarray(nxt.cov_p_ned_m2))
         return NavSolution(t_ns, prev.lat_deg + a * (nxt.lat_deg - prev.lat_deg),
                            prev.lon_deg + a * (nxt.lon_deg - prev.lon_deg),
                            prev.alt_m + a * (nxt.alt_m - prev.alt_m), nxt.v_ned_mps, cov,
                            nxt.cov_v_ned_m2s2, prev.yaw_rad + a * dyaw, nxt.label,
                            nxt.anchor_age_s, nxt.gnss_trusted,
-                           prev.failsafe or nxt.failsafe)
+                           prev.failsafe or nxt.failsafe,
+                           heading_rad=prev.heading_rad + a * dheading,
+                           heading_var_rad2=max(prev.heading_var_rad2, nxt.heading_var_rad2)
+                           if math.isfinite(prev.heading_var_rad2 + nxt.heading_var_rad2)
+                           else math.nan)
 
     def _roll_pitch_at(self, t_ns: int) -> tuple[float, float] | None:
         ts = self._att_t

@@ -414,7 +414,22 @@ class Navigator:
         initialisation. Not an output tick: it is not counted or recorded as one."""
         if self.integrity is None:
             return None
-        return self.integrity.solution(max(self._t_ns, self.integrity.backend.estimate().t_ns))
+        return self._with_heading(self.integrity.solution(
+            max(self._t_ns, self.integrity.backend.estimate().t_ns)))
+
+    def _with_heading(self, sol: NavSolution) -> NavSolution:
+        """The solution with the navigator's own heading (NavSolution.heading_rad): the
+        odometry attitude's yaw at the solution's time turned by the heading calibration's
+        offset (ψ_true = ψ_odometry + θ: the angle that turns the odometry's track onto the
+        absolute one) with that offset's variance, which already holds what the gyro and the
+        images added since (`_account_heading_noise`). Unchanged before the first FC
+        attitude."""
+        R = self._cf.at(sol.t_ns)
+        if R is None:
+            return sol
+        yaw = math.remainder(math.atan2(R[1, 0], R[0, 0]) + self._heading.theta_rad,
+                             2.0 * math.pi)
+        return replace(sol, heading_rad=yaw, heading_var_rad2=self._heading.var_rad2)
 
     # ------------------------------------------------------------------ input
     @property
@@ -512,7 +527,8 @@ class Navigator:
         if self.integrity is None or self._next_tick_ns is None:
             return
         while self._next_tick_ns < t_ns:
-            self._solutions.append(self.integrity.solution(self._next_tick_ns))
+            self._solutions.append(self._with_heading(self.integrity.solution(
+                self._next_tick_ns)))
             self.stats.solutions += 1
             self._next_tick_ns += self._period_ns
 

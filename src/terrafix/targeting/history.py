@@ -14,7 +14,10 @@ Lookup rules:
   the covariance grown as the GPS report grows it (sigma_v * age + a * age^2 / 2 per axis);
 - otherwise (before the history, a gap, too far ahead): None, and the caller refuses.
 Attitude (ZYX Euler from the FC's ATTITUDE) is interpolated on the shorter arc, nearest sample
-within `max_attitude_gap_s`.
+within `max_attitude_gap_s`. The navigator's own heading and its variance
+(NavSolution.heading_rad / heading_var_rad2) are interpolated like the position (shorter arc;
+the larger variance of the two neighbours) and extrapolated by the FC yaw's change since the
+solution, for the localiser's heading (locate.py).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from terrafix.measurements import AttitudeSample, NavSolution, SourceLabel
 @dataclass(frozen=True, slots=True)
 class PoseAt:
     """The navigation state at one instant: position (3,) NED m of the flight frame, its
-    1-sigma covariance (3, 3) m², the label, whether it is the failsafe no-fix, and the FC
-    attitude (roll, pitch, yaw) rad (NaN when none is held)."""
+    1-sigma covariance (3, 3) m², the label, whether it is the failsafe no-fix, the FC
+    attitude (roll, pitch, yaw) rad (NaN when none is held), and the navigator's heading
+    (rad) with its variance (rad²; NaN when the navigation gives none)."""
 
     t_ns: int
     p_ned_m: np.ndarray
@@ -44,6 +48,8 @@ class PoseAt:
     label: str
     failsafe: bool
     euler_rad: np.ndarray
+    nav_heading_rad: float = math.nan
+    nav_heading_var_rad2: float = math.nan
 
 
 def _usable(sol: NavSolution) -> bool:
@@ -55,6 +61,11 @@ def _usable(sol: NavSolution) -> bool:
 
 def _wrap(a: float) -> float:
     return (a + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def _larger(a: float, b: float) -> float:
+    """The larger variance; NaN when either is unknown."""
+    return a if a >= b else b if b >= a else math.nan
 
 
 class PoseHistory:
@@ -143,7 +154,10 @@ class PoseHistory:
                 age_ns = t_ns - ts[-1]
                 if age_ns > self._extra_ns:
                     return None
-                return self._extrapolated(sol, p, ok, age_ns / 1e9, t_ns, euler)
+                # the navigator's yaw moved along by the FC's yaw change since the solution
+                turned = _wrap(float(euler[2] - self._attitude_at(ts[-1])[2]))
+                return self._extrapolated(sol, p, ok, age_ns / 1e9, t_ns, euler,
+                                          turned if math.isfinite(turned) else math.nan)
             (s0, p0, ok0), (s1, p1, ok1) = self._sol[i - 1], self._sol[i]
             t0, t1 = ts[i - 1], ts[i]
         if t1 - t0 > self._gap_ns:
@@ -156,11 +170,13 @@ class PoseHistory:
         c1 = np.asarray(s1.cov_p_ned_m2, dtype=np.float64)
         cov = c0 if np.trace(c0) >= np.trace(c1) else c1
         label = s0.label if a < 0.5 else s1.label
-        return PoseAt(t_ns, (1.0 - a) * p0 + a * p1, cov.copy(), label, False, euler)
+        nav_yaw = _wrap(s0.heading_rad + a * _wrap(s1.heading_rad - s0.heading_rad))
+        return PoseAt(t_ns, (1.0 - a) * p0 + a * p1, cov.copy(), label, False, euler,
+                      nav_yaw, _larger(s0.heading_var_rad2, s1.heading_var_rad2))
 
     @staticmethod
     def _extrapolated(sol: NavSolution, p: np.ndarray, usable: bool, age_s: float, t_ns: int,
-                      euler: np.ndarray) -> PoseAt:
+                      euler: np.ndarray, fc_turned_rad: float) -> PoseAt:
         if not usable:
             return PoseAt(t_ns, np.full(3, np.nan), np.full((3, 3), np.nan), sol.label, True,
                           euler)
@@ -177,4 +193,8 @@ class PoseHistory:
             sig = np.sqrt(np.clip(np.diag(cov), 0.0, None))
             cov += np.diag((sig + grow) ** 2 - sig**2)
             p = p + v * age_s
-        return PoseAt(t_ns, p, cov, sol.label, False, euler)
+        if age_s > 0.0 and not math.isfinite(fc_turned_rad):
+            return PoseAt(t_ns, p, cov, sol.label, False, euler)  # no heading to move it by
+        return PoseAt(t_ns, p, cov, sol.label, False, euler,
+                      _wrap(sol.heading_rad + (fc_turned_rad if age_s > 0.0 else 0.0)),
+                      sol.heading_var_rad2)

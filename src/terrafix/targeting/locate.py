@@ -4,7 +4,14 @@ ground point with an honest 95% horizontal ellipse, or a refusal with its reason
 The error budget (each term a block of the input covariance P; see geometry.PARAMS):
 - navigation position: the NavSolution's own 3x3 covariance at that time (never floored);
 - aircraft attitude: the FC's ATTITUDE has no covariance on MAVLink, so configured 1-sigma
-  roll/pitch and yaw (defaults: a small fixed-wing's EKF, 0.5 deg and 2.5 deg);
+  roll/pitch and yaw (defaults: a small fixed-wing's EKF, 0.5 deg and 2.5 deg). The heading,
+  which dominates at oblique ranges, is by default the navigator's own when it is the better
+  one (NavSolution.heading_rad: the odometry's gyro + image heading calibrated against the
+  satellite fixes, with its variance, tenths of a degree once calibrated): the FC's yaw is a
+  magnetometer heading whose error wanders over minutes and is shared by every target of a
+  flight. The two are not fused: the navigator's heading starts from the FC's, so they are
+  not independent. Without a navigator heading, or while it is less certain than the FC's
+  configured sigma (before the first calibration), the FC yaw as configured;
 - gimbal angles: configured 1-sigma per axis (encoder + mounting);
 - zoom/intrinsics: a relative focal-length sigma (the zoom-to-focal curve is a calibration);
 - pixel: the tracker's 1-sigma in pixels;
@@ -60,6 +67,9 @@ class TargetingConfig(BaseModel):
     gimbal_frame: G.GimbalFrame = G.GimbalFrame.BODY
     attitude_roll_pitch_sigma_deg: float = Field(0.5, gt=0.0, le=20.0)
     attitude_yaw_sigma_deg: float = Field(2.5, gt=0.0, le=45.0)
+    use_navigation_heading: bool = True
+    """The navigator's calibrated heading when it is more certain than the FC's yaw (module
+    docstring); False: always the FC's yaw with `attitude_yaw_sigma_deg`."""
     gimbal_sigma_deg: float = Field(0.2, gt=0.0, le=20.0)
     focal_relative_sigma: float = Field(0.01, gt=0.0, le=0.5)
     pixel_sigma_px: float = Field(2.0, gt=0.0, le=200.0)
@@ -100,7 +110,9 @@ class TargetFix:
     semi_major_95_m / semi_minor_95_m / major_azimuth_deg: the 95% ellipse (azimuth of the
     major axis from north, degrees in [0, 180)); h_acc_m: 1-sigma along the worst horizontal
     axis (the MAVLink convention the GPS link uses too); v_acc_m: 1-sigma of the ground
-    altitude; sigma_by_source_m: sqrt of each source's share of the horizontal variance.
+    altitude; sigma_by_source_m: sqrt of each source's share of the horizontal variance;
+    heading_source / heading_sigma_deg: which yaw was used ("navigation" or "fc"; "unused" for
+    an earth-frame gimbal) and its 1-sigma.
     """
 
     t_ns: int
@@ -119,6 +131,8 @@ class TargetFix:
     off_vertical_deg: float
     nav_label: str
     sigma_by_source_m: dict[str, float] = field(default_factory=dict)
+    heading_source: str = "fc"
+    heading_sigma_deg: float = math.nan
 
     def record(self) -> dict[str, object]:
         """JSON-able form (the local API's answer)."""
@@ -133,6 +147,7 @@ class TargetFix:
             "slant_range_m": self.slant_range_m, "ground_range_m": self.ground_range_m,
             "off_vertical_deg": self.off_vertical_deg, "nav_label": self.nav_label,
             "sigma_by_source_m": self.sigma_by_source_m,
+            "heading_source": self.heading_source, "heading_sigma_deg": self.heading_sigma_deg,
         }
 
 
@@ -149,19 +164,35 @@ def ellipse95(cov_ne_m2: np.ndarray) -> tuple[float, float, float]:
 
 
 def input_covariance(cfg: TargetingConfig, cov_p_ned_m2: np.ndarray,
-                     ground_sigma_m: float | None = None) -> np.ndarray:
+                     ground_sigma_m: float | None = None,
+                     yaw_var_rad2: float | None = None) -> np.ndarray:
     """(13, 13) block-diagonal covariance of the parameter vector (ground sigma: the ground
-    model's, default the flat-ground one)."""
+    model's, default the flat-ground one; yaw variance: the heading's, default the configured
+    FC yaw sigma)."""
     P = np.zeros((G.N_PARAMS, G.N_PARAMS))
     P[0:3, 0:3] = 0.5 * (cov_p_ned_m2 + cov_p_ned_m2.T)
-    rp, yw = math.radians(cfg.attitude_roll_pitch_sigma_deg), \
-        math.radians(cfg.attitude_yaw_sigma_deg)
+    rp = math.radians(cfg.attitude_roll_pitch_sigma_deg)
+    yaw_var = math.radians(cfg.attitude_yaw_sigma_deg)**2 if yaw_var_rad2 is None \
+        else yaw_var_rad2
     g = math.radians(cfg.gimbal_sigma_deg)
-    diag = [rp**2, rp**2, yw**2, g**2, g**2, g**2, cfg.focal_relative_sigma**2,
+    diag = [rp**2, rp**2, yaw_var, g**2, g**2, g**2, cfg.focal_relative_sigma**2,
             cfg.pixel_sigma_px**2, cfg.pixel_sigma_px**2,
             (cfg.ground_alt_sigma_m if ground_sigma_m is None else ground_sigma_m)**2]
     P[3:, 3:] = np.diag(diag)
     return P
+
+
+def heading(cfg: TargetingConfig, pose: PoseAt) -> tuple[float, float, str]:
+    """(yaw rad, its variance rad², source "navigation" / "fc") for the localisation: the more
+    certain of the navigator's heading and the FC's yaw (module docstring). The yaw is NaN when
+    neither is held."""
+    fc_yaw = float(pose.euler_rad[2])
+    fc_var = math.radians(cfg.attitude_yaw_sigma_deg) ** 2
+    nav_yaw, nav_var = float(pose.nav_heading_rad), float(pose.nav_heading_var_rad2)
+    if cfg.use_navigation_heading and math.isfinite(nav_yaw) and math.isfinite(nav_var) \
+            and nav_var > 0.0 and (nav_var < fc_var or not math.isfinite(fc_yaw)):
+        return nav_yaw, nav_var, "navigation"
+    return fc_yaw, fc_var, "fc"
 
 
 def _check_request(req: TargetRequest, cam: AiCameraConfig) -> None:
@@ -184,6 +215,25 @@ MAX_TERRAIN_ITERATIONS = 25
 TERRAIN_TOLERANCE_M = 0.05
 
 
+SLOPE_STEP_M = 10.0
+"""Half the baseline of the DEM's slope by central differences (about a 30 m DEM's cell
+between the two samples' footprints, below: a DEM's own bilinear facets)."""
+
+
+def _slope_down_ne(p_ned: np.ndarray, frame: LocalFrame, ground: GroundModel
+                   ) -> tuple[float, float]:
+    """(d down / d north, d down / d east) of the ground at p_ned (3,), central differences
+    over ±SLOPE_STEP_M; a side outside the model's coverage counts as flat there."""
+    s = SLOPE_STEP_M
+    offsets = np.array([[s, 0.0, 0.0], [-s, 0.0, 0.0], [0.0, s, 0.0], [0.0, -s, 0.0]])
+    lat, lon, _ = frame.ned_to_lla(p_ned[None, :] + offsets)
+    h = [ground.height_at(float(a), float(b)) for a, b in zip(np.atleast_1d(lat),
+                                                               np.atleast_1d(lon), strict=True)]
+    rise_n = (h[0] - h[1]) / (2 * s) if math.isfinite(h[0] - h[1]) else 0.0
+    rise_e = (h[2] - h[3]) / (2 * s) if math.isfinite(h[2] - h[3]) else 0.0
+    return -rise_n, -rise_e
+
+
 def _terrain_hit(x: np.ndarray, k: G.CameraConstants, frame: LocalFrame,
                  ground: GroundModel) -> tuple[G.RayHit, np.ndarray | None, float]:
     """Intersection with the ground model (fixed point on planes, see terrain.py); returns the
@@ -204,6 +254,12 @@ def _terrain_hit(x: np.ndarray, k: G.CameraConstants, frame: LocalFrame,
         lat, lon, _ = frame.ned_to_lla(hit.p_ground_ned)
         new = ground.height_at(float(lat), float(lon))
         if math.isfinite(new) and abs(new - alt) < TERRAIN_TOLERANCE_M:
+            # the Jacobian on the terrain's local slope, not on the horizontal plane
+            hit, J = G.intersect_with_jacobian(
+                x, k, _slope_down_ne(hit.p_ground_ned, frame, ground))
+            if J is None:
+                raise TargetRefusedError(RefusalReason.GRAZING_RAY,
+                                         "the ray runs along the terrain slope where it meets it")
             return hit, J, alt
         alt = new
     raise TargetRefusedError(RefusalReason.GRAZING_RAY,
@@ -229,7 +285,8 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
                             f"navigation at t={pose.t_ns} ns is the failsafe no-fix "
                             f"(label {pose.label})")
     frame_kind = req.gimbal_frame or cfg.gimbal_frame
-    euler = pose.euler_rad
+    yaw, yaw_var, heading_source = heading(cfg, pose)
+    euler = np.array([pose.euler_rad[0], pose.euler_rad[1], yaw])
     needed = {G.GimbalFrame.BODY: euler, G.GimbalFrame.HEADING: euler[2:],
               G.GimbalFrame.EARTH: euler[:0]}[frame_kind]
     if not math.isfinite(float(needed.sum())):
@@ -257,7 +314,7 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
                             f"the ray meets the ground {off_deg:.1f} deg from the vertical, "
                             f"beyond {cfg.max_off_vertical_deg:.1f} deg")
     assert J is not None
-    P = input_covariance(cfg, pose.cov_p_ned_m2, ground.sigma_m)
+    P = input_covariance(cfg, pose.cov_p_ned_m2, ground.sigma_m, yaw_var)
     Jh = J[:2]
     cov_ne = Jh @ P @ Jh.T
     # per-source share of the horizontal variance (P is block diagonal, diagonal past nav)
@@ -275,7 +332,9 @@ def locate_target(req: TargetRequest, pose: PoseAt, cfg: TargetingConfig, frame:
         major_azimuth_deg=az, h_acc_m=a / math.sqrt(C.CHI2_2DOF_95),
         v_acc_m=ground.sigma_m, slant_range_m=hit.slant_range_m,
         ground_range_m=float(np.hypot(*(hit.p_ground_ned[:2] - p_cam[:2]))),
-        off_vertical_deg=off_deg, nav_label=pose.label, sigma_by_source_m=by_source)
+        off_vertical_deg=off_deg, nav_label=pose.label, sigma_by_source_m=by_source,
+        heading_source=heading_source if frame_kind is not G.GimbalFrame.EARTH else "unused",
+        heading_sigma_deg=math.degrees(math.sqrt(yaw_var)))
 
 
 class TargetLocator:

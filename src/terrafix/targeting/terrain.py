@@ -10,8 +10,8 @@ With a DEM the ray is intersected by fixed-point iteration on horizontal planes:
 at the DEM height under the current point, look the height up there, repeat. It converges
 while the terrain slope is below the ray's elevation angle (always at the tilts a camera looks
 at ground from the air, except at grazing rays, which are refused anyway). The uncertainty is
-then propagated as for a plane at the final height (the local slope's effect on the Jacobian is
-neglected; the DEM's vertical sigma is the height term).
+then propagated on the plane through the hit with the DEM's local slope there (central
+differences, locate.py), the DEM's vertical sigma being the height term.
 """
 
 from __future__ import annotations

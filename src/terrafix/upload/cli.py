@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -49,8 +50,18 @@ def keys_command(
 
 
 def read_fc(connection: str, wait_s: float) -> FcStateReading:
-    """One reading of the FC over its MAVLink connection (opened for it, then closed)."""
+    """One reading of the FC over its MAVLink connection, on a signed link (opened for it,
+    then closed).
+
+    The same signing as `terrafix fly` (`ArduPilotLink.establish_signing`): a fresh key is
+    installed with SETUP_SIGNING and proven both ways before the state is read, and from then
+    on every unsigned, wrongly signed or replayed packet is dropped, so an EXTENDED_SYS_STATE
+    that someone without the key injects on the link cannot open the gate. Only a report that
+    arrives after the handshake counts. A failed handshake (the FC holds another key, e.g.
+    after a crashed flight; it does not sign; it is armed) is a failed reading, i.e. a
+    refusal naming why. Closing the link clears the key on the (disarmed) FC again."""
     from terrafix.autopilot import ArduPilotLink, ArduPilotLinkConfig
+    from terrafix.autopilot.errors import AutopilotError
 
     try:
         link = ArduPilotLink(ArduPilotLinkConfig(connection=connection))
@@ -58,7 +69,16 @@ def read_fc(connection: str, wait_s: float) -> FcStateReading:
     except Exception as exc:
         return FcStateReading(None, None, None, f"cannot open {connection}: {exc}")
     try:
-        return read_fc_state(link, wait_s=wait_s)
+        if not link.wait_for_fc(wait_s):
+            return FcStateReading(None, None, None)  # no answer: the gate names it
+        try:
+            link.establish_signing()
+        except AutopilotError as exc:
+            why = str(exc).removesuffix(": take-off refused").removesuffix("; take-off refused")
+            log.error("MAVLink signing with the flight controller on %s failed: %s",
+                      connection, why)
+            return FcStateReading(None, None, None, f"MAVLink signing handshake failed: {why}")
+        return read_fc_state(link, wait_s=wait_s, newer_than_ns=time.monotonic_ns())
     finally:
         link.close()
 

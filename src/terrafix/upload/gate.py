@@ -57,7 +57,10 @@ def read_fc_state(link: object, *, wait_s: float = 0.0, newer_than_ns: int | Non
 
     wait_s: how long to wait for the FC's HEARTBEAT and for an EXTENDED_SYS_STATE report
     (newer than `newer_than_ns` when given: the end of a flight waits for the report that
-    follows it). A bounded wait for the one reading, not a polling loop on its value."""
+    follows it). A bounded wait for the one reading, not a polling loop on its value. With
+    `newer_than_ns`, a report from before it does not count (it reads as no answer): after a
+    signing handshake, a report that may have arrived unsigned before it must not open the
+    gate."""
     try:
         if wait_s > 0:
             link.wait_for_fc(wait_s)  # type: ignore[attr-defined]
@@ -66,6 +69,8 @@ def read_fc_state(link: object, *, wait_s: float = 0.0, newer_than_ns: int | Non
         hb = link.fc_heartbeat  # type: ignore[attr-defined]
     except Exception as exc:  # a failing read is a refusal, whatever failed
         return FcStateReading(None, None, None, f"{type(exc).__name__}: {exc}")
+    if landed is not None and newer_than_ns is not None and landed.t_ns <= newer_than_ns:
+        landed = None
     age = None if landed is None else (mono_ns() - landed.t_ns) / 1e9
     return FcStateReading(None if landed is None else int(landed.landed_state), age,
                           None if hb is None else bool(hb.armed))
