@@ -228,3 +228,20 @@ def test_high_flight_renders_from_a_coarser_pyramid_level_and_still_projects_exa
     lm = frame.lla_to_ned(lat, lon, np.full(len(lat), 1520.0))
     lm[:, 2] = 0.0
     assert _check_landmarks(world, lm, pose, INTR, frame) >= 1
+
+
+
+def test_steep_bank_high_above_ground_still_renders():
+    """800 m above ground in a 40 deg bank the far edge of the footprint spans 81 synthetic
+    tiles (the dead-reckoning-high scenario stopped there: the renderer refused more than 64
+    whatever the pyramid level); at level 1 that is a quarter of the pixels, so it renders."""
+    from terrafix.sim.world import pyramid_level_for
+
+    world = SyntheticWorld(3, ANCHOR)
+    pose = CameraPose.from_euler(np.array([0.0, 0.0, -800.0]), math.radians(40.0), 0.05, 0.7)
+    assert pyramid_level_for(pose, INTR, world.ground_down_m(ANCHOR), world.res_m,
+                             world.max_level) == 1
+    img = world.render(pose, INTR, ANCHOR)
+    assert img.shape == (INTR.height, INTR.width)
+    hp = img.astype(float) - cv2.GaussianBlur(img, (0, 0), 3.0).astype(float)
+    assert hp.std() > 3.0  # ground texture, not a black frame

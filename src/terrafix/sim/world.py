@@ -360,7 +360,9 @@ def load_dgsamples_world(which: str = "wv3", ground_alt_m: float = LONGMONT_GROU
 
 # Generated tiles, shared by every SyntheticWorld of the process (~1 MB per level-0 tile).
 _TILE_CACHE: OrderedDict[tuple[int, int, float, int, int, int], np.ndarray] = OrderedDict()
-_TILE_CACHE_SIZE = 96
+_TILE_CACHE_SIZE = 224
+_MAX_SOURCE_TILES = 64
+"""Level-0 tiles one render may assemble (4^L times as many at pyramid level L)."""
 
 
 class SyntheticWorld(_RasterWorld):
@@ -447,7 +449,10 @@ class SyntheticWorld(_RasterWorld):
         t = self.tile_px >> level
         tx0, ty0 = x0 // t, y0 // t
         tx1, ty1 = (x1 - 1) // t, (y1 - 1) // t
-        if (tx1 - tx0 + 1) * (ty1 - ty0 + 1) > 64:
+        # the limit is on pixels assembled, not ground covered: a level-L tile has 4^-L of
+        # a level-0 tile's pixels (800 m above ground in a 40 deg bank the footprint spans
+        # 81 tiles at level 1, a quarter of the pixels of 81 level-0 tiles)
+        if (tx1 - tx0 + 1) * (ty1 - ty0 + 1) > _MAX_SOURCE_TILES << (2 * level):
             raise WorldError(f"footprint spans {(tx1 - tx0 + 1) * (ty1 - ty0 + 1)} synthetic "
                              f"tiles at level {level}; the camera looks too far")
         rows = [np.hstack([self.tile(level, tx, ty) for tx in range(tx0, tx1 + 1)])
