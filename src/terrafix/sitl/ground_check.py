@@ -30,7 +30,7 @@ from terrafix.autopilot.ardupilot import ArduPilotLink, ArduPilotLinkConfig
 from terrafix.autopilot.errors import FcParameterError
 from terrafix.geo import LocalFrame
 from terrafix.measurements import NavSolution, SourceLabel
-from terrafix.sitl.control import SitlControl
+from terrafix.sitl.control import SitlControl, horizontal_error_m
 from terrafix.sitl.process import SERIAL1_PORT, ArduPlaneSitl, SitlError
 from terrafix.sitl.switch_run import DEMO_HOME
 
@@ -223,6 +223,7 @@ def case_onboard(seconds: float = 20.0) -> dict[str, Any]:
 
     from terrafix.app.fly import FlyConfig, OnboardProgram
     from terrafix.autopilot import constants as C
+    from terrafix.eval.metrics import radius95_m
     from terrafix.sitl.navigation_run import fly_config, prepare_map
     from terrafix.sitl.switch_run import SwitchRunConfig
 
@@ -255,9 +256,8 @@ def case_onboard(seconds: float = 20.0) -> dict[str, Any]:
                 raise
             s = summary[0] if summary else None
             tr = ctl.latest_truth()
-            err = None if sol is None or tr is None else math.hypot(
-                (sol.lat_deg - tr.lat_deg) * 111_132.0,
-                (sol.lon_deg - tr.lon_deg) * 111_132.0 * math.cos(math.radians(tr.lat_deg)))
+            err = None if sol is None or tr is None else horizontal_error_m(
+                sol.lat_deg, sol.lon_deg, tr.lat_deg, tr.lon_deg)
             return {
                 "takeoff_load_s": load_s,
                 "imu_rate_answer": answers.get(C.MSG_RAW_IMU),
@@ -265,7 +265,7 @@ def case_onboard(seconds: float = 20.0) -> dict[str, Any]:
                 "frames_seen": None if s is None else s.frames_seen,
                 "gps_input_sent": None if s is None else s.gps_input_sent,
                 "radius95_m": None if sol is None else float(
-                    2.45 * math.sqrt(max(sol.cov_p_ned_m2[0][0], sol.cov_p_ned_m2[1][1]))),
+                    radius95_m(np.asarray(sol.cov_p_ned_m2)[None, :2, :2])[0]),
                 "error_m": err,
                 "gnss_trusted": None if sol is None else bool(sol.gnss_trusted),
                 "gps2_fix": ctl.gps2_raw[-1][1] if ctl.gps2_raw else None,

@@ -29,7 +29,7 @@ import numpy as np
 
 from terrafix.autopilot.ardupilot import ArduPilotLink
 from terrafix.sitl.process import SERIAL1_PORT, SitlError
-from terrafix.sitl.switch_run import SwitchRun, SwitchRunConfig, horizontal_error_m
+from terrafix.sitl.switch_run import SwitchRun, SwitchRunConfig, _p95, horizontal_error_m
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def prepare_map(cfg: SwitchRunConfig, flight_id: str, build: Path = Path("build"
                 ) -> tuple[Path, str]:
     """Pre-flight: the WorldView-2 map around the loop in a signed cache (idempotent);
     returns (cache root, the provisioning key's fingerprint the onboard config pins)."""
+    from shapely.affinity import affine_transform
     from shapely.geometry import Point
 
     from terrafix.app.preflight import prepare_flight_cache
@@ -60,8 +61,6 @@ def prepare_map(cfg: SwitchRunConfig, flight_id: str, build: Path = Path("build"
     radius_deg = (cfg.loop_radius_m + MAP_MARGIN_M) / 111_132.0
     k_lon = 1.0 / math.cos(math.radians(lat0))
     circle = Point(0.0, 0.0).buffer(radius_deg, 32)
-    from shapely.affinity import affine_transform
-
     corridor = affine_transform(circle, [k_lon, 0.0, 0.0, 1.0, lon0, lat0])
     root = build / "cache-dgsamples-wv2"
     prepared = prepare_flight_cache(root, files[0], flight_id=flight_id,
@@ -216,10 +215,6 @@ class CameraNavigationRun(SwitchRun):
             "latency_p95_ms": None if s is None else s.latency_p95_ms,
             "takeoff_load_s": round(self.load_s, 2),
         }
-
-
-def _p95(xs: list[float]) -> float | None:
-    return None if not xs else round(float(np.percentile(xs, 95)), 2)
 
 
 def main_in_netns(cfg: SwitchRunConfig, out_json: Path) -> dict[str, Any]:
