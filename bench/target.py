@@ -105,7 +105,8 @@ def load_solutions(path: Path) -> list[Any]:
     return sols
 
 
-def server_main(conn, flights: list[tuple[str, str]], sock_dir: str) -> None:
+def server_main(conn, flights: list[tuple[str, str]], sock_dir: str,
+                rho: float | None = None) -> None:
     """One API server per flight (each has its own frame and history), on Unix sockets."""
     from terrafix.measurements import AttitudeSample
     from terrafix.sim.dataset import load_dataset
@@ -116,7 +117,8 @@ def server_main(conn, flights: list[tuple[str, str]], sock_dir: str) -> None:
     socks = []
     for i, (ds_path, results) in enumerate(flights):
         ds = load_dataset(ds_path)
-        cfg = TargetingConfig()
+        cfg = TargetingConfig() if rho is None else \
+            TargetingConfig(anchored_attitude_correlation=rho)
         hist = PoseHistory(ds.local_frame, keep_s=1e6, max_extrapolation_s=0.5,
                            max_items=10_000_000)
         for s in load_solutions(Path(results)):
@@ -295,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", type=int, default=400, help="targets per seed")
     ap.add_argument("--api-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--anchored-attitude-correlation", type=float, default=None,
+                    help="override TargetingConfig.anchored_attitude_correlation (its "
+                         "calibration runs on seeds the bench does not score)")
     args = ap.parse_args(argv)
     from rich.progress import track
 
@@ -308,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=server_main, args=(child, [(str(a), str(b / "results.jsonl"))
-                                                         for a, b in flights], str(WORK)),
+                                                         for a, b in flights], str(WORK),
+                                                   args.anchored_attitude_correlation),
                        daemon=True)
     proc.start()
     socks = parent.recv()

@@ -4,6 +4,7 @@ ellipse that holds ~95% of Monte Carlo draws of the inputs it claims to cover.""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,11 @@ from terrafix.targeting import (
     locate_target,
 )
 from terrafix.targeting import geometry as G
-from terrafix.targeting.locate import input_covariance
+from terrafix.targeting.locate import (
+    add_anchored_attitude_correlation,
+    input_covariance,
+    nadir_tilt_lever,
+)
 
 from .helpers import FRAME, GROUND_ALT_M, locator
 
@@ -126,6 +131,9 @@ def test_ellipse_covers_95_percent_of_its_own_inputs(frame: GimbalFrame) -> None
                        math.radians(req.pan_deg), 0.0, req.u_px, req.v_px,
                        FRAME.alt0_m - GROUND_ALT_M])
         P = input_covariance(cfg, pose.cov_p_ned_m2)
+        add_anchored_attitude_correlation(P, pose.euler_rad, FRAME.alt0_m - GROUND_ALT_M,
+                                          float(pose.p_ned_m[2]),
+                                          cfg.anchored_attitude_correlation)
         draws = rng.multivariate_normal(x0, P, size=800)
         inv = np.linalg.inv(fix.cov_ne_m2)
         for x in draws:
@@ -201,3 +209,82 @@ def test_history_interpolates_the_navigator_heading_and_moves_it_with_the_fc_yaw
     ahead = hist.at(int(0.4e9))
     assert ahead is not None
     assert ahead.nav_heading_rad == pytest.approx(0.12 + math.radians(10.0) * 0.3, abs=1e-6)
+
+
+def _anchored_draws(rng: np.random.Generator, cfg: TargetingConfig, pose: PoseAt,
+                    req: TargetRequest, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truths of a satellite-anchored flight: the FC's roll/pitch error ε, and a navigation
+    position that a fix solved with that tilt (−F ε) plus the fix's own noise; the target
+    then seen with the same ε. Returns (true ground points (n, 2), reported ones (n, 2))."""
+    K = cfg.camera.camera().intrinsics(req.zoom)
+    k = G.CameraConstants(K.fx, K.cx, K.cy, np.array(cfg.camera.p_gimbal_in_body_m),
+                          GimbalFrame.BODY)
+    h = FRAME.alt0_m - GROUND_ALT_M - float(pose.p_ned_m[2])
+    F = nadir_tilt_lever(pose.euler_rad, h)
+    sig_rp = math.radians(cfg.attitude_roll_pitch_sigma_deg)
+    x_true = np.array([*pose.p_ned_m, *pose.euler_rad, 0.0, math.radians(req.tilt_deg),
+                       math.radians(req.pan_deg), 0.0, req.u_px, req.v_px,
+                       FRAME.alt0_m - GROUND_ALT_M])
+    truth = G.intersect(x_true, k).p_ground_ned[:2]
+    reported = []
+    for _ in range(n):
+        eps = rng.normal(0.0, sig_rp, 2)
+        x = x_true.copy()
+        x[3:5] += eps  # what the FC reports
+        x[0:2] += -F @ eps + rng.normal(0.0, 1.0, 2)  # the fix lands where ε puts it
+        reported.append(G.intersect(x, k).p_ground_ned[:2])
+    return np.tile(truth, (n, 1)), np.array(reported)
+
+
+def test_an_anchored_position_takes_back_the_attitude_error_it_shares() -> None:
+    """With the navigation error made by the FC's own tilt error (as a fix makes it), the
+    correlated ellipse holds about 95 % of the truths; the independent model, which counts
+    the shared error twice, holds nearly all of them with a larger ellipse."""
+    rng = np.random.default_rng(11)
+    shares = {}
+    majors = {}
+    for rho in (1.0, 0.0):
+        # only the tilt error and the fix's noise are drawn: the other terms kept small
+        cfg = TargetingConfig(anchored_attitude_correlation=rho, gimbal_sigma_deg=0.01,
+                              attitude_yaw_sigma_deg=0.01,
+                              focal_relative_sigma=0.001, pixel_sigma_px=0.1,
+                              ground_alt_sigma_m=0.1)
+        inside = total = 0
+        major = []
+        for case in range(5):
+            pose = PoseAt(0, np.array([0.0, 0.0, -300.0]), np.diag([1.0, 1.0, 1.0]) + 0.0,
+                          "satellite_anchored", False, np.array([0.03, -0.02, 0.7 * case]))
+            h = FRAME.alt0_m - GROUND_ALT_M + 300.0
+            F = nadir_tilt_lever(pose.euler_rad, h)
+            s2 = math.radians(cfg.attitude_roll_pitch_sigma_deg) ** 2
+            pose = replace(pose, cov_p_ned_m2=pose.cov_p_ned_m2
+                           + np.pad(F @ F.T * s2, ((0, 1), (0, 1))))
+            req = TargetRequest(960.0, 540.0, pan_deg=40.0 * case, tilt_deg=-45.0, zoom=3.0)
+            fix = locate_target(req, pose, cfg, FRAME, GROUND_ALT_M)
+            major.append(fix.semi_major_95_m)
+            truth, reported = _anchored_draws(rng, cfg, pose, req, 400)
+            inv = np.linalg.inv(fix.cov_ne_m2)
+            e = reported - truth
+            inside += int(np.sum(np.einsum("ni,ij,nj->n", e, inv, e) <= C.CHI2_2DOF_95))
+            total += len(e)
+        shares[rho], majors[rho] = inside / total, float(np.median(major))
+    assert 0.92 <= shares[1.0] <= 0.98, shares
+    assert shares[0.0] > 0.99, shares
+    assert majors[1.0] < 0.8 * majors[0.0], majors
+
+
+def test_no_correlation_is_assumed_off_the_anchors() -> None:
+    """Dead reckoning from GNSS or a lagged anchor does not share the tilt error: the ellipse
+    is the independent one whatever the configured correlation."""
+    req = TargetRequest(900.0, 500.0, pan_deg=30.0, tilt_deg=-50.0, zoom=2.0)
+    pose = PoseAt(0, np.array([0.0, 0.0, -250.0]), np.diag([30.0, 30.0, 9.0]),
+                  "visual_propagated", False, np.array([0.02, 0.01, 1.0]))
+    a = locate_target(req, pose, TargetingConfig(anchored_attitude_correlation=1.0), FRAME,
+                      GROUND_ALT_M)
+    b = locate_target(req, pose, TargetingConfig(anchored_attitude_correlation=0.0), FRAME,
+                      GROUND_ALT_M)
+    np.testing.assert_allclose(a.cov_ne_m2, b.cov_ne_m2)
+    anchored = replace(pose, label="satellite_anchored")
+    c = locate_target(req, anchored, TargetingConfig(), FRAME, GROUND_ALT_M)
+    assert c.semi_major_95_m < a.semi_major_95_m
+    assert np.all(np.linalg.eigvalsh(c.cov_ne_m2) > 0)
