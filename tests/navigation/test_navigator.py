@@ -268,3 +268,20 @@ def test_solutions_carry_the_navigators_heading_with_an_honest_sigma(flight_run)
     err = np.remainder(heading - true_yaw + np.pi, 2 * np.pi) - np.pi
     assert np.mean(np.abs(err) <= 3.0 * sigma) >= 0.95
     assert any(abs(s.heading_rad - s.yaw_rad) > 1e-6 for s in sols)  # not the estimator's
+
+
+def test_odometry_can_take_its_relative_rotation_from_the_fc_attitude(flight, flight_run):
+    """relative_rotation = "fc" (for FCs whose IMU stream is too sparse to integrate): the
+    odometry still tracks and holds the position, and the images' heading change is not fed
+    back into a gyro heading it does not use."""
+    _, gyro_nav, _, _, _ = flight_run
+    base = no_registration()
+    cfg = base.model_copy(update={"odometry_attitude": base.odometry_attitude.model_copy(
+        update={"relative_rotation": "fc"})})
+    nav, sols, _, reports = run(flight, cfg, until_s=20.0)
+    frames = [r for r in reports if r.vo_tracking is not None]
+    assert sum(bool(r.vo_tracking) for r in frames) >= 0.8 * len(frames)
+    assert nav.stats.odometry_heading_updates == 0
+    assert gyro_nav.stats.odometry_heading_updates > 0
+    err = horizontal_errors(flight, sols)
+    assert float(np.percentile(err, 95)) < 15.0

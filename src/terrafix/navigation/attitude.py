@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,6 +79,13 @@ class OdometryAttitudeConfig(BaseModel):
     """Without the visual heading: how fast the FC yaw's error (which the heading then
     follows) may wander; a Gauss-Markov error of 2.5° with a 300 s correlation time moves by
     2.5° x sqrt(2/300) ≈ 0.2°/√s, plus a margin."""
+    relative_rotation: Literal["gyro", "fc"] = "gyro"
+    """Where the odometry's frame-to-frame rotation comes from: "gyro" (this filter:
+    integrated IMU rates, which cancel the FC's attitude noise), or "fc" (the FC's own
+    ATTITUDE at both capture times, slerped; heading then the FC's too). "fc" is for FCs whose
+    IMU stream is too sparse or too filtered to integrate: ArduPlane SITL's RAW_IMU at 40 Hz
+    is an instantaneous, low-pass-filtered sample, and in its turns (>10 deg/s) 20 ms of
+    timing error are 1.5 deg of relative rotation (p90), its ATTITUDE at 0 ms 0.34 deg."""
     max_visual_correction_rad: float = Field(math.radians(1.0), gt=0)
     """A frame pair whose unexplained rotation exceeds this (after the gyro) is not used
     for the heading (a bad fit, not a gyro error: the gyro's error over 1/3 s is tiny)."""

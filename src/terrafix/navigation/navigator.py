@@ -718,14 +718,19 @@ class Navigator:
         t0 = time.perf_counter()
         if self.vo is not None and height > 1.0:
             ref = self.vo.reference_t_ns
-            R_vo = self._cf.at(frame.t_ns)
-            R_ref = self._cf.at(ref) if ref is not None else None
+            from_fc = self.config.odometry_attitude.relative_rotation == "fc"
+            if from_fc:
+                R_vo = R_fc
+                R_ref = self._attitude_at(ref) if ref is not None else None
+            else:
+                R_vo = self._cf.at(frame.t_ns)
+                R_ref = self._cf.at(ref) if ref is not None else None
             R_rel = None if R_vo is None or R_ref is None else R_ref.T @ R_vo
             delta = self.vo.process(frame, R_fc if R_vo is None else R_vo, height, var_h,
                                     est.v_ned_mps, R_rel)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
-                if delta.tracking and R_rel is not None:
+                if delta.tracking and R_rel is not None and not from_fc:
                     st = self.vo.last_stats
                     self.stats.odometry_heading_updates += int(self._cf.on_visual_yaw(
                         delta.t_prev_ns, delta.t_ns, st.heading_error_rad,

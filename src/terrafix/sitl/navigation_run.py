@@ -88,6 +88,7 @@ def fly_config(cfg: SwitchRunConfig, out: Path, cache: Path, signer: str, flight
         "wait_for_fc_s": 60.0,
         "set_baro_reference": True,
         "recorder": {"folder": str(out / "flights")},
+        "navigation": {"odometry_attitude": {"relative_rotation": "fc"}},
     }
 
 
