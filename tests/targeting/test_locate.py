@@ -252,7 +252,7 @@ def test_an_anchored_position_takes_back_the_attitude_error_it_shares() -> None:
         inside = total = 0
         major = []
         for case in range(5):
-            pose = PoseAt(0, np.array([0.0, 0.0, -300.0]), np.diag([1.0, 1.0, 1.0]) + 0.0,
+            pose = PoseAt(0, np.array([0.0, 0.0, -300.0]), np.eye(3),
                           "satellite_anchored", False, np.array([0.03, -0.02, 0.7 * case]))
             h = FRAME.alt0_m - GROUND_ALT_M + 300.0
             F = nadir_tilt_lever(pose.euler_rad, h)

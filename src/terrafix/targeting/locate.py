@@ -45,7 +45,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from terrafix.autopilot import constants as C
 from terrafix.camera import AiCameraConfig
 from terrafix.geo import LocalFrame
-from terrafix.geo.rotation import euler_to_R_body_to_ned
 from terrafix.measurements import SourceLabel
 from terrafix.targeting import geometry as G
 from terrafix.targeting.errors import RefusalReason, TargetInputError, TargetRefusedError
@@ -205,18 +204,15 @@ def input_covariance(cfg: TargetingConfig, cov_p_ned_m2: np.ndarray,
 
 def nadir_tilt_lever(euler_rad: np.ndarray, height_agl_m: float) -> np.ndarray:
     """F (2, 2): d(north, east of the ground point under a body-fixed nadir camera) /
-    d(roll, pitch) at this attitude and height above ground (central differences)."""
-    def ground(roll: float, pitch: float) -> np.ndarray:
-        r = euler_to_R_body_to_ned(roll, pitch, float(euler_rad[2]))[:, 2]
-        return r[:2] * (height_agl_m / max(float(r[2]), 1e-3))
-
-    step = 1e-5
+    d(roll, pitch) at this attitude and height above ground (the geometry's analytical
+    rotation derivatives: g = h r[:2] / r[2] with r the body's down axis in NED)."""
+    R, (d_roll, d_pitch, _) = G._euler_and_derivatives(*map(float, euler_rad[:3]))
+    r = R[:, 2]
+    rz = max(float(r[2]), 1e-3)
     F = np.zeros((2, 2))
-    for j in range(2):
-        d = np.zeros(2)
-        d[j] = step
-        a = np.asarray(euler_rad[:2], dtype=np.float64)
-        F[:, j] = (ground(*(a + d)) - ground(*(a - d))) / (2.0 * step)
+    for j, dR in enumerate((d_roll, d_pitch)):
+        dr = dR[:, 2]
+        F[:, j] = height_agl_m * (dr[:2] / rz - r[:2] * dr[2] / (rz * rz))
     return F
 
 
@@ -232,13 +228,10 @@ def add_anchored_attitude_correlation(P: np.ndarray, euler_rad: np.ndarray,
     F = nadir_tilt_lever(euler_rad, h)
     S_rp = P[3:5, 3:5]
     A = F @ S_rp @ F.T  # what a fully correlated position error would carry
-    P_pos = P[0:2, 0:2]
-    try:
-        L = np.linalg.cholesky(P_pos)
+    try:  # largest generalised eigenvalue of (A, P_pos): ρ² λ ≤ 1 keeps P PSD
+        lam = float(np.max(np.linalg.eigvals(np.linalg.solve(P[0:2, 0:2], A)).real))
     except np.linalg.LinAlgError:
         return
-    Li = np.linalg.inv(L)
-    lam = float(np.max(np.linalg.eigvalsh(Li @ A @ Li.T)))
     r = min(rho, 1.0 / math.sqrt(lam)) if lam > 0.0 else rho
     cross = -r * F @ S_rp
     P[0:2, 3:5] = cross
