@@ -97,7 +97,8 @@ def test_udp_link_end_to_end(start_peer, captured_keys, caplog):
     fc = start_peer(fc_peer_main, "udpin:127.0.0.1:0", {"telemetry_hz": 50})
     inbox = Inbox()
     cfg = ArduPilotLinkConfig(connection=f"udpout:127.0.0.1:{fc.address[1]}",
-                              gps_input_rate_hz=10.0, gnss_switch="ekf_source_set")
+                              gps_input_rate_hz=10.0, gnss_switch="ekf_source_set",
+                              fc_gps_lag_s=0.0)  # reports of the sending instant: exact fields
     link = ArduPilotLink(cfg, inbox.callbacks())
     assert isinstance(link, PositionOutput)
     try:

@@ -93,6 +93,28 @@ def test_ageing_solution_is_extrapolated_and_its_accuracy_grows():
     assert accs == sorted(accs) and len(set(accs)) == len(accs)
 
 
+def test_report_describes_the_aircraft_the_autopilots_lag_before_it_is_sent():
+    """ArduPilot places a GPS_INPUT that arrived at t at t - lag: the report must be the
+    position then (a fresh solution moved back along its velocity), not the sending instant's."""
+    sol = solution(NOW_MONO, v_ned=(20.0, 0.0, -2.0), sigma_ne=3.0, sigma_v=0.5)
+    now_rep = report(sol, age_s=0.05)
+    lagged = report(sol, age_s=0.05, valid_lag_s=0.2)
+    dist, az = distance_azimuth(lagged.lat_deg, lagged.lon_deg, now_rep.lat_deg,
+                                now_rep.lon_deg)
+    assert dist == pytest.approx(20.0 * 0.2, abs=0.01) and az == pytest.approx(0.0, abs=0.1)
+    start, _ = distance_azimuth(sol.lat_deg, sol.lon_deg, lagged.lat_deg, lagged.lon_deg)
+    assert start == pytest.approx(20.0 * 0.15, abs=0.01)  # 0.15 s before the solution's time
+    assert lagged.alt_m == pytest.approx(sol.alt_m - 2.0 * 0.15)
+    span = 0.15  # |0.05 - 0.2|: the accuracy grows with the interval either way
+    assert lagged.h_acc_m == pytest.approx(3.0 + 0.5 * span
+                                           + 0.5 * C.UNKNOWN_ACCEL_BOUND_MPS2 * span ** 2)
+    assert lagged.utc_unix_ns == NOW_UTC - 200_000_000
+    assert lagged.age_s == pytest.approx(0.05)  # staleness stays on the real age
+    assert report(sol, age_s=2.9, stale_after_s=3.0, valid_lag_s=0.2).fix_type == 3
+    with pytest.raises(ValueError, match="valid_lag_s"):
+        report(sol, valid_lag_s=-0.1)
+
+
 def test_solution_older_than_stale_limit_becomes_no_fix():
     sol = solution(NOW_MONO)
     assert report(sol, age_s=2.9, stale_after_s=3.0).fix_type == C.GPS_FIX_TYPE_3D

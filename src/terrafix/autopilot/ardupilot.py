@@ -104,6 +104,12 @@ class ArduPilotLinkConfig(BaseModel):
         C.DEFAULT_GNSS_REPORT_LAG_S, ge=0.0, le=1.0,
         description="the real receiver's latency from measurement to the report ArduPilot "
         "stamps (ArduPilot's own assumption: 0.12 s for u-blox M8/F9/M10, 0.22 s for older)")
+    fc_gps_lag_s: float | None = Field(
+        None, ge=0.0, le=0.25,
+        description="the lag ArduPilot subtracts from terrafix's GPS_INPUT arrival to place it "
+        "in time; each report describes the aircraft that long before it is sent. None: "
+        "GPSn_DELAY_MS of terrafix's instance, read at take-off (0 there = the MAVLink GPS "
+        "driver's 0.2 s)")
     gnss_switch: SwitchMethod = Field(
         "gps_primary", description="gps_primary: PARAM_SET GPS_PRIMARY real_gps_instance / "
         "gps_id on trust changes (docs/ardupilot/terrafix.parm); ekf_source_set: "
@@ -249,6 +255,8 @@ class ArduPilotLink:
             on_stale=self._cb.on_output_stale, on_sent=self._cb.on_output_sent,
             name="gps-input", mono_clock=mono_clock,
             utc_clock=utc_clock, realtime_priority=config.sender_realtime_priority,
+            valid_lag_s=(C.ARDUPILOT_MAV_GPS_LAG_S if config.fc_gps_lag_s is None
+                         else config.fc_gps_lag_s),
         )
         self._lock = threading.Lock()
         self._fc_id: tuple[int, int] | None = None
@@ -469,7 +477,10 @@ class ArduPilotLink:
         if self._cfg.require_signing and not self._signing_established:
             raise FcParameterError("the FC's parameters are read on the signed link: establish "
                                    "signing first; take-off refused")
-        values = self._params.read_many(self._target(), self._plan.required_parameters())
+        delay_param = C.gps_delay_param(self._plan.terrafix_gps_instance)
+        values = self._params.read_many(self._target(),
+                                        (*self._plan.required_parameters(), delay_param))
+        self._align_to_fc_gps_lag(values.get(delay_param))
         problems = switch_parameter_problems(self._plan, values)
         log.info("FC parameters for the GNSS switch: %s",
                  ", ".join(f"{name}={v:g}" if v is not None else f"{name}=?"
@@ -480,6 +491,27 @@ class ArduPilotLink:
                 "would lose the position (see docs/ardupilot/terrafix.parm): "
                 + "; ".join(problems))
         return values
+
+    @property
+    def gps_input_valid_lag_s(self) -> float:
+        """How long before its sending each GPS_INPUT describes the aircraft."""
+        return self._sender.valid_lag_s
+
+    def _align_to_fc_gps_lag(self, delay_ms: float | None) -> None:
+        """Time GPS_INPUT to the lag ArduPilot will assume for it (unless configured)."""
+        if self._cfg.fc_gps_lag_s is not None:
+            return
+        if delay_ms is None or not math.isfinite(delay_ms) or delay_ms < 0.0:
+            log.warning("the FC did not report %s: GPS_INPUT timed for the MAVLink GPS "
+                        "driver's default lag %.2f s",
+                        C.gps_delay_param(self._plan.terrafix_gps_instance),
+                        C.ARDUPILOT_MAV_GPS_LAG_S)
+            return
+        lag_s = delay_ms / 1000.0 if delay_ms > 0.0 else C.ARDUPILOT_MAV_GPS_LAG_S
+        self._sender.valid_lag_s = min(lag_s, 0.25)
+        log.info("GPS_INPUT describes the aircraft %.3f s before it is sent (%s=%g)",
+                 self._sender.valid_lag_s, C.gps_delay_param(self._plan.terrafix_gps_instance),
+                 delay_ms)
 
     def set_gnss_trusted(self, trusted: bool, *, force: bool = False) -> None:
         """On a change of GNSS trust (or always, with force), make ArduPilot use the real

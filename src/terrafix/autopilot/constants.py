@@ -76,6 +76,10 @@ DEFAULT_GNSS_REPORT_LAG_S: Final = 0.12
 """What ArduPilot's u-blox driver reports as its receiver lag for M8/F9/M10 (get_lag): a
 GPS_RAW_INT stamped t describes the aircraft at t - 0.12 s."""
 
+ARDUPILOT_MAV_GPS_LAG_S: Final = 0.2
+"""The lag ArduPilot's MAVLink GPS driver (GPS_INPUT) assumes when GPSn_DELAY_MS is 0
+(AP_GPS_Backend::get_lag): EKF3 places a GPS_INPUT that arrived at t at t - 0.2 s."""
+
 # --- commands ---------------------------------------------------------------------------------
 CMD_REQUEST_MESSAGE: Final = mavlink.MAV_CMD_REQUEST_MESSAGE  # 512
 CMD_SET_EKF_SOURCE_SET: Final = mavlink.MAV_CMD_SET_EKF_SOURCE_SET  # 42007, param1 = set 1..3
@@ -168,6 +172,12 @@ EK3_SOURCE_POSXY_EXTNAV: Final = 6
 def gps_type_param(instance: int) -> str:
     """GPSn_TYPE for a 0-based receiver instance (ArduPilot 4.6+ names: GPS1_TYPE, GPS2_TYPE)."""
     return f"GPS{instance + 1}_TYPE"
+
+
+def gps_delay_param(instance: int) -> str:
+    """GPSn_DELAY_MS for a 0-based receiver instance: the lag (ms) EKF3 subtracts from the
+    receiver's reports; 0 = the driver's default (ArduPilot 4.6+ names)."""
+    return f"GPS{instance + 1}_DELAY_MS"
 
 
 def ek3_src_posxy_param(source_set: int) -> str:

@@ -49,6 +49,8 @@ ARDUPILOT_DEFAULT_PARAMS: dict[str, float] = {
     "EK3_SRC3_POSXY": 0.0,
     "GPS1_TYPE": 1.0,
     "GPS2_TYPE": 0.0,
+    "GPS1_DELAY_MS": 0.0,
+    "GPS2_DELAY_MS": 0.0,
     "GPS_AUTO_SWITCH": 1.0,
     "GPS_PRIMARY": 0.0,
 }

@@ -16,6 +16,13 @@ The mapping:
   vert_accuracy: sqrt(cov_dd); speed_accuracy: sqrt(lambda_max(cov_v)).
 - a solution that has aged by `age` seconds since it was computed is extrapolated with its
   velocity, and its accuracies grow linearly: sigma_v * age + UNKNOWN_ACCEL_BOUND * age^2 / 2.
+- the report describes the aircraft `valid_lag_s` before it is sent: the lag the autopilot
+  subtracts from a report's arrival to place it in time (ArduPilot: GPSn_DELAY_MS, or 0.2 s
+  for its MAVLink GPS driver when that is 0). Sending the position of the sending instant
+  instead would put it that lag late, i.e. v * lag ahead of where the autopilot thinks it
+  applies (4.4 m at 22 m/s and 0.2 s). The extrapolation interval valid - t_solution may then
+  be negative (a solution newer than the valid time is moved back along its velocity); the
+  accuracy grows with its magnitude. Staleness is judged on the solution's real age.
 - DOPs are accuracy / NOMINAL_UERE_M; satellites follow the DOP (see constants).
 - explicit no fix: accuracies NO_FIX_* and DOP NO_FIX_DOP, zero satellites.
 """
@@ -140,13 +147,21 @@ def gps_report_from_solution(
     *,
     stale_after_s: float = C.DEFAULT_STALE_AFTER_S,
     send_yaw: bool = False,
+    valid_lag_s: float = 0.0,
 ) -> GpsReport:
-    """Map the latest solution (or None) to the report valid now (see the module docstring)."""
+    """Map the latest solution (or None) to the report valid `valid_lag_s` before now (see the
+    module docstring)."""
+    if not (math.isfinite(valid_lag_s) and 0.0 <= valid_lag_s <= 1.0):
+        raise ValueError(f"valid_lag_s={valid_lag_s!r}: expected 0..1 s")
     if solution is None:
         return no_fix_report(now_utc_ns, None, math.inf, SourceLabel.NO_FIX)
     age_s = max(0.0, (now_mono_ns - solution.t_ns) / 1e9)
     if solution.failsafe or solution.label == SourceLabel.NO_FIX or age_s > stale_after_s:
         return no_fix_report(now_utc_ns, solution, age_s, SourceLabel.NO_FIX)
+    # signed: from the solution's time to the instant the report describes
+    extrap_s = (now_mono_ns - solution.t_ns) / 1e9 - valid_lag_s
+    span_s = abs(extrap_s)
+    valid_utc_ns = now_utc_ns - round(valid_lag_s * 1e9)
 
     h_sigma = horizontal_sigma_m(solution.cov_p_ned_m2)
     v = np.asarray(solution.v_ned_mps, dtype=np.float64).reshape(-1)
@@ -154,17 +169,17 @@ def gps_report_from_solution(
     cov_v = np.asarray(solution.cov_v_ned_m2s2, dtype=np.float64)
     speed_sigma = _max_sigma(cov_v) if vel_ok else math.inf
     growth_speed = speed_sigma if math.isfinite(speed_sigma) else 0.0
-    accel_term = 0.5 * C.UNKNOWN_ACCEL_BOUND_MPS2 * age_s**2
-    h_acc = h_sigma + growth_speed * age_s + accel_term
-    if not vel_ok and age_s > 0.0:
+    accel_term = 0.5 * C.UNKNOWN_ACCEL_BOUND_MPS2 * span_s**2
+    h_acc = h_sigma + growth_speed * span_s + accel_term
+    if not vel_ok and span_s > 0.0:
         h_acc = math.inf  # cannot extrapolate without a velocity
     positions_ok = all(math.isfinite(x) for x in (solution.lat_deg, solution.lon_deg))
     if not positions_ok or not math.isfinite(h_acc) or h_acc > C.MAX_3D_FIX_ACCURACY_M:
-        return no_fix_report(now_utc_ns, solution, age_s, SourceLabel.NO_FIX)
+        return no_fix_report(valid_utc_ns, solution, age_s, SourceLabel.NO_FIX)
 
     lat, lon = solution.lat_deg, solution.lon_deg
-    if vel_ok and age_s > 0.0:
-        dn, de = v[0] * age_s, v[1] * age_s
+    if vel_ok and span_s > 0.0:
+        dn, de = v[0] * extrap_s, v[1] * extrap_s
         dist = math.hypot(dn, de)
         if dist > 0.0:
             lat, lon = destination(lat, lon, math.degrees(math.atan2(de, dn)), dist)
@@ -176,9 +191,9 @@ def gps_report_from_solution(
     v_var = float(cov_p[2, 2]) if cov_p.shape == (3, 3) else math.inf
     if math.isfinite(alt) and math.isfinite(v_var) and v_var >= 0.0:
         vd_sigma = math.sqrt(cov_v[2, 2]) if vel_ok and math.isfinite(cov_v[2, 2]) else 0.0
-        v_acc = math.sqrt(v_var) + vd_sigma * age_s + accel_term
+        v_acc = math.sqrt(v_var) + vd_sigma * span_s + accel_term
         if vel_ok:
-            alt = alt - v[2] * age_s
+            alt = alt - v[2] * extrap_s
     else:
         alt, v_acc = 0.0, C.NO_FIX_POSITION_ACCURACY_M
         flags |= C.GPS_INPUT_IGNORE_ALT | C.GPS_INPUT_IGNORE_VERTICAL_ACCURACY
@@ -195,9 +210,9 @@ def gps_report_from_solution(
     if send_yaw and math.isfinite(solution.yaw_rad):
         yaw_deg = math.degrees(solution.yaw_rad) % 360.0
         yaw_deg = 360.0 if yaw_deg == 0.0 else yaw_deg  # 0 means "not provided"
-    week, week_ms = gps_week_and_ms(now_utc_ns)
+    week, week_ms = gps_week_and_ms(valid_utc_ns)
     return GpsReport(
-        utc_unix_ns=now_utc_ns,
+        utc_unix_ns=valid_utc_ns,
         gps_week=week,
         gps_week_ms=week_ms,
         fix_type=C.GPS_FIX_TYPE_3D,

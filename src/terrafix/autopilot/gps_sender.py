@@ -95,8 +95,12 @@ class FixedRateGpsSender:
         mono_clock: Callable[[], int] = time.monotonic_ns,
         utc_clock: Callable[[], int] = time.time_ns,
         realtime_priority: int = 0,
+        valid_lag_s: float = 0.0,
     ) -> None:
         self._slot = slot
+        self.valid_lag_s = valid_lag_s
+        """Each report describes the aircraft this long before it is sent: the lag the
+        autopilot subtracts from its arrival (gps_report's module docstring)."""
         self._rt_priority = realtime_priority
         self.realtime = False
         """The sender thread got its real-time priority (after start)."""
@@ -142,7 +146,8 @@ class FixedRateGpsSender:
         utc = self._utc()
         return gps_report_from_solution(self._slot.get(), mono, utc,
                                         stale_after_s=self._stale_after_s,
-                                        send_yaw=self._send_yaw)
+                                        send_yaw=self._send_yaw,
+                                        valid_lag_s=self.valid_lag_s)
 
     def _run(self) -> None:
         if self._rt_priority > 0:

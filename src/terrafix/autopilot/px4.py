@@ -88,6 +88,10 @@ class Px4Link(ArduPilotLink):
         kwargs = {k: v for k, v in (("mono_clock", mono_clock), ("utc_clock", utc_clock))
                   if v is not None}
         super().__init__(config, callbacks, transport=transport, **kwargs)
+        # ArduPilot places a GPS_INPUT by its arrival less an assumed lag, so its reports are
+        # timed back by that lag; GLOBAL_POSITION_SENSOR carries its own time, which PX4
+        # uses: report the sending instant (unless the config names a lag)
+        self._sender.valid_lag_s = config.fc_gps_lag_s or 0.0
         self._px4 = px4 or Px4OutputConfig()
         self._source = _SOURCE[self._px4.source]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ARDUPLANE_ENV = "TERRAFIX_ARDUPLANE"
-"""Names the arduplane SITL binary (e.g. /work/sitl/src/build/sitl/bin/arduplane)."""
+"""Names the arduplane SITL binary (e.g. /work/sitl/out/bin/arduplane, scripts/build_sitl.sh)."""
 PLANE_DEFAULTS_ENV = "TERRAFIX_ARDUPLANE_DEFAULTS"
-"""Optional: the plane defaults file; else Tools/autotest/models/plane.parm of the binary's
+"""Optional: the plane defaults file; else plane.parm beside the binary, else
 source tree."""
 NETNS_ENV = "TERRAFIX_PRIVATE_NETNS"
 SERIAL0_PORT = 5760
@@ -50,9 +50,17 @@ def arduplane_binary() -> Path:
 
 
 def plane_defaults(binary: Path) -> Path:
+    """TERRAFIX_ARDUPLANE_DEFAULTS, else plane.parm beside the binary (where
+    scripts/build_sitl.sh installs it), else the source tree's Tools/autotest/models/plane.parm
+    (the binary left in build/sitl/bin)."""
     value = os.environ.get(PLANE_DEFAULTS_ENV)
-    path = Path(value) if value else binary.resolve().parents[3] / "Tools" / "autotest" / \
-        "models" / "plane.parm"
+    beside = binary.resolve().parent / "plane.parm"
+    if value:
+        path = Path(value)
+    elif beside.is_file():
+        path = beside
+    else:
+        path = binary.resolve().parents[3] / "Tools" / "autotest" / "models" / "plane.parm"
     if not path.is_file():
         raise SitlError(f"plane defaults {path} not found (set {PLANE_DEFAULTS_ENV})")
     return path
