@@ -83,3 +83,22 @@ def test_frames_on_the_fc_clock_grid_rendered_at_the_true_pose():
     far.add(_truth(frame, 100, 5000.0, 0.0, 150.0, 0.0))
     off = SitlCameraSource(world, intr, Extrinsics(), frame, far, lambda x: x, lambda x: x)
     assert off.render_at(50) is None and off.off_imagery == 1
+
+
+def test_published_track_gives_the_distance_from_what_terrafix_sent_nearest_in_time():
+    """The switch figure (ArduPilot on terrafix once within REACHED_M of what terrafix sent)
+    looks up the position sent nearest the FC's sample, and none when nothing was sent then."""
+    from terrafix.sitl.switch_run import PublishedTrack
+
+    frame = LocalFrame(DEMO_HOME[0], DEMO_HOME[1], DEMO_HOME[2])
+    rows = []
+    for k in (2, 0, 1):  # out of order on purpose
+        lat, lon, _ = frame.ned_to_lla(np.array([10.0 * k, 0.0, 0.0]))
+        rows.append((1_000_000_000 * (k + 1), float(lat), float(lon)))
+    track = PublishedTrack.of(rows)
+    lat, lon, _ = frame.ned_to_lla(np.array([10.0, 3.0, 0.0]))
+    assert track.distance_m(2_100_000_000, float(lat), float(lon)) == pytest.approx(3.0, abs=0.05)
+    assert track.distance_m(1_100_000_000, float(lat), float(lon)) == pytest.approx(
+        math.hypot(10.0, 3.0), abs=0.05)
+    assert track.distance_m(5_000_000_000, float(lat), float(lon)) is None
+    assert PublishedTrack.of([]).distance_m(1, float(lat), float(lon)) is None

@@ -726,8 +726,10 @@ class Navigator:
                 R_vo = self._cf.at(frame.t_ns)
                 R_ref = self._cf.at(ref) if ref is not None else None
             R_rel = None if R_vo is None or R_ref is None else R_ref.T @ R_vo
+            # the FC's ATTITUDE difference errs like any FC attitude pair, not like the gyro
             delta = self.vo.process(frame, R_fc if R_vo is None else R_vo, height, var_h,
-                                    est.v_ned_mps, R_rel)
+                                    est.v_ned_mps, R_rel,
+                                    self.vo.config.attitude_rel_sigma_rad if from_fc else None)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
                 if delta.tracking and R_rel is not None and not from_fc:

@@ -120,6 +120,8 @@ class SitlCameraSource:
         self.readout_ns = int(readout_s * 1e9)
         self.on_capture: CaptureCallback | None = None
         self.off_imagery = 0
+        self.off_imagery_t_ns: list[int] = []
+        """Capture times (companion ns) of the frames whose footprint left the imagery."""
         self.rendered = 0
         self._stop = threading.Event()
 
@@ -130,6 +132,7 @@ class SitlCameraSource:
         cam = CameraPose.from_body(pose[0], pose[1], self.extrinsics)
         if not self.world.footprint_on_imagery(cam, self.intrinsics, self.frame):
             self.off_imagery += 1
+            self.off_imagery_t_ns.append(t_ns)
             return None
         self.rendered += 1
         return self.world.render(cam, self.intrinsics, self.frame)

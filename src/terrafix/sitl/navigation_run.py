@@ -29,7 +29,13 @@ import numpy as np
 
 from terrafix.autopilot.ardupilot import ArduPilotLink
 from terrafix.sitl.process import SERIAL1_PORT, SitlError
-from terrafix.sitl.switch_run import SwitchRun, SwitchRunConfig, _p95, horizontal_error_m
+from terrafix.sitl.switch_run import (
+    PublishedTrack,
+    SwitchRun,
+    SwitchRunConfig,
+    _p95,
+    horizontal_error_m,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +178,29 @@ class CameraNavigationRun(SwitchRun):
                 self._nav_thread.join(60.0)
         return result
 
-    def _extra_metrics(self, truth_at, t_on_ns: int | None, t_off_ns: int | None
-                       ) -> dict[str, Any]:
-        """terrafix's own solution against SITL's truth (whole flight and while ArduPilot was
-        on it) and the share of solutions whose 95 % radius held the truth."""
+    def _solution_rows(self) -> list[dict[str, Any]]:
+        """terrafix's results.jsonl (the onboard program landed first)."""
         self._end_program()  # already landed after a companion death; else land now
-        rows = [json.loads(line) for line in
-                (self.out / "fly" / "results.jsonl").read_text().splitlines() if line]
+        if getattr(self, "_rows", None) is None:
+            self._rows = [json.loads(line) for line in
+                          (self.out / "fly" / "results.jsonl").read_text().splitlines()
+                          if line]
+        return self._rows
+
+    def _published_track(self) -> PublishedTrack:
+        """terrafix's solutions (what each GPS_INPUT was made from)."""
+        return PublishedTrack.of([(int(r["t_ns"]), r["lat_deg"], r["lon_deg"])
+                                  for r in self._solution_rows()
+                                  if r.get("lat_deg") is not None and not r.get("failsafe")])
+
+    def _extra_metrics(self, truth_at, t_on_ns: int | None, t_off_ns: int | None,
+                       phases: Mapping[str, tuple[float | None, float | None]]
+                       ) -> dict[str, Any]:
+        """terrafix's own solution against SITL's truth (whole flight, while ArduPilot was
+        on it, and by phase) and the share of solutions whose 95 % radius held the truth."""
+        rows = self._solution_rows()
         errs, inside, errs_on = [], [], []
+        by_phase: dict[str, list[tuple[float, bool, str]]] = {k: [] for k in phases}
         for r in rows:
             if r.get("lat_deg") is None or r.get("radius95_m") is None:
                 continue
@@ -191,6 +212,25 @@ class CameraNavigationRun(SwitchRun):
             inside.append(e <= r["radius95_m"])
             if t_on_ns is not None and t_off_ns is not None and t_on_ns <= r["t_ns"] <= t_off_ns:
                 errs_on.append(e)
+            for name, (a, b) in phases.items():
+                if a is not None and b is not None and a * 1e9 <= r["t_ns"] < b * 1e9:
+                    by_phase[name].append((e, e <= r["radius95_m"], str(r.get("label"))))
+        cam = getattr(self.program, "camera_source", None)
+        off_t = list(getattr(cam, "off_imagery_t_ns", []))
+        phase_figures = {}
+        for name, vals in by_phase.items():
+            if not vals:
+                continue
+            a, b = phases[name]
+            es = [v[0] for v in vals]
+            labels = [v[2] for v in vals]
+            phase_figures[name] = {
+                "seconds": round(b - a, 1), "solutions": len(vals),
+                "error_p95_m": _p95(es), "error_max_m": round(max(es), 2),
+                "inside95_share": round(float(np.mean([v[1] for v in vals])), 3),
+                "label_shares": {k: round(labels.count(k) / len(labels), 3)
+                                 for k in sorted(set(labels))},
+                "frames_off_imagery": sum(1 for t in off_t if a * 1e9 <= t < b * 1e9)}
         with self.ctl.lock:
             truth = list(self.ctl.truth)
         np.savez_compressed(
@@ -207,6 +247,7 @@ class CameraNavigationRun(SwitchRun):
             "terrafix_error_max_m": round(max(errs), 2) if errs else None,
             "terrafix_error_p95_on_terrafix_m": _p95(errs_on),
             "terrafix_inside95_share": round(float(np.mean(inside)), 3) if inside else None,
+            "terrafix_by_phase": phase_figures,
             "frames_seen": None if s is None else s.frames_seen,
             "frames_processed": None if s is None else s.frames_processed,
             "frames_off_imagery": getattr(getattr(self.program, "camera_source", None),

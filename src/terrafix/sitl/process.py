@@ -26,7 +26,7 @@ ARDUPLANE_ENV = "TERRAFIX_ARDUPLANE"
 """Names the arduplane SITL binary (e.g. /work/sitl/out/bin/arduplane, scripts/build_sitl.sh)."""
 PLANE_DEFAULTS_ENV = "TERRAFIX_ARDUPLANE_DEFAULTS"
 """Optional: the plane defaults file; else plane.parm beside the binary, else
-source tree."""
+the source tree's Tools/autotest/models/plane.parm."""
 NETNS_ENV = "TERRAFIX_PRIVATE_NETNS"
 SERIAL0_PORT = 5760
 SERIAL1_PORT = 5762

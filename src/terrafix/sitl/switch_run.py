@@ -184,6 +184,7 @@ class SwitchRun:
         self.t_spoof_start: float | None = None
         self.t_gate_closed: float | None = None
         self.t_gate_reopened: float | None = None
+        self.t_jam: float | None = None
         self.param_check: dict[str, Any] = {}
         self.switch_log: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
@@ -501,6 +502,7 @@ class SwitchRun:
                 self.jammed = True
             if self.cfg.topology != "only_gps":
                 ctl.set_param("SIM_GPS1_ENABLE", 0.0)
+            self.t_jam = time.monotonic()
             self.log.event("GPS1 jammed (SIM_GPS1_ENABLE 0)")
             return
         self._spoof_over = True
@@ -564,30 +566,37 @@ class SwitchRun:
         t_on = self._on_terrafix_since()
         t_end_main = t_death if t_death is not None else time.monotonic()
 
-        def aiding_lost(t0: float, t1: float) -> float:
-            lost = 0.0
+        def aiding_gaps(t0: float, t1: float) -> list[tuple[int, int]]:
+            """(start ns, end ns) of each stretch EKF3 reported no absolute horizontal
+            position (EKF_STATUS_REPORT)."""
+            gaps: list[tuple[int, int]] = []
             a, b = to_ns(t0), to_ns(t1)
             sel = [e for e in ekf if a <= e.t_ns <= b]
             for e0, e1 in itertools.pairwise(sel):
                 if not e0.aiding_horizontal:
-                    lost += (e1.t_ns - e0.t_ns) / ns
-            return lost
+                    if gaps and gaps[-1][1] == e0.t_ns:
+                        gaps[-1] = (gaps[-1][0], e1.t_ns)
+                    else:
+                        gaps.append((e0.t_ns, e1.t_ns))
+            return gaps
 
-        # when ArduPilot's own position reached terrafix's (within 3 sigma of truth) after
-        # the switch: the EKF3 reset onto the new receiver
+        def aiding_lost(t0: float, t1: float) -> float:
+            return sum(b - a for a, b in aiding_gaps(t0, t1)) / ns
+
+        # when ArduPilot's own position reached terrafix's after the switch (the EKF3 reset
+        # onto the new receiver): within REACHED_M of what terrafix was sending then
+        published = self._published_track()
         t_reset = None
         jump = None
         if t_on is not None:
             before = [p for p in pos if p.t_ns < to_ns(t_on)]
             for p in pos:
                 if p.t_ns >= to_ns(t_on):
-                    e = err(p)
-                    if e is not None and e < 3 * self.cfg.estimate_sigma_m:
+                    d = published.distance_m(p.t_ns, p.lat_deg, p.lon_deg)
+                    if d is not None and d < REACHED_M:
                         t_reset = p.t_ns / ns - mono_ns / ns
-                        if before:
-                            b = before[-1]
-                            eb = err(b)
-                            jump = None if eb is None else eb - e
+                        e, eb = err(p), err(before[-1]) if before else None
+                        jump = None if e is None or eb is None else eb - e
                         break
         spoof_at = None
         if t_reset is not None or t_on is not None:
@@ -611,6 +620,7 @@ class SwitchRun:
                      "ardupilot_error_max_m": max(errs_d) if errs_d else None,
                      "texts": [x for t, _, x in texts if t >= to_ns(t_death)][:12]}
         completed = any(s >= self.n_items - 1 for _, s in seqs)
+        phases = self._phases(t_takeoff, t_on, t_restore, t_back, t_end_main)
         rel = lambda t: None if t is None or self.t_spoof_start is None else round(  # noqa: E731
             t - self.t_spoof_start, 2)
         return {
@@ -620,6 +630,10 @@ class SwitchRun:
             "signing": True,
             "param_check": self.param_check,
             "ekf_aiding_lost_s": round(aiding_lost(t_takeoff, t_end_main), 2),
+            "ekf_aiding_gaps": [
+                {"after_spoof_s": rel(a / ns), "seconds": round((b - a) / ns, 2),
+                 "fc_texts_around": [x for t, _, x in texts if a - 2 * ns <= t <= b + 2 * ns]}
+                for a, b in aiding_gaps(t_takeoff, t_end_main)],
             "stopped_aiding_texts": [x for _, _, x in texts if "stopped aiding" in x],
             "mission_completed": completed,
             "gate_closed_after_spoof_s": rel(self.t_gate_closed),
@@ -631,6 +645,11 @@ class SwitchRun:
             "ardupilot_error_p95_m": _p95(errs_on),
             "ardupilot_error_max_on_terrafix_m": _r(max(errs_on)) if errs_on else None,
             "ardupilot_error_p95_whole_flight_m": _p95(errs_all),
+            "ardupilot_error_by_phase": {
+                name: {"p95_m": _p95(es), "max_m": _r(max(es)) if es else None}
+                for name, (a, b) in phases.items()
+                if (es := [e for p in pos if a is not None and b is not None
+                           and to_ns(a) <= p.t_ns < to_ns(b) and (e := err(p)) is not None])},
             "gnss_trust_returned_after_restore_s": (
                 None if self.t_gate_reopened is None else round(self.t_gate_reopened
                                                                  - t_restore, 2)),
@@ -645,13 +664,64 @@ class SwitchRun:
             "companion_death": death,
             "events": [(round(t - (self.t_spoof_start or t), 2), w) for t, w in self.log.events],
             "fc_texts": [x for _, _, x in texts][-60:],
-            **self._extra_metrics(truth_at, to_ns(t_reset), to_ns(on_tf_end)),
+            **self._extra_metrics(truth_at, to_ns(t_reset), to_ns(on_tf_end), phases),
         }
 
-    def _extra_metrics(self, truth_at, t_on_ns: int | None, t_off_ns: int | None
+    def _phases(self, t_takeoff: float, t_on: float | None, t_restore: float,
+                t_back: float | None, t_end: float) -> dict[str, tuple[float | None,
+                                                                   float | None]]:
+        """The flight's phases (monotonic s): clean GNSS, spoofed before the switch, on
+        terrafix with the spoofed receiver, jammed, restored before the switch back, after."""
+        return {"clean_gnss": (t_takeoff, self.t_spoof_start),
+                "spoofed_before_switch": (self.t_spoof_start, t_on),
+                "on_terrafix_spoofed": (t_on, self.t_jam),
+                "jammed": (self.t_jam, t_restore),
+                "restored_before_switch_back": (t_restore, t_back),
+                "after_switch_back": (t_back, t_end)}
+
+    def _published_track(self) -> PublishedTrack:
+        """What terrafix sent ArduPilot, by time (here: the stand-in estimate)."""
+        return PublishedTrack.of(self.log.published)
+
+    def _extra_metrics(self, truth_at, t_on_ns: int | None, t_off_ns: int | None,
+                       phases: Mapping[str, tuple[float | None, float | None]]
                        ) -> dict[str, Any]:
         """More figures from a run whose companion is more than the stand-in estimate."""
         return {}
+
+
+REACHED_M = 5.0
+"""ArduPilot is on terrafix once its own position is this close to what terrafix sent."""
+
+
+@dataclass
+class PublishedTrack:
+    """Positions terrafix sent, by companion time: t_ns (N,), lat/lon (N,) degrees."""
+
+    t_ns: np.ndarray
+    lat_deg: np.ndarray
+    lon_deg: np.ndarray
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, float, float]]) -> PublishedTrack:
+        a = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        order = np.argsort(a[:, 0], kind="stable")
+        return cls(a[order, 0].astype(np.int64), a[order, 1], a[order, 2])
+
+    def distance_m(self, t_ns: int, lat_deg: float, lon_deg: float,
+                   within_s: float = 0.3) -> float | None:
+        """Horizontal distance from the position sent nearest t_ns (None if none within
+        `within_s`)."""
+        if len(self.t_ns) == 0:
+            return None
+        i = int(np.clip(np.searchsorted(self.t_ns, t_ns), 1, len(self.t_ns) - 1)) \
+            if len(self.t_ns) > 1 else 0
+        j = i if len(self.t_ns) == 1 or abs(self.t_ns[i] - t_ns) <= abs(
+            self.t_ns[i - 1] - t_ns) else i - 1
+        if abs(int(self.t_ns[j]) - t_ns) > within_s * 1e9:
+            return None
+        return horizontal_error_m(lat_deg, lon_deg, float(self.lat_deg[j]),
+                                  float(self.lon_deg[j]))
 
 
 def _r(x: float | None) -> float | None:

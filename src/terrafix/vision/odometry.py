@@ -386,7 +386,8 @@ class VisualOdometry:
 
     def process(self, frame: CameraFrame, R_body_to_ned: np.ndarray, height_agl_m: float,
                 height_var_m2: float = 0.0, v_ned_prior_mps: np.ndarray | None = None,
-                R_ref_to_cur_body: np.ndarray | None = None) -> OdometryDelta | None:
+                R_ref_to_cur_body: np.ndarray | None = None,
+                rel_sigma_rad: float | None = None) -> OdometryDelta | None:
         """Displacement of the aircraft since the reference frame (normally the previous one).
 
         R_body_to_ned: (3, 3) FC attitude at the frame's capture time. height_agl_m: camera
@@ -398,7 +399,9 @@ class VisualOdometry:
         both frames then share the FC's absolute attitude error, which cancels in the
         difference, and only the gyro's small error over the interval remains
         (`gyro_rel_sigma_rad`). Without it the FC's frame-to-frame attitude noise enters
-        every delta (`attitude_rel_sigma_rad`).
+        every delta (`attitude_rel_sigma_rad`). rel_sigma_rad: the 1-sigma error of a given
+        R_ref_to_cur_body when it is not the gyro's (e.g. the FC's ATTITUDE re-interpolated
+        at both capture times); None: `gyro_rel_sigma_rad`.
         Returns None for a reference frame (first frame or after a reset).
         """
         if not (height_agl_m > 1.0) or not math.isfinite(height_agl_m):
@@ -424,7 +427,8 @@ class VisualOdometry:
             R_prev_b = R_b @ np.asarray(R_ref_to_cur_body, dtype=np.float64).T
             pair_prev = replace(prev, R_body_to_ned=R_prev_b,
                                 R_cam_to_ned=R_prev_b @ self.extrinsics.R_cam_to_body)
-            rel_sigma = self.config.gyro_rel_sigma_rad
+            rel_sigma = self.config.gyro_rel_sigma_rad if rel_sigma_rad is None \
+                else float(rel_sigma_rad)
         delta = self._delta(pair_prev, cur, v_ned_prior_mps, rel_sigma)
         if delta.tracking:
             self._remember_sharpness(sharp)
