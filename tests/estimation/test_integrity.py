@@ -313,3 +313,36 @@ def test_hint_radius_must_be_positive() -> None:
     nav = navigator()
     with pytest.raises(EstimationError):
         nav.on_hint(0, 48.0, 35.0, -5.0)
+
+
+@pytest.mark.parametrize("backend", ["eskf", "isam2"])
+def test_spoof_closure_keeps_the_estimate_when_the_reference_knows_less(backend):
+    """At a spoof closure the estimate falls back onto the GNSS-free reference only when that
+    is the tighter answer. A reference that coasted (298 m radius, 233 m away, as in
+    ArduPlane SITL after a climb-out off the imagery) is fused into the estimate, whose
+    covariance grows to cover what the spoof may have dragged; a tight reference that
+    disagrees is fallen back onto, as before."""
+    nav = navigator(backend=backend)
+    fly(nav, 0.0, 3.0, fixes=True)
+    t = 3_000_000_000
+    est = nav.backend.estimate()
+    p0 = np.asarray(est.p_ned_m[:2], dtype=np.float64).copy()
+    P0 = np.asarray(est.cov_p_ned_m2[:2, :2], dtype=np.float64).copy()
+    drag = nav.reference.drag_cover_cov()
+    assert drag[0, 0] == pytest.approx(nav.reference.cusum.threshold_m ** 2 / 5.991, rel=1e-3)
+
+    coasted = np.eye(2) * (298.0 ** 2 / 5.991)
+    nav._fall_back(t, est, p0 + np.array([233.0 * 0.6, 233.0 * 0.8]), coasted)
+    after = nav.backend.estimate()
+    assert np.hypot(*(after.p_ned_m[:2] - p0)) < 3.0  # barely moved towards the far reference
+    P1 = after.cov_p_ned_m2[:2, :2]
+    assert np.trace(P1) > np.trace(P0) + 0.8 * np.trace(drag)  # grown by the drag cover
+    assert np.trace(P1) < np.trace(P0 + drag) + 1.0
+
+    est = nav.backend.estimate()
+    tight = np.eye(2) * 4.0
+    target = np.asarray(est.p_ned_m[:2]) + np.array([0.0, 40.0])
+    nav._fall_back(t, est, target, tight)
+    after = nav.backend.estimate()
+    np.testing.assert_allclose(after.p_ned_m[:2], target, atol=1e-6)
+    np.testing.assert_allclose(after.cov_p_ned_m2[:2, :2], tight, atol=1e-6)

@@ -318,6 +318,13 @@ class GnssFreeReference:
         q = self.cusum.quiet_since_ns
         return self.reference_at(t_ns, v_fused_ne, before_ns=q)
 
+    def drag_cover_cov(self) -> np.ndarray:
+        """(2, 2) isotropic covariance whose 95 % circle covers what GNSS fused until an
+        alarm may have dragged an estimate without the sequential test firing: its threshold
+        plus what it had accumulated (|S|)."""
+        radius_m = self.cusum.threshold_m + float(np.hypot(*self.cusum.S_ne_m))
+        return np.eye(2) * (radius_m * radius_m / float(chi2.ppf(0.95, 2)))
+
     def doubt_cov(self) -> np.ndarray:
         """(2, 2) covariance to add to an estimate that fuses the GNSS (see doubt_gain)."""
         S = self.cusum.S_ne_m

@@ -317,26 +317,50 @@ class IntegrityMonitor:
 
     def _on_gate_closed(self, t_ns: int) -> None:
         """The gate just closed. If GNSS was being fused and the closure is for spoofing, the
-        estimate may have been dragged for as long as the spoof went unseen: it falls back
-        onto the GNSS-free reference from before the pull-off began (gnss_reference.py), whose
-        covariance covers the odometry since; without one, its covariance grows by the
-        estimate-vs-reference disagreement it cannot rule out."""
+        estimate may have been dragged for as long as the spoof went unseen, by at most what
+        the sequential test lets through (`drag_cover_cov`). Two honest answers, the tighter
+        wins:
+        - the GNSS-free reference from before the pull-off began (gnss_reference.py), whose
+          covariance covers the odometry since: the estimate falls back onto it;
+        - the estimate itself with its covariance grown by the drag cover, the reference then
+          fused into it as an independent position (when they disagree beyond both
+          covariances, the estimate was dragged further than the test allows: fall back).
+        The second matters where the reference has coasted without odometry for long (off
+        the imagery, a climb-out): ArduPlane SITL, a reference 233 m off with a 298 m radius
+        replaced an estimate 7 m off, just as ArduPilot reset onto terrafix's position."""
         fused_recently = (self._t_last_gnss_fused_ns is not None
                           and (t_ns - self._t_last_gnss_fused_ns) * 1e-9 <= 5.0)
         if fused_recently and self.gnss_gate.spoof_closed:
             est = self.backend.estimate()
             fb = self.reference.fallback(t_ns, est.v_ned_mps[:2])
             if fb is not None and not est.lost:
-                p_fb, P_fb = fb
-                shift = float(np.hypot(*(p_fb - est.p_ned_m[:2])))
-                vel = self.reference.velocity(t_ns)
-                if vel is None:  # no recent odometry: keep the velocity, widen it
-                    d_v = np.eye(2) * self.reference.config.gap_velocity_sigma_mps ** 2
-                    vel = (est.v_ned_mps[:2], est.cov_v_ned_m2s2[:2, :2] + d_v * 4.0)
-                self.backend.reset_horizontal_position(p_fb, P_fb, *vel)
-                self._emit(FilterReset(t_ns, "GNSS closed: back onto the GNSS-free reference",
-                                       shift))
+                self._fall_back(t_ns, est, *fb)
         self.reference.on_gate_closed(t_ns)
+
+    def _fall_back(self, t_ns: int, est, p_fb: np.ndarray, P_fb: np.ndarray) -> None:
+        """See `_on_gate_closed`: est is the backend's estimate, (p_fb (2,), P_fb (2, 2)) the
+        reference's fallback."""
+        p_est = np.asarray(est.p_ned_m[:2], dtype=np.float64)
+        P_dragged = np.asarray(est.cov_p_ned_m2[:2, :2], dtype=np.float64) \
+            + self.reference.drag_cover_cov()
+        if np.trace(P_dragged) < np.trace(P_fb):
+            self.backend.reset_horizontal_position(p_est, P_dragged, est.v_ned_mps[:2],
+                                                   est.cov_v_ned_m2s2[:2, :2])
+            rep = self.backend.apply_position_prior(t_ns, p_fb, P_fb)
+            if rep.accepted:
+                moved = float(np.hypot(*(self.backend.estimate().p_ned_m[:2] - p_est)))
+                self._emit(FilterReset(
+                    t_ns, "GNSS closed: covariance grown by what the spoof may have dragged, "
+                    f"the GNSS-free reference fused (reference {np.hypot(*(p_fb - p_est)):.0f}"
+                    " m away)", moved))
+                return
+        shift = float(np.hypot(*(p_fb - p_est)))
+        vel = self.reference.velocity(t_ns)
+        if vel is None:  # no recent odometry: keep the velocity, widen it
+            d_v = np.eye(2) * self.reference.config.gap_velocity_sigma_mps ** 2
+            vel = (est.v_ned_mps[:2], est.cov_v_ned_m2s2[:2, :2] + d_v * 4.0)
+        self.backend.reset_horizontal_position(p_fb, P_fb, *vel)
+        self._emit(FilterReset(t_ns, "GNSS closed: back onto the GNSS-free reference", shift))
 
     def on_hint(self, t_ns: int, lat_deg: float, lon_deg: float,
                 radius_m: float) -> HintApplied:
