@@ -492,26 +492,19 @@ class ArduPilotLink:
                 + "; ".join(problems))
         return values
 
-    @property
-    def gps_input_valid_lag_s(self) -> float:
-        """How long before its sending each GPS_INPUT describes the aircraft."""
-        return self._sender.valid_lag_s
-
     def _align_to_fc_gps_lag(self, delay_ms: float | None) -> None:
         """Time GPS_INPUT to the lag ArduPilot will assume for it (unless configured)."""
         if self._cfg.fc_gps_lag_s is not None:
             return
+        name = C.gps_delay_param(self._plan.terrafix_gps_instance)
         if delay_ms is None or not math.isfinite(delay_ms) or delay_ms < 0.0:
             log.warning("the FC did not report %s: GPS_INPUT timed for the MAVLink GPS "
-                        "driver's default lag %.2f s",
-                        C.gps_delay_param(self._plan.terrafix_gps_instance),
-                        C.ARDUPILOT_MAV_GPS_LAG_S)
+                        "driver's default lag %.2f s", name, C.ARDUPILOT_MAV_GPS_LAG_S)
             return
         lag_s = delay_ms / 1000.0 if delay_ms > 0.0 else C.ARDUPILOT_MAV_GPS_LAG_S
         self._sender.valid_lag_s = min(lag_s, 0.25)
         log.info("GPS_INPUT describes the aircraft %.3f s before it is sent (%s=%g)",
-                 self._sender.valid_lag_s, C.gps_delay_param(self._plan.terrafix_gps_instance),
-                 delay_ms)
+                 self._sender.valid_lag_s, name, delay_ms)
 
     def set_gnss_trusted(self, trusted: bool, *, force: bool = False) -> None:
         """On a change of GNSS trust (or always, with force), make ArduPilot use the real

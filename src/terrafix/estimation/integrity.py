@@ -337,7 +337,8 @@ class IntegrityMonitor:
                 self._fall_back(t_ns, est, *fb)
         self.reference.on_gate_closed(t_ns)
 
-    def _fall_back(self, t_ns: int, est, p_fb: np.ndarray, P_fb: np.ndarray) -> None:
+    def _fall_back(self, t_ns: int, est: NavEstimate, p_fb: np.ndarray,
+                   P_fb: np.ndarray) -> None:
         """See `_on_gate_closed`: est is the backend's estimate, (p_fb (2,), P_fb (2, 2)) the
         reference's fallback."""
         p_est = np.asarray(est.p_ned_m[:2], dtype=np.float64)

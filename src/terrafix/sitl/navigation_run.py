@@ -116,6 +116,7 @@ class CameraNavigationRun(SwitchRun):
         self.fly_cfg = FlyConfig.from_dict(fly_config(cfg, out, cache, signer, self.flight_id),
                                            "sitl closed loop")
         self.summary: Any = None
+        self._rows: list[dict[str, Any]] | None = None
         self._nav_thread: threading.Thread | None = None
         self._nav_error: BaseException | None = None
 
@@ -181,7 +182,7 @@ class CameraNavigationRun(SwitchRun):
     def _solution_rows(self) -> list[dict[str, Any]]:
         """terrafix's results.jsonl (the onboard program landed first)."""
         self._end_program()  # already landed after a companion death; else land now
-        if getattr(self, "_rows", None) is None:
+        if self._rows is None:
             self._rows = [json.loads(line) for line in
                           (self.out / "fly" / "results.jsonl").read_text().splitlines()
                           if line]
@@ -250,8 +251,7 @@ class CameraNavigationRun(SwitchRun):
             "terrafix_by_phase": phase_figures,
             "frames_seen": None if s is None else s.frames_seen,
             "frames_processed": None if s is None else s.frames_processed,
-            "frames_off_imagery": getattr(getattr(self.program, "camera_source", None),
-                                          "off_imagery", None),
+            "frames_off_imagery": getattr(cam, "off_imagery", None),
             "registrations_fused": None if s is None else self.program.navigator.stats
             .fixes_fused,
             "latency_p95_ms": None if s is None else s.latency_p95_ms,

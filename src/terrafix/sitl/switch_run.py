@@ -548,10 +548,8 @@ class SwitchRun:
         tt = np.array([t.t_ns for t in truth], dtype=np.int64)
 
         def truth_at(t_ns: int):
-            i = int(np.searchsorted(tt, t_ns))
-            cands = [j for j in (i - 1, i) if 0 <= j < len(tt)]
-            j = min(cands, key=lambda j: abs(tt[j] - t_ns))
-            return truth[j] if abs(tt[j] - t_ns) < 0.1 * ns else None
+            j = _nearest(tt, t_ns, 0.1)
+            return None if j is None else truth[j]
 
         def err(p) -> float | None:
             tr = truth_at(p.t_ns)
@@ -712,16 +710,21 @@ class PublishedTrack:
                    within_s: float = 0.3) -> float | None:
         """Horizontal distance from the position sent nearest t_ns (None if none within
         `within_s`)."""
-        if len(self.t_ns) == 0:
-            return None
-        i = int(np.clip(np.searchsorted(self.t_ns, t_ns), 1, len(self.t_ns) - 1)) \
-            if len(self.t_ns) > 1 else 0
-        j = i if len(self.t_ns) == 1 or abs(self.t_ns[i] - t_ns) <= abs(
-            self.t_ns[i - 1] - t_ns) else i - 1
-        if abs(int(self.t_ns[j]) - t_ns) > within_s * 1e9:
+        j = _nearest(self.t_ns, t_ns, within_s)
+        if j is None:
             return None
         return horizontal_error_m(lat_deg, lon_deg, float(self.lat_deg[j]),
                                   float(self.lon_deg[j]))
+
+
+def _nearest(t_sorted_ns: np.ndarray, t_ns: int, within_s: float) -> int | None:
+    """Index of the time in t_sorted_ns (N,) nearest t_ns, None if none within `within_s`."""
+    i = int(np.searchsorted(t_sorted_ns, t_ns))
+    cands = [k for k in (i - 1, i) if 0 <= k < len(t_sorted_ns)]
+    if not cands:
+        return None
+    j = min(cands, key=lambda k: abs(int(t_sorted_ns[k]) - t_ns))
+    return j if abs(int(t_sorted_ns[j]) - t_ns) <= within_s * 1e9 else None
 
 
 def _r(x: float | None) -> float | None:
