@@ -101,6 +101,10 @@ class EstimatorConfig(_Frozen):
     velocity if it is at most this old; older ones are rejected as stale."""
     extrapolation_accel_sigma_mps2: float = Field(2.0, ge=0)
     """Unmodelled acceleration assumed when moving a measurement along the velocity."""
+    gnss_velocity_shift_accel_sigma_mps2: float = Field(1.0, ge=0)
+    """What the IMU's last acceleration misses when a late GNSS velocity is moved to the
+    state time (the change of the acceleration over the 0.1-0.5 s shift: a bank rolled in at
+    ~20 deg/s changes the turn's acceleration by ~3 m/s² per second)."""
     time_match_ns: int = Field(2_000_000, ge=0)
     """Two times closer than this are the same instant (a clone matches a frame time)."""
     isam2_window_keyframes: int = Field(15, ge=10, le=20)

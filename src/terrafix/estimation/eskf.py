@@ -35,6 +35,7 @@ from terrafix.estimation.models import (
     odometry_model,
     position_model,
     time_shift,
+    velocity_time_shift,
 )
 from terrafix.estimation.outputs import MeasurementKind, NavEstimate, SmoothedState, UpdateReport
 from terrafix.estimation.propagation import ImuPropagator, PendingCovariance
@@ -125,6 +126,7 @@ class Eskf:
         self._baro_initialised = False
         self._last_heading_t_ns: int | None = None
         self._last_gyro = np.zeros(3)
+        self._last_accel_body_mps2 = np.zeros(3)
         self.lost = False
         self.lost_reason = ""
 
@@ -172,6 +174,7 @@ class Eskf:
         else:
             accel = 0.5 * (prev.accel_body_mps2 + imu.accel_body_mps2)
             gyro = 0.5 * (prev.gyro_body_radps + imu.gyro_body_radps)
+        self._last_accel_body_mps2 = np.asarray(accel, dtype=np.float64)
         self._propagator.propagate(self._state, accel, gyro, imu.t_ns, self._pending)
         if self._pending.n >= self.config.covariance_every_n_imu:
             self._propagator.flush(self._state, self._pending)
@@ -330,6 +333,12 @@ class Eskf:
         nis, _ = self._nis(inn)
         return inn, nis
 
+    def acceleration_ned_mps2(self) -> np.ndarray:
+        """(3,) the aircraft's acceleration in NED from the last IMU interval: R (f - b_a) + g."""
+        st = self.state
+        return st.R_body_to_ned @ (self._last_accel_body_mps2 - st.accel_bias_mps2) + np.array(
+            [0.0, 0.0, self.config.gravity_mps2])
+
     def update_gnss(self, gnss: GnssSample, fuse: bool) -> UpdateReport:
         """Test (fuse=False) or fuse (fuse=True) one GNSS solution.
 
@@ -366,6 +375,8 @@ class Eskf:
         iv = gnss_velocity_model(st, gnss.v_ned_mps,
                                  np.eye(3) * self.config.gnss_velocity_sigma_mps**2,
                                  self._last_gyro, np.zeros(3))
+        iv = velocity_time_shift(st, iv, self.acceleration_ned_mps2(), dt_back,
+                                 self.config.gnss_velocity_shift_accel_sigma_mps2)
         # GPS_RAW_INT carries no vertical velocity (NaN): fuse only the measured components
         keep = np.isfinite(iv.y)
         H = np.vstack([ip.H, iv.H[keep]])

@@ -91,6 +91,9 @@ BARO_PRIOR_SIGMA_M = 1000.0
 """Prior of the barometer offset when it is first created: uninformative on purpose; the
 first barometer factor ties it to the altitude prior (what the ESKF does exactly)."""
 
+_UNMEASURED_SIGMA = 1e4
+"""Sigma (m/s) of a velocity component the receiver did not report: a prior without weight."""
+
 
 @dataclass(slots=True)
 class _Keyframe:
@@ -532,6 +535,12 @@ class Isam2Smoother:
             kf.has_baro = True
         return rep
 
+    def _accel_ned_near(self, t_ns: int, R_body_to_ned: np.ndarray) -> np.ndarray:
+        """(3,) NED acceleration from the IMU sample nearest t_ns: R (f - b_a) + g."""
+        imu = min(self._imu_buf, key=lambda s: abs(s.t_ns - t_ns))
+        f = np.asarray(imu.accel_body_mps2, dtype=np.float64) - self._rt.accel_bias_mps2
+        return R_body_to_ned @ f + np.array([0.0, 0.0, self.config.gravity_mps2])
+
     def update_gnss(self, gnss: GnssSample, fuse: bool) -> UpdateReport:
         kind = MeasurementKind.GNSS
         gate2 = self._gates(self.config.gates.gnss, 2)
@@ -556,6 +565,10 @@ class Isam2Smoother:
             return self._report(gnss.t_ns, kind, False, nis, gate2, inn.y,
                                 "spoofing flag: never fused", inn.S)
         kf = self._keyframe_for(gnss.t_ns)
+        if isinstance(kf, str) and self._kfs[0].t_ns <= gnss.t_ns < self._kfs[-1].t_ns:
+            # a receiver's report comes 0.2-0.3 s after its fix, behind the keyframes made
+            # since (frames, the keyframe interval): it is moved to the nearest one
+            kf = min(self._kfs, key=lambda k: abs(k.t_ns - gnss.t_ns))
         if isinstance(kf, str):
             return self._report(gnss.t_ns, kind, False, nis, gate2, inn.y, kf, inn.S)
         R, t = self._pose_position(kf)
@@ -566,15 +579,29 @@ class Isam2Smoother:
         J[3:6, 6:9] = np.eye(3)
         k = math.sqrt(self._gnss_scale.factor(gnss.t_ns))
         s_h, s_v = s_h * k, s_v * k
-        Rm = np.diag([s_h**2, s_h**2, s_v**2] + [self.config.gnss_velocity_sigma_mps**2] * 3)
-        y = np.concatenate([z - t, np.asarray(gnss.v_ned_mps, dtype=np.float64) - v])
-        S = J @ sig @ J.T + Rm
+        s_vel = self.config.gnss_velocity_sigma_mps
+        z_v = np.asarray(gnss.v_ned_mps, dtype=np.float64)
+        shift_s = (kf.t_ns - gnss.t_ns) * 1e-9
+        if abs(shift_s) * 1e9 > self.config.time_match_ns:
+            # p(t_kf) ≈ p(t) + v Δ, v(t_kf) ≈ v(t) + a Δ, each with what it neglects
+            z = z + v * shift_s
+            z_v = z_v + self._accel_ned_near(kf.t_ns, R) * shift_s
+            grow = 0.5 * self.config.extrapolation_accel_sigma_mps2 * shift_s * shift_s
+            s_h, s_v = math.hypot(s_h, grow), math.hypot(s_v, grow)
+            s_vel = math.hypot(s_vel, self.config.gnss_velocity_shift_accel_sigma_mps2
+                               * shift_s)
+        # GPS_RAW_INT carries no vertical velocity (NaN): only the measured components are
+        # tested, and the prior on the missing one is left free (its own estimate, no weight)
+        keep = np.concatenate([np.ones(3, dtype=bool), np.isfinite(z_v)])
+        z_v = np.where(np.isfinite(z_v), z_v, v)
+        Rm = np.diag([s_h**2, s_h**2, s_v**2] + [s_vel**2] * 3)
+        y = np.concatenate([z - t, z_v - v])[keep]
+        S = (J @ sig @ J.T + Rm)[np.ix_(keep, keep)]
         factors = [
             gtsam.GPSFactor(X(kf.index), gtsam.Point3(*z),
                             gtsam.noiseModel.Diagonal.Sigmas(np.array([s_h, s_h, s_v]))),
-            gtsam.PriorFactorVector(Vk(kf.index), np.asarray(gnss.v_ned_mps, dtype=np.float64),
-                                    gtsam.noiseModel.Isotropic.Sigma(
-                                        3, self.config.gnss_velocity_sigma_mps)),
+            gtsam.PriorFactorVector(Vk(kf.index), z_v, gtsam.noiseModel.Diagonal.Sigmas(
+                np.where(keep[3:], s_vel, _UNMEASURED_SIGMA))),
         ]
         rep = self._gate_and_add(gnss.t_ns, kind, y, S, self.config.gates.gnss, factors)
         return self._report(gnss.t_ns, kind, rep.accepted, nis, gate2, inn.y, rep.reason,
