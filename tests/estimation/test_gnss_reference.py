@@ -11,11 +11,16 @@ properties of the noise, so they are checked over fixed seed sets.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from terrafix.estimation.gnss_reference import GnssFreeReference, GnssReferenceConfig
+from terrafix.estimation.gnss_reference import (
+    GnssFreeReference,
+    GnssReferenceConfig,
+    ReferenceVerdict,
+)
 from terrafix.estimation.sequential_test import DisplacementCusum
 
 GNSS_DT = 0.2
@@ -59,6 +64,20 @@ def _fly(seed: int, duration_s: float, pulloff_mps: float = 0.0, start_s: float 
          jump_m: float = 0.0) -> tuple[GnssFreeReference, float | None, float]:
     """Run the reference over a synthetic flight; returns (reference, time of the first
     failed test or None, GNSS offset from the truth then)."""
+    ref = GnssFreeReference(GnssReferenceConfig())
+    for ti, verdict, offset in _verdicts(ref, seed, duration_s, pulloff_mps, start_s, jump_m):
+        if verdict.failed:
+            return ref, ti, offset
+    return ref, None, math.nan
+
+
+def _verdicts(ref: GnssFreeReference, seed: int, duration_s: float, pulloff_mps: float,
+              start_s: float, jump_m: float = 0.0, attack_end_s: float = math.inf,
+              no_gnss: tuple[float, float] = (math.inf, math.inf),
+              ) -> Iterator[tuple[float, ReferenceVerdict, float]]:
+    """(t, verdict, attack offset) of every GNSS sample of a synthetic flight: the attack
+    from start_s to attack_end_s, no receiver output inside no_gnss (jammed); the gate
+    trusts the GNSS until the first failed test."""
     rng = np.random.default_rng(seed)
     t, p, v = _truth(rng, duration_s, GNSS_DT / 4)
     step = 4
@@ -68,13 +87,14 @@ def _fly(seed: int, duration_s: float, pulloff_mps: float = 0.0, start_s: float 
     since = np.clip(t_g - start_s, 0.0, None)
     attack = (pulloff_mps * since[:, None] * np.array([math.cos(bearing), math.sin(bearing)])
               + np.where(since[:, None] > 0, jump_m, 0.0) * np.array([1.0, 0.0]))
+    attack[t_g >= attack_end_s] = 0.0
     reported = p_g + err + attack
     bias = math.radians(0.3) * rng.choice([-1, 1])
     scale = 1.0 + SCALE_BIAS * rng.choice([-1, 1])
     R = np.array([[math.cos(bias), -math.sin(bias)], [math.sin(bias), math.cos(bias)]])
-    ref = GnssFreeReference(GnssReferenceConfig())
     frame_every = round(FRAME_DT / (GNSS_DT / 4))
     last_frame = 0
+    trusted = True
     for i, ti in enumerate(t):
         t_ns = round(ti * 1e9)
         if i - last_frame >= frame_every:
@@ -85,12 +105,13 @@ def _fly(seed: int, duration_s: float, pulloff_mps: float = 0.0, start_s: float 
             ref.on_odometry(round(t[last_frame] * 1e9), t_ns, d, cov, SIGMA_HEADING, SIGMA_SCALE,
                             v[i])
             last_frame = i
-        if i % step == 0:
+        if i % step == 0 and not no_gnss[0] <= ti < no_gnss[1]:
             k = i // step
-            verdict = ref.test_gnss(t_ns, reported[k], 2.5 ** 2, True, v[i])
-            if verdict.failed:
-                return ref, ti, float(np.hypot(*attack[k]))
-    return ref, None, math.nan
+            verdict = ref.test_gnss(t_ns, reported[k], 2.5 ** 2, trusted, v[i])
+            if verdict.failed and trusted:
+                trusted = False
+                ref.on_gate_closed(t_ns)
+            yield ti, verdict, float(np.hypot(*attack[k]))
 
 
 @pytest.mark.parametrize(("rate", "within_s", "max_offset_m"),
@@ -206,3 +227,23 @@ def test_the_sequential_test_waits_through_an_odometry_gap() -> None:
         verdict = ref.test_gnss(t + (k + 1) * 200_000_000, p_g, 1.0, True, v)
         assert "sequential" not in verdict.failed
     assert ref.cusum.statistic_m == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_spoof_that_goes_on_keeps_failing_and_a_restored_receiver_passes_at_once(
+        seed: int) -> None:
+    """With the gate closed the sequential test answers whether the GNSS moves like the
+    aircraft now: a 1 m/s pull-off keeps failing it while it lasts; after 40 s jammed and
+    the receiver back on the truth, it passes from the first interval on instead of
+    draining a pull-off's worth of evidence at the allowance rate (ArduPlane SITL: no
+    reopening for 100 s after the restore)."""
+    ref = GnssFreeReference(GnssReferenceConfig())
+    runs = list(_verdicts(ref, seed, 220.0, 1.0, 40.0, attack_end_s=120.0,
+                          no_gnss=(120.0, 160.0)))
+    first = next(t for t, v, _ in runs if v.failed)
+    assert 40.0 < first < 90.0
+    # after the closure both tests go on failing while the spoof lasts
+    spoofed = [v for t, v, _ in runs if first + 15.0 < t < 120.0]
+    assert sum(bool(v.failed) for v in spoofed) >= 0.9 * len(spoofed)
+    restored = [(t, v.failed) for t, v, _ in runs if t >= 160.0 and v.failed]
+    assert restored == []

@@ -72,6 +72,9 @@ class GnssReferenceConfig(BaseModel):
     position_gate_prob: float = Field(1.0 - 1e-6, gt=0.5, lt=1.0)
     cusum_interval_s: float = Field(1.0, gt=0)
     cusum_threshold_m: float = Field(12.0, gt=0)
+    cusum_max_interval_s: float = Field(3.0, gt=0)
+    """Two GNSS samples further apart than this (a jammed stretch) make no interval of the
+    sequential test: its pair starts again."""
     cusum_max_odometry_age_s: float = Field(1.0, gt=0)
     """The sequential test steps only while the newest odometry delta is at most this old
     (3 fps frames plus their processing): its interval is then measured, not bridged."""
@@ -375,6 +378,11 @@ class GnssFreeReference:
             self._last_cusum = None
         elif self._last_cusum is None:
             self._last_cusum = (t_ns, p_g.copy(), D.copy())
+        elif (t_ns - self._last_cusum[0]) * 1e-9 > c.cusum_max_interval_s:
+            # no GNSS for a while (jammed): the displacement over the gap holds whatever
+            # the receiver did meanwhile (a spoof ending is a jump back), which the position
+            # test judges; the sequential test starts its pair again
+            self._last_cusum = (t_ns, p_g.copy(), D.copy())
         elif (t_ns - self._last_cusum[0]) * 1e-9 >= c.cusum_interval_s:
             t0, p0, D0 = self._last_cusum
             dt = (t_ns - t0) * 1e-9
@@ -385,6 +393,8 @@ class GnssFreeReference:
             if st.alarm and not failed:
                 failed = (f"reference sequential test {st.statistic_m:.0f} m > "
                           f"{self.cusum.threshold_m:.0f} m")
+            if not trusted:
+                self.cusum.clamp_below_threshold()
         if failed:
             self.alarms += 1
         ready = ref is not None or D is not None

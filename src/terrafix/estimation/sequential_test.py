@@ -74,6 +74,17 @@ class DisplacementCusum:
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns = t_ns
 
+    def clamp_below_threshold(self) -> None:
+        """Hold |S| at 90 % of the threshold at most: used while the gate is already closed,
+        where the question is whether the GNSS moves like the aircraft *now*. A spoof that
+        goes on is back above h within an interval or two; one that stopped passes at once
+        instead of waiting for a pull-off's worth of evidence to drain at the allowance rate
+        (ArduPlane SITL: 100 s with a restored receiver and no reopening, S ~40 m draining at
+        0.2 m/s)."""
+        n, cap = self.statistic_m, 0.9 * self.threshold_m
+        if n > cap:
+            self.S_ne_m = self.S_ne_m * (cap / n)
+
     def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray,
              odometry_ne_m: np.ndarray, sigma_heading_rad: float,
              sigma_scale: float) -> CusumStep:
