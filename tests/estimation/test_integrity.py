@@ -330,6 +330,10 @@ def test_spoof_closure_keeps_the_estimate_when_the_reference_knows_less(backend)
     P0 = np.asarray(est.cov_p_ned_m2[:2, :2], dtype=np.float64).copy()
     drag = nav.reference.drag_cover_cov()
     assert drag[0, 0] == pytest.approx(nav.reference.cusum.threshold_m ** 2 / 5.991, rel=1e-3)
+    Pv0 = np.asarray(est.cov_v_ned_m2s2[:2, :2], dtype=np.float64).copy()
+    drag_v = nav.reference.drag_velocity_cov(t)
+    # a rate below the sequential test's allowance never accumulates: at least that much
+    assert drag_v[0, 0] >= nav.reference.cusum.last_allowance_mps ** 2 / 5.9915 - 1e-12
 
     coasted = np.eye(2) * (298.0 ** 2 / 5.991)
     nav._fall_back(t, est, p0 + np.array([233.0 * 0.6, 233.0 * 0.8]), coasted)
@@ -338,6 +342,9 @@ def test_spoof_closure_keeps_the_estimate_when_the_reference_knows_less(backend)
     P1 = after.cov_p_ned_m2[:2, :2]
     assert np.trace(P1) > np.trace(P0) + 0.8 * np.trace(drag)  # grown by the drag cover
     assert np.trace(P1) < np.trace(P0 + drag) + 1.0
+    # the fused velocity may carry the pull-off's rate: its covariance grows by that too
+    Pv1 = after.cov_v_ned_m2s2[:2, :2]
+    assert np.trace(Pv1) > np.trace(Pv0) + 0.8 * np.trace(drag_v)
 
     est = nav.backend.estimate()
     tight = np.eye(2) * 4.0

@@ -328,6 +328,15 @@ class GnssFreeReference:
         radius_m = self.cusum.threshold_m + float(np.hypot(*self.cusum.S_ne_m))
         return np.eye(2) * (radius_m * radius_m / float(chi2.ppf(0.95, 2)))
 
+    def drag_velocity_cov(self, t_ns: int) -> np.ndarray:
+        """(2, 2) isotropic covariance whose 95 % circle covers the velocity offset GNSS fused
+        until an alarm may have carried: a rate below the sequential test's allowance never
+        accumulates, and what did accumulate (|S|) built up since its last quiet time."""
+        c = self.cusum
+        since_s = 0.0 if c.quiet_since_ns is None else max(0.0, (t_ns - c.quiet_since_ns) * 1e-9)
+        rate = c.last_allowance_mps + c.statistic_m / max(since_s, 1.0)
+        return np.eye(2) * (rate * rate / float(chi2.ppf(0.95, 2)))
+
     def doubt_cov(self) -> np.ndarray:
         """(2, 2) covariance to add to an estimate that fuses the GNSS (see doubt_gain)."""
         S = self.cusum.S_ne_m

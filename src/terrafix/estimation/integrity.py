@@ -345,8 +345,12 @@ class IntegrityMonitor:
         P_dragged = np.asarray(est.cov_p_ned_m2[:2, :2], dtype=np.float64) \
             + self.reference.drag_cover_cov()
         if np.trace(P_dragged) < np.trace(P_fb):
-            self.backend.reset_horizontal_position(p_est, P_dragged, est.v_ned_mps[:2],
-                                                   est.cov_v_ned_m2s2[:2, :2])
+            # the fused velocity carries a pull-off's rate too, with the GNSS's small
+            # covariance: grown by what the sequential test lets through
+            self.backend.reset_horizontal_position(
+                p_est, P_dragged, est.v_ned_mps[:2],
+                np.asarray(est.cov_v_ned_m2s2[:2, :2], dtype=np.float64)
+                + self.reference.drag_velocity_cov(t_ns))
             rep = self.backend.apply_position_prior(t_ns, p_fb, P_fb)
             if rep.accepted:
                 moved = float(np.hypot(*(self.backend.estimate().p_ned_m[:2] - p_est)))

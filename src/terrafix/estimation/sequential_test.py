@@ -64,6 +64,8 @@ class DisplacementCusum:
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns: int | None = None
         self.n_steps = 0
+        self.last_allowance_mps = allowance_floor_mps
+        """The larger allowance of the last interval: a rate below it never accumulates."""
 
     @property
     def statistic_m(self) -> float:
@@ -112,6 +114,7 @@ class DisplacementCusum:
         S = along * u + across * w
         self.S_ne_m = S
         self.n_steps += 1
+        self.last_allowance_mps = max(a_along, a_across)
         stat = float(np.hypot(*S))
         if stat <= 0.25 * self.threshold_m or self.quiet_since_ns is None:
             self.quiet_since_ns = t_ns
