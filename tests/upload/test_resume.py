@@ -35,7 +35,10 @@ def test_kill_9_at_random_points_then_rerun_loses_and_duplicates_nothing(ground,
     make_flight_store(root, "f1", n)
     with open_flight_store(root) as store:
         expected = {r.sha256 for r in store.backend.iter_records()}
-    ground.double.script_batches(*[{"delay_s": 0.03}] * 400)  # a window inside each batch
+    # a window inside each batch, and a whole upload (15 batches of 4) of 1.5 s: longer than
+    # four kills at up to 0.4 s each take from it (at 0.03 s a fast machine finished the
+    # upload after three kills, and the test could not kill it a fourth time)
+    ground.double.script_batches(*[{"delay_s": 0.1}] * 400)
     rng = np.random.default_rng(7)
     kills = 0
     for _ in range(8):
