@@ -28,6 +28,7 @@ from terrafix.estimation.correlated_errors import CorrelatedErrorScale
 from terrafix.estimation.errors import EstimationError
 from terrafix.estimation.models import (
     Innovation,
+    acceleration_ned,
     baro_model,
     gnss_position_model,
     gnss_velocity_model,
@@ -333,12 +334,6 @@ class Eskf:
         nis, _ = self._nis(inn)
         return inn, nis
 
-    def acceleration_ned_mps2(self) -> np.ndarray:
-        """(3,) the aircraft's acceleration in NED from the last IMU interval: R (f - b_a) + g."""
-        st = self.state
-        return st.R_body_to_ned @ (self._last_accel_body_mps2 - st.accel_bias_mps2) + np.array(
-            [0.0, 0.0, self.config.gravity_mps2])
-
     def update_gnss(self, gnss: GnssSample, fuse: bool) -> UpdateReport:
         """Test (fuse=False) or fuse (fuse=True) one GNSS solution.
 
@@ -375,7 +370,9 @@ class Eskf:
         iv = gnss_velocity_model(st, gnss.v_ned_mps,
                                  np.eye(3) * self.config.gnss_velocity_sigma_mps**2,
                                  self._last_gyro, np.zeros(3))
-        iv = velocity_time_shift(st, iv, self.acceleration_ned_mps2(), dt_back,
+        a_ned = acceleration_ned(st.R_body_to_ned, self._last_accel_body_mps2,
+                                 st.accel_bias_mps2, self.config.gravity_mps2)
+        iv = velocity_time_shift(st, iv, a_ned, dt_back,
                                  self.config.gnss_velocity_shift_accel_sigma_mps2)
         # GPS_RAW_INT carries no vertical velocity (NaN): fuse only the measured components
         keep = np.isfinite(iv.y)

@@ -23,6 +23,7 @@ is compared with the smoother's current estimate of k and its marginal covarianc
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass
@@ -42,7 +43,12 @@ from terrafix.estimation.isam2_factors import (
     odometry_factor,
     position_factor,
 )
-from terrafix.estimation.models import gnss_position_model, heading_model, time_shift
+from terrafix.estimation.models import (
+    acceleration_ned,
+    gnss_position_model,
+    heading_model,
+    time_shift,
+)
 from terrafix.estimation.outputs import MeasurementKind, NavEstimate, SmoothedState, UpdateReport
 from terrafix.estimation.propagation import ImuPropagator, PendingCovariance
 from terrafix.estimation.state import (
@@ -536,10 +542,13 @@ class Isam2Smoother:
         return rep
 
     def _accel_ned_near(self, t_ns: int, R_body_to_ned: np.ndarray) -> np.ndarray:
-        """(3,) NED acceleration from the IMU sample nearest t_ns: R (f - b_a) + g."""
-        imu = min(self._imu_buf, key=lambda s: abs(s.t_ns - t_ns))
-        f = np.asarray(imu.accel_body_mps2, dtype=np.float64) - self._rt.accel_bias_mps2
-        return R_body_to_ned @ f + np.array([0.0, 0.0, self.config.gravity_mps2])
+        """(3,) NED acceleration from the IMU sample nearest t_ns (the buffer is in time
+        order)."""
+        buf = self._imu_buf
+        i = bisect.bisect_left(buf, t_ns, key=lambda s: s.t_ns)
+        imu = min(buf[max(i - 1, 0):i + 1], key=lambda s: abs(s.t_ns - t_ns))
+        return acceleration_ned(R_body_to_ned, imu.accel_body_mps2, self._rt.accel_bias_mps2,
+                                self.config.gravity_mps2)
 
     def update_gnss(self, gnss: GnssSample, fuse: bool) -> UpdateReport:
         kind = MeasurementKind.GNSS

@@ -159,6 +159,14 @@ def time_shift(state: EskfState, inn: Innovation, dt_back_s: float,
     return _finish(state, y, H, R)
 
 
+def acceleration_ned(R_body_to_ned: np.ndarray, accel_body_mps2: np.ndarray,
+                     accel_bias_mps2: np.ndarray, gravity_mps2: float) -> np.ndarray:
+    """(3,) the aircraft's acceleration in NED from a specific force reading (3,), body FRD:
+    R (f - b_a) + g."""
+    f = np.asarray(accel_body_mps2, dtype=np.float64) - accel_bias_mps2
+    return R_body_to_ned @ f + np.array([0.0, 0.0, gravity_mps2])
+
+
 def velocity_time_shift(state: EskfState, inn: Innovation, a_ned_mps2: np.ndarray,
                         dt_back_s: float, residual_accel_sigma_mps2: float) -> Innovation:
     """Re-express a (3,) NED velocity innovation for a measurement taken dt_back_s before the
