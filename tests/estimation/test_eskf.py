@@ -288,4 +288,3 @@ def test_covariance_applied_every_4_samples_matches_every_sample(yaw_rate: float
     corr_diff = (c4 - c1) / np.outer(d, d)
     assert np.abs(corr_diff).max() < 5e-3  # correlation coefficients
     assert np.abs(np.diag(c4) / np.diag(c1) - 1).max() < 1e-3
-
