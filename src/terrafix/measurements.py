@@ -121,6 +121,13 @@ class OdometryDelta:
     cov_ne_m2: (2, 2) float64, 1-sigma covariance of that displacement.
     tracking: False when tracking is lost; then delta and cov are meaningless and `reason`
     says why (e.g. "overlap 3% < 5%", "blur").
+    tilt_error_ne_m: (2, 2) float64 or None, the delta's error for a one-sigma error of the
+    absolute roll (column 0) and pitch (column 1) of the attitude both frames were projected
+    with. That error is shared by consecutive pairs (it wanders over a minute), so it is not
+    white: summed along a track it telescopes to the difference of the two ends' ground
+    shifts, small on a straight leg, tens of metres across a steep turn flown high. Its
+    marginal share is already in cov_ne_m2; consumers that sum deltas add the correlated
+    part themselves (`estimation.gnss_reference`, `navigation.heading_calibration`).
     """
 
     t_prev_ns: int
@@ -130,6 +137,7 @@ class OdometryDelta:
     tracking: bool
     n_tracks: int
     reason: str = ""
+    tilt_error_ne_m: np.ndarray | None = None
 
 
 class SourceLabel:

@@ -9,7 +9,11 @@ drags it along, and the innovation stays small (the defect in issue 15: 200 m of
     p_ref(t) = p_anchor + D(t) - D(t_anchor),   P_ref(t) = P_anchor + C(t) - C(t_anchor)
 
 D(t) is the integral of the visual odometry's deltas (with the heading calibration's
-correlated-error budget in their covariance, C(t) the summed covariance). Between frames
+correlated-error budget in their covariance, C(t) the summed covariance). The deltas' share
+of the attitude's absolute tilt error is not white (`OdometryDelta.tilt_error_ne_m`): it is
+summed as a matrix A(t), and the reference carries (A(t) - A(t_anchor)) (...)ᵀ, what one
+shared roll/pitch error gives between the two instants (tens of metres after a steep turn
+at 800 m, nothing on a straight leg). Between frames
 and over short gaps (cloud, lost track) it runs on with the last odometry velocity plus the
 change of the fused velocity since (the IMU's turn; a pull-off's constant velocity offset
 cancels in the change), its uncertainty growing; after `max_gap_s` without odometry there
@@ -80,6 +84,9 @@ class GnssReferenceConfig(BaseModel):
     (3 fps frames plus their processing): its interval is then measured, not bridged."""
     cusum_allowance_sigmas: float = Field(1.0, ge=0)
     cusum_allowance_floor_mps: float = Field(0.1, ge=0)
+    cusum_tilt_allowance_sigmas: float = Field(2.0, ge=0)
+    """Sigmas of the odometry's shared-tilt error the sequential test lets through per
+    interval (see sequential_test.DisplacementCusum)."""
     history_s: float = Field(300.0, gt=0)
     doubt_gain: float = Field(2.0, ge=0)
     """While GNSS is fused, the output's covariance carries (gain x the sequential statistic
@@ -110,6 +117,11 @@ class _Node:
     D_ne_m: np.ndarray
     C_ne_m2: np.ndarray
     v_fused_ne_mps: np.ndarray
+    A_ne_m: np.ndarray
+    """(2, 2) summed tilt error of the deltas (columns: one-sigma roll, pitch error)."""
+
+
+_NO_TILT = np.zeros((2, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +150,8 @@ class GnssFreeReference:
         self._t_trusted_since_ns: int | None = None
         self._thr_pos = float(chi2.ppf(c.position_gate_prob, 2))
         self.cusum = DisplacementCusum(c.cusum_threshold_m, c.cusum_allowance_sigmas,
-                                       c.cusum_allowance_floor_mps)
+                                       c.cusum_allowance_floor_mps,
+                                       c.cusum_tilt_allowance_sigmas)
         self._sigma_rel_v = 0.05
         self._sigma_heading = 0.05
         self._sigma_scale = 0.03
@@ -146,36 +159,41 @@ class GnssFreeReference:
         self._v_odo_spread2 = 0.0
         self._recent_v: deque[tuple[int, np.ndarray]] = deque()
         """(t_ns, v (2,)) of the recent odometry deltas (gap_velocity_window_s)."""
-        self._last_cusum: tuple[int, np.ndarray, np.ndarray] | None = None
-        """(t_ns, p_gnss, D) at the last CUSUM sample."""
+        self._last_cusum: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        """(t_ns, p_gnss, D, A) at the last CUSUM sample."""
         self.alarms = 0
 
     # ------------------------------------------------------------------ odometry
     def on_odometry(self, t_prev_ns: int, t_ns: int, delta_ne_m: np.ndarray,
                     cov_ne_m2: np.ndarray, sigma_heading_rad: float, sigma_scale: float,
-                    v_fused_ne_mps: np.ndarray) -> None:
+                    v_fused_ne_mps: np.ndarray, tilt_error_ne_m: np.ndarray | None = None
+                    ) -> None:
         """One corrected odometry delta (the estimator's input: heading/scale corrected,
         correlated-error budget in cov_ne_m2) and the odometry's heading and scale bias
-        sigmas; v_fused_ne_mps: (2,) the fused velocity now (for gaps)."""
+        sigmas; v_fused_ne_mps: (2,) the fused velocity now (for gaps); tilt_error_ne_m:
+        (2, 2) the delta's error per one-sigma shared attitude tilt error (None: none)."""
         if t_ns <= t_prev_ns:
             return
         if self._nodes and t_ns <= self._nodes[-1].t_ns:
             return
         v_f = np.asarray(v_fused_ne_mps, dtype=np.float64)[:2].copy()
         if not self._nodes:
-            self._nodes.append(_Node(t_prev_ns, np.zeros(2), np.zeros((2, 2)), v_f))
+            self._nodes.append(_Node(t_prev_ns, np.zeros(2), np.zeros((2, 2)), v_f, _NO_TILT))
         elif t_prev_ns > self._nodes[-1].t_ns:
             # a gap (lost track, cloud): bridge it as the reference ran through it
             D, C = self._extrapolate(t_prev_ns, v_f)
             if D is None:
                 self._restart(t_prev_ns, v_f)
             else:
-                self._nodes.append(_Node(t_prev_ns, D, C, v_f))
+                self._nodes.append(_Node(t_prev_ns, D, C, v_f, self._nodes[-1].A_ne_m))
         last = self._nodes[-1]
         d = np.asarray(delta_ne_m, dtype=np.float64)
         dt = (t_ns - last.t_ns) * 1e-9
+        tilt = _NO_TILT if tilt_error_ne_m is None else np.asarray(tilt_error_ne_m,
+                                                                   dtype=np.float64)
         self._nodes.append(_Node(t_ns, last.D_ne_m + d,
-                                 last.C_ne_m2 + np.asarray(cov_ne_m2, dtype=np.float64), v_f))
+                                 last.C_ne_m2 + np.asarray(cov_ne_m2, dtype=np.float64), v_f,
+                                 last.A_ne_m + tilt))
         self._sigma_heading = float(sigma_heading_rad)
         self._sigma_scale = float(sigma_scale)
         self._sigma_rel_v = math.hypot(self._sigma_heading, self._sigma_scale)
@@ -215,7 +233,7 @@ class GnssFreeReference:
         self._recent_v.clear()
         self._last_cusum = None
         self.cusum.reset(t_ns)
-        self._nodes.append(_Node(t_ns, np.zeros(2), np.zeros((2, 2)), v_f))
+        self._nodes.append(_Node(t_ns, np.zeros(2), np.zeros((2, 2)), v_f, _NO_TILT))
 
     def _extrapolate(self, t_ns: int, v_fused_ne: np.ndarray
                      ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -234,13 +252,22 @@ class GnssFreeReference:
             + (c.gap_turn_frac * float(np.hypot(*dv))) ** 2 + self._v_odo_spread2
         return last.D_ne_m + v * dt, last.C_ne_m2 + np.eye(2) * sv2 * dt * dt
 
-    def _D_at(self, t_ns: int, v_fused_ne: np.ndarray
-              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _A_at(self, t_ns: int) -> np.ndarray:
+        """(2, 2) summed tilt error at t_ns (held through gaps: the bridge does not use the
+        attitude; interpolated between nodes)."""
         nodes = self._nodes
-        if not nodes or t_ns < nodes[0].t_ns:
-            return None, None
+        if not nodes or t_ns <= nodes[0].t_ns:
+            return nodes[0].A_ne_m if nodes else _NO_TILT
         if t_ns >= nodes[-1].t_ns:
-            return self._extrapolate(t_ns, v_fused_ne)
+            return nodes[-1].A_ne_m
+        i = self._node_index(t_ns)
+        a, b = nodes[i], nodes[i + 1]
+        w = (t_ns - a.t_ns) / max(b.t_ns - a.t_ns, 1)
+        return (1 - w) * a.A_ne_m + w * b.A_ne_m
+
+    def _node_index(self, t_ns: int) -> int:
+        """Index of the last node at or before t_ns (nodes[0].t_ns <= t_ns < nodes[-1])."""
+        nodes = self._nodes
         lo, hi = 0, len(nodes) - 1
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -248,7 +275,17 @@ class GnssFreeReference:
                 lo = mid
             else:
                 hi = mid
-        a, b = nodes[lo], nodes[hi]
+        return lo
+
+    def _D_at(self, t_ns: int, v_fused_ne: np.ndarray
+              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        nodes = self._nodes
+        if not nodes or t_ns < nodes[0].t_ns:
+            return None, None
+        if t_ns >= nodes[-1].t_ns:
+            return self._extrapolate(t_ns, v_fused_ne)
+        lo = self._node_index(t_ns)
+        a, b = nodes[lo], nodes[lo + 1]
         w = (t_ns - a.t_ns) / max(b.t_ns - a.t_ns, 1)
         return (1 - w) * a.D_ne_m + w * b.D_ne_m, (1 - w) * a.C_ne_m2 + w * b.C_ne_m2
 
@@ -294,7 +331,8 @@ class GnssFreeReference:
             Da, Ca = self._D_at(a.t_ns, v_fused_ne)
             if Da is None or Ca is None:
                 return None
-            return a.p_ne_m + D - Da, a.P_ne_m2 + (C - Ca)
+            dA = self._A_at(t_ns) - self._A_at(a.t_ns)
+            return a.p_ne_m + D - Da, a.P_ne_m2 + (C - Ca) + dA @ dA.T
         return None
 
     def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -386,19 +424,20 @@ class GnssFreeReference:
             # position test, with the bridge's growing covariance, still runs.
             self._last_cusum = None
         elif self._last_cusum is None:
-            self._last_cusum = (t_ns, p_g.copy(), D.copy())
+            self._last_cusum = (t_ns, p_g.copy(), D.copy(), self._A_at(t_ns))
         elif (t_ns - self._last_cusum[0]) * 1e-9 > c.cusum_max_interval_s:
             # no GNSS for a while (jammed): the displacement over the gap holds whatever
             # the receiver did meanwhile (a spoof ending is a jump back), which the position
             # test judges; the sequential test starts its pair again
-            self._last_cusum = (t_ns, p_g.copy(), D.copy())
+            self._last_cusum = (t_ns, p_g.copy(), D.copy(), self._A_at(t_ns))
         elif (t_ns - self._last_cusum[0]) * 1e-9 >= c.cusum_interval_s:
-            t0, p0, D0 = self._last_cusum
+            t0, p0, D0, A0 = self._last_cusum
             dt = (t_ns - t0) * 1e-9
             excess = (p_g - p0) - (D - D0)
+            A = self._A_at(t_ns)
             st = self.cusum.step(t_ns, dt, excess, D - D0, self._sigma_heading,
-                                 self._sigma_scale)
-            self._last_cusum = (t_ns, p_g.copy(), D.copy())
+                                 self._sigma_scale, A - A0)
+            self._last_cusum = (t_ns, p_g.copy(), D.copy(), A)
             if st.alarm and not failed:
                 failed = (f"reference sequential test {st.statistic_m:.0f} m > "
                           f"{self.cusum.threshold_m:.0f} m")

@@ -13,8 +13,10 @@ sigmas): the excess displacement of each interval is added to a running vector S
 then shrunk towards zero by an allowance a x dt, separately along and across the current
 track. The allowance is what the odometry's correlated errors may legitimately produce: a
 heading error of sigma_theta moves a ground velocity v by v sigma_theta across the track, a
-scale error by v sigma_scale along it, and the receiver's own slow error wanders by a few
-centimetres per second (`allowance_floor_mps`). A bias within the
+scale error by v sigma_scale along it, the attitude's shared tilt error moves the interval's
+odometry by what its ground shift turned through in that interval (in a steep turn flown
+high, metres per second; nothing on a straight leg), and the receiver's own slow error
+wanders by a few centimetres per second (`allowance_floor_mps`). A bias within the
 allowance never accumulates; a pull-off of rate r > a reaches the threshold h after about
 h / (r - a) seconds, at an offset of about r h / (r - a). White noise of sigma_w per interval
 crosses h only once in about exp(2 a h / sigma_w²) intervals (Siegmund's approximation).
@@ -48,10 +50,14 @@ class DisplacementCusum:
     threshold_m: h, the alarm level of |S|. allowance_sigmas: how many sigmas of the
     odometry's velocity bias the allowance covers. allowance_floor_mps: allowance for what
     the odometry's reported sigmas do not include (receiver wander, time alignment).
+    tilt_allowance_sigmas: how many sigmas of the attitude's shared tilt error it covers
+    (more than of the biases: the tilt's share sums to a bounded offset across a turn, so a
+    wide allowance costs sensitivity only while turning, while one tilt error beyond it
+    would add up over every turn of the flight).
     """
 
     def __init__(self, threshold_m: float, allowance_sigmas: float,
-                 allowance_floor_mps: float) -> None:
+                 allowance_floor_mps: float, tilt_allowance_sigmas: float = 2.0) -> None:
         if not (threshold_m > 0 and math.isfinite(threshold_m)):
             raise ValueError(f"CUSUM threshold must be a finite number of metres > 0, got "
                              f"{threshold_m}")
@@ -61,11 +67,14 @@ class DisplacementCusum:
         self.threshold_m = threshold_m
         self.allowance_sigmas = allowance_sigmas
         self.allowance_floor_mps = allowance_floor_mps
+        self.tilt_allowance_sigmas = tilt_allowance_sigmas
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns: int | None = None
         self.n_steps = 0
         self.last_allowance_mps = allowance_floor_mps
-        """The larger allowance of the last interval: a rate below it never accumulates."""
+        """The larger steady allowance (heading, scale, floor) of the last interval: a rate
+        below it never accumulates. The tilt's share is left out: it follows the turns and
+        sums to a bounded offset, not a rate."""
 
     @property
     def statistic_m(self) -> float:
@@ -89,7 +98,7 @@ class DisplacementCusum:
 
     def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray,
              odometry_ne_m: np.ndarray, sigma_heading_rad: float,
-             sigma_scale: float) -> CusumStep:
+             sigma_scale: float, tilt_error_ne_m: np.ndarray | None = None) -> CusumStep:
         """One interval of dt_s seconds.
 
         excess_ne_m: (2,) GNSS displacement minus odometry displacement over the interval;
@@ -98,6 +107,8 @@ class DisplacementCusum:
         odometry across its track, a scale bias along it, so the allowance is an ellipse
         in the track frame: a pull-off fixed in NED shows across the track on most legs
         even while the scale is still poorly known (then the along-track allowance is wide).
+        tilt_error_ne_m: (2, 2) the interval's odometry error per one-sigma shared roll /
+        pitch error (columns), see `OdometryDelta.tilt_error_ne_m`; None: none.
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise ValueError(f"CUSUM interval must be a finite number of seconds > 0, got {dt_s}")
@@ -107,6 +118,11 @@ class DisplacementCusum:
         w = np.array([-u[1], u[0]])
         a_along = self.allowance_sigmas * speed * sigma_scale + self.allowance_floor_mps
         a_across = self.allowance_sigmas * speed * sigma_heading_rad + self.allowance_floor_mps
+        steady_mps = max(a_along, a_across)
+        if tilt_error_ne_m is not None:
+            T = np.asarray(tilt_error_ne_m, dtype=np.float64)
+            a_along += self.tilt_allowance_sigmas * float(np.hypot(*(u @ T))) / dt_s
+            a_across += self.tilt_allowance_sigmas * float(np.hypot(*(w @ T))) / dt_s
         S = self.S_ne_m + np.asarray(excess_ne_m, dtype=np.float64)
         along, across = float(S @ u), float(S @ w)
         along = math.copysign(max(0.0, abs(along) - a_along * dt_s), along)
@@ -114,7 +130,7 @@ class DisplacementCusum:
         S = along * u + across * w
         self.S_ne_m = S
         self.n_steps += 1
-        self.last_allowance_mps = max(a_along, a_across)
+        self.last_allowance_mps = steady_mps
         stat = float(np.hypot(*S))
         if stat <= 0.25 * self.threshold_m or self.quiet_since_ns is None:
             self.quiet_since_ns = t_ns

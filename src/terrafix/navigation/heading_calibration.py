@@ -103,6 +103,12 @@ class OdometryHeadingCalibration:
         self._path_log: deque[tuple[int, float]] = deque()
         """(t_ns, path length at t_ns), for the path length at a late reference's time."""
         self._path_at_ref_m = 0.0
+        self._tilt_ne_m = np.zeros((2, 2))
+        """Summed shared-tilt error of the deltas so far (`OdometryDelta.tilt_error_ne_m`)."""
+        self._tilt_log: deque[tuple[int, np.ndarray]] = deque()
+        self._tilt_at_ref_ne_m = np.zeros((2, 2))
+        self._tilt_var_added_m2 = 0.0
+        """Tilt variance already given to the deltas since the last absolute reference."""
         self._refs: deque[_Ref] = deque()
         self._last_used: _Ref | None = None
         """The end of the last baseline used (how much of the next one is new)."""
@@ -162,6 +168,12 @@ class OdometryHeadingCalibration:
         self._path_log.append((delta.t_ns, self._path_m))
         while len(self._path_log) > 2 and self._path_log[0][0] < horizon:
             self._path_log.popleft()
+        if delta.tilt_error_ne_m is not None:
+            self._tilt_ne_m = self._tilt_ne_m + np.asarray(delta.tilt_error_ne_m,
+                                                           dtype=np.float64)
+        self._tilt_log.append((delta.t_ns, self._tilt_ne_m.copy()))
+        while len(self._tilt_log) > 2 and self._tilt_log[0][0] < horizon:
+            self._tilt_log.popleft()
         if not self._track or self._track[-1][0] != delta.t_prev_ns:
             self._segment += 1
             self._track.clear()
@@ -193,12 +205,25 @@ class OdometryHeadingCalibration:
         ss = np.fromiter((s for _, s in log), dtype=np.float64, count=len(log))
         return float(np.interp(float(t_ns), ts, ss))
 
+    def _tilt_at(self, t_ns: int) -> np.ndarray:
+        """(2, 2) summed tilt error at t_ns (nearest logged delta at or before it)."""
+        log = self._tilt_log
+        if not log or t_ns >= log[-1][0]:
+            return self._tilt_ne_m
+        ts = np.fromiter((t for t, _ in log), dtype=np.int64, count=len(log))
+        i = int(np.searchsorted(ts, t_ns, side="right")) - 1
+        return log[max(i, 0)][1]
+
     def add_reference(self, t_ns: int, p_ne_m: np.ndarray, var_m2: float) -> bool:
         """An absolute horizontal position (NE metres, per-axis variance) at t_ns, within the
         current odometry track. Returns True when it updated the heading estimate."""
         c = self.config
         if math.isfinite(var_m2):
-            self._path_at_ref_m = max(self._path_at_ref_m, self._path_at(t_ns))
+            path = self._path_at(t_ns)
+            if path >= self._path_at_ref_m:
+                self._path_at_ref_m = path
+                self._tilt_at_ref_ne_m = self._tilt_at(t_ns)
+                self._tilt_var_added_m2 = 0.0
         p_vo = self._vo_at(t_ns)
         if p_vo is None or not math.isfinite(var_m2):
             return False
@@ -220,7 +245,11 @@ class OdometryHeadingCalibration:
                            float(v_vo @ v_ref))
         if abs(angle) > math.radians(c.max_angle_deg):
             return False
-        r = (ref.var_m2 + base.var_m2) / length ** 2 + c.odometry_drift_frac ** 2
+        # the shared tilt's share of the odometry over the baseline (a steep turn flown high
+        # moves it by metres; one tilt error is the same in both ends' ground shifts)
+        dA = self._tilt_at(ref.t_ns) - self._tilt_at(base.t_ns)
+        r = (ref.var_m2 + base.var_m2 + float(np.linalg.norm(dA, 2)) ** 2) / length ** 2 \
+            + c.odometry_drift_frac ** 2
         # Consecutive baselines overlap (they slide by one reference): they share most of
         # their odometry track, whose errors (height, tilt) are the same in both, and
         # counting each as new evidence made the estimate overconfident (eleven updates in
@@ -268,6 +297,7 @@ class OdometryHeadingCalibration:
         if not delta.tracking:
             return delta
         self._predict(delta.t_ns)
+        tilt = delta.tilt_error_ne_m
         c = self.config
         prior = math.radians(c.prior_sigma_deg)
         d = np.asarray(delta.delta_ne_m, dtype=np.float64)
@@ -276,6 +306,7 @@ class OdometryHeadingCalibration:
             R = _rot(self.theta_rad)
             d = R @ d
             cov = R @ cov @ R.T
+            tilt = None if tilt is None else R @ tilt
         if c.enabled and math.sqrt(self.var_log_scale) < c.apply_min_sigma_ratio * \
                 c.scale_prior_sigma:
             f = math.exp(self.log_scale)
@@ -290,4 +321,20 @@ class OdometryHeadingCalibration:
             cov = cov + k_bias * (self.var_rad2 * np.outer(u, u)
                                   + self.var_log_scale * np.outer(v, v)) \
                 + c.drift_match_m * length * c.drift_frac ** 2 * np.eye(2)
-        return replace(delta, delta_ne_m=d, cov_ne_m2=0.5 * (cov + cov.T))
+        cov = cov + np.eye(2) * self._tilt_envelope_m2()
+        return replace(delta, delta_ne_m=d, cov_ne_m2=0.5 * (cov + cov.T),
+                       tilt_error_ne_m=tilt)
+
+    def _tilt_envelope_m2(self) -> float:
+        """Variance to add to this delta for the shared tilt error since the last absolute
+        reference. Summed along the track that error is (A_now - A_ref) x the tilt (A: the
+        deltas' summed `tilt_error_ne_m`): it rises through a turn and falls back when the
+        aircraft returns to the reference's attitude, which a filter fed independent deltas
+        cannot represent. So the deltas carry the running maximum of its (isotropic)
+        variance: never less than the offset the tilt has produced, never growing on
+        straight legs."""
+        dA = self._tilt_ne_m - self._tilt_at_ref_ne_m
+        target = float(np.linalg.norm(dA, 2)) ** 2
+        add = max(0.0, target - self._tilt_var_added_m2)
+        self._tilt_var_added_m2 += add
+        return add

@@ -748,7 +748,7 @@ class Navigator:
                         corrected.t_prev_ns, corrected.t_ns, corrected.delta_ne_m,
                         corrected.cov_ne_m2, self._heading.sigma_rad,
                         math.sqrt(self._heading.var_log_scale),
-                        integ.backend.estimate().v_ned_mps[:2])
+                        integ.backend.estimate().v_ned_mps[:2], corrected.tilt_error_ne_m)
         vo_ms = (time.perf_counter() - t0) * 1e3
         self.stats.vo_ms_total += vo_ms
         work.delta, work.vo_rep, work.vo_ms = delta, vo_rep, vo_ms
