@@ -145,7 +145,7 @@ def test_references_across_a_tracking_loss_are_not_compared():
 def test_heading_noise_from_the_source_widens_the_estimate_and_a_reset_starts_over():
     cal = OdometryHeadingCalibration()
     prior = math.radians(cal.config.prior_sigma_deg) ** 2
-    cal.var_rad2 = math.radians(0.3) ** 2
+    cal.var_rad2 = math.radians(0.3) ** 2  # as if calibrated
     cal.theta_rad = math.radians(2.0)
     cal.add_heading_noise(math.radians(1.0) ** 2)
     assert cal.var_rad2 == pytest.approx(math.radians(0.3) ** 2 + math.radians(1.0) ** 2)

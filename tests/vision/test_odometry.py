@@ -333,3 +333,24 @@ def test_rotation_in_turns_is_not_shortened_by_tracks_at_the_frame_edge(tex):
     k = float(np.sum(out[:, 0] * dyaw) / np.sum(dyaw * dyaw))  # error per radian turned
     assert abs(k) < 0.001
     assert abs(np.degrees(out[:, 1].mean())) < 0.003
+
+
+def test_shared_tilt_error_in_turns_is_predicted_by_the_deltas_tilt_error(tex):
+    """A roll/pitch error shared by both frames cancels on a straight leg but not in a turn
+    (the ground shift it causes turns with the aircraft): each delta's tilt_error_ne_m,
+    summed along the track, predicts the integrated odometry error it leaves."""
+    roll_err, pitch_err = math.radians(1.0), math.radians(-0.6)
+    poses = [(t, p, true, true + np.array([roll_err, pitch_err, 0.0]))
+             for t, p, true, _ in flight(30.0, turn=True, seed=4, yaw_bias_deg=0.0)]
+    deltas, truth = run_vo(tex, poses)
+    assert all(d.tracking for d in deltas), [d.reason for d in deltas if not d.tracking]
+    sigma = OdometryConfig().attitude_abs_sigma_rad
+    err = np.cumsum(np.array([d.delta_ne_m for d in deltas]) - truth, axis=0)
+    tilt = np.cumsum(np.array([d.tilt_error_ne_m for d in deltas]), axis=0)
+    pred = tilt @ (np.array([roll_err, pitch_err]) / sigma)
+    assert np.linalg.norm(err, axis=1).max() > 3.0  # the effect is real at 250 m, 25 deg
+    assert np.linalg.norm(err - pred, axis=1).max() < 0.2 * np.linalg.norm(err, axis=1).max()
+    # on the straight start (wings level) the tilt error of a delta is negligible
+    level = [d for d, (_, _, true, _) in zip(deltas, poses[1:], strict=True)
+             if abs(true[0]) < math.radians(2.0)]
+    assert level and max(np.abs(d.tilt_error_ne_m).max() for d in level) < 0.05

@@ -84,7 +84,7 @@ class GnssReferenceConfig(BaseModel):
     (3 fps frames plus their processing): its interval is then measured, not bridged."""
     cusum_allowance_sigmas: float = Field(1.0, ge=0)
     cusum_allowance_floor_mps: float = Field(0.1, ge=0)
-    cusum_tilt_allowance_sigmas: float = Field(2.0, ge=0)
+    cusum_tilt_allowance_sigmas: float = Field(1.0, ge=0)
     """Sigmas of the odometry's shared-tilt error the sequential test lets through per
     interval (see sequential_test.DisplacementCusum)."""
     history_s: float = Field(300.0, gt=0)

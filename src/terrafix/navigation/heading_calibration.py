@@ -62,6 +62,23 @@ class HeadingCalibrationConfig(BaseModel):
     """The correlated errors are budgeted as a random walk whose spread equals a bias's at
     this distance; the heading and scale biases' budget grows further, as a bias's does,
     once the distance flown since the last absolute reference exceeds half of it."""
+    velocity_window_s: float = Field(2.0, gt=0)
+    """GNSS Doppler displacement windows (`add_velocity_reference`) this long."""
+    gnss_velocity_sigma_mps: float = Field(0.2, ge=0)
+    """1-sigma per-axis error of a receiver velocity sample (u-blox class: 0.05-0.3 m/s
+    reported speed accuracy); white from sample to sample."""
+    velocity_correlation_s: float = Field(10.0, gt=0)
+    """A window's errors not in its own budget (the attitude's tilt wandering, the wind's
+    gusts under the height error) are correlated over about this long: each window counts
+    as window / this of an independent measurement, so that closely spaced windows do not
+    add up to more certainty than the errors they share allow."""
+    tilt_correlation_s: float = Field(60.0, gt=0)
+    """The attitude's absolute tilt error (`OdometryConfig.attitude_abs_sigma_rad`) is
+    estimated alongside heading and scale as a Gauss-Markov process with this correlation
+    time (an EKF's roll/pitch error wanders over a minute)."""
+    estimate_tilt: bool = True
+    """Estimate the tilt error from the references (observable in turns, where it moves the
+    odometry); False: keep its prior and only budget it."""
     apply_min_sigma_ratio: float = Field(0.7, gt=0, le=1)
     """Deltas are corrected once the estimate's sigma is below this fraction of the prior."""
 
@@ -90,10 +107,11 @@ class OdometryHeadingCalibration:
     def __init__(self, config: HeadingCalibrationConfig | None = None) -> None:
         self.config = config or HeadingCalibrationConfig()
         c = self.config
-        self.theta_rad = 0.0
-        self.var_rad2 = math.radians(c.prior_sigma_deg) ** 2
-        self.log_scale = 0.0
-        self.var_log_scale = c.scale_prior_sigma ** 2
+        self._x = np.zeros(4)
+        """[heading error (rad), log scale, roll tilt, pitch tilt (in sigmas of the
+        odometry's attitude_abs_sigma_rad)]."""
+        self._P = np.diag([math.radians(c.prior_sigma_deg) ** 2, c.scale_prior_sigma ** 2,
+                           1.0, 1.0])
         self._t_ns: int | None = None
         self._segment = 0
         self._p_vo = np.zeros(2)
@@ -106,6 +124,10 @@ class OdometryHeadingCalibration:
         self._tilt_ne_m = np.zeros((2, 2))
         """Summed shared-tilt error of the deltas so far (`OdometryDelta.tilt_error_ne_m`)."""
         self._tilt_log: deque[tuple[int, np.ndarray]] = deque()
+        self._cov_ne_m2 = np.zeros((2, 2))
+        """Summed covariance of the raw deltas so far (for a window's own noise)."""
+        self._cov_log: deque[tuple[int, np.ndarray]] = deque()
+        self.n_velocity_updates = 0
         self._tilt_at_ref_ne_m = np.zeros((2, 2))
         self._tilt_var_added_m2 = 0.0
         """Tilt variance already given to the deltas since the last absolute reference."""
@@ -115,17 +137,60 @@ class OdometryHeadingCalibration:
         self.n_updates = 0
 
     @property
+    def theta_rad(self) -> float:
+        return float(self._x[0])
+
+    @theta_rad.setter
+    def theta_rad(self, value: float) -> None:
+        self._x[0] = float(value)
+
+    @property
+    def var_rad2(self) -> float:
+        return float(self._P[0, 0])
+
+    @var_rad2.setter
+    def var_rad2(self, value: float) -> None:
+        """Set the heading's variance (its correlations with the rest are dropped)."""
+        self._P[0, :] = 0.0
+        self._P[:, 0] = 0.0
+        self._P[0, 0] = float(value)
+
+    @property
+    def log_scale(self) -> float:
+        return float(self._x[1])
+
+    @property
+    def var_log_scale(self) -> float:
+        return float(self._P[1, 1])
+
+    @property
+    def tilt_sigmas(self) -> np.ndarray:
+        """(2,) estimated roll / pitch tilt error, in sigmas of the odometry's prior."""
+        return self._x[2:4].copy()
+
+    @property
+    def tilt_cov(self) -> np.ndarray:
+        """(2, 2) its covariance (identity: nothing learnt)."""
+        return self._P[2:4, 2:4].copy()
+
+    @property
     def sigma_rad(self) -> float:
         return math.sqrt(self.var_rad2)
 
     def _predict(self, t_ns: int) -> None:
         if self._t_ns is not None and t_ns > self._t_ns:
-            q = math.radians(self.config.random_walk_deg_per_rts) ** 2
+            c = self.config
+            q = math.radians(c.random_walk_deg_per_rts) ** 2
             dt = (t_ns - self._t_ns) * 1e-9
-            self.var_rad2 += q * dt
-            self.var_log_scale = min(
-                self.var_log_scale + self.config.scale_random_walk_per_rts ** 2 * dt,
-                self.config.scale_prior_sigma ** 2)
+            self._P[0, 0] += q * dt
+            if self._P[1, 1] < c.scale_prior_sigma ** 2:
+                self._P[1, 1] = min(self._P[1, 1] + c.scale_random_walk_per_rts ** 2 * dt,
+                                    c.scale_prior_sigma ** 2)
+            phi = math.exp(-dt / c.tilt_correlation_s)
+            self._x[2:4] *= phi
+            self._P[2:4, :] *= phi
+            self._P[:, 2:4] *= phi
+            self._P[2:4, 2:4] += np.eye(2) * (1.0 - phi * phi)
         if self._t_ns is None or t_ns > self._t_ns:
             self._t_ns = t_ns
 
@@ -144,14 +209,16 @@ class OdometryHeadingCalibration:
         if not (var_rad2 >= 0.0 and math.isfinite(var_rad2)):
             raise ValueError(f"heading noise must be a finite variance >= 0 rad², got "
                              f"{var_rad2}")
-        self.var_rad2 += var_rad2
+        self._P[0, 0] += var_rad2
 
     def reset_heading(self) -> None:
         """The odometry's heading was put back on the FC's: the estimate starts again from
         the prior, and the odometry track (in the old heading) is not compared with new
         references."""
-        self.theta_rad = 0.0
-        self.var_rad2 = math.radians(self.config.prior_sigma_deg) ** 2
+        self._x[0] = 0.0
+        self._P[0, :] = 0.0
+        self._P[:, 0] = 0.0
+        self._P[0, 0] = math.radians(self.config.prior_sigma_deg) ** 2
         self._segment += 1
         self._track.clear()
         self._refs.clear()
@@ -174,6 +241,10 @@ class OdometryHeadingCalibration:
         self._tilt_log.append((delta.t_ns, self._tilt_ne_m.copy()))
         while len(self._tilt_log) > 2 and self._tilt_log[0][0] < horizon:
             self._tilt_log.popleft()
+        self._cov_ne_m2 = self._cov_ne_m2 + np.asarray(delta.cov_ne_m2, dtype=np.float64)
+        self._cov_log.append((delta.t_ns, self._cov_ne_m2.copy()))
+        while len(self._cov_log) > 2 and self._cov_log[0][0] < horizon:
+            self._cov_log.popleft()
         if not self._track or self._track[-1][0] != delta.t_prev_ns:
             self._segment += 1
             self._track.clear()
@@ -207,12 +278,88 @@ class OdometryHeadingCalibration:
 
     def _tilt_at(self, t_ns: int) -> np.ndarray:
         """(2, 2) summed tilt error at t_ns (nearest logged delta at or before it)."""
-        log = self._tilt_log
+        return self._logged_at(self._tilt_log, t_ns, self._tilt_ne_m)
+
+    @staticmethod
+    def _logged_at(log: deque[tuple[int, np.ndarray]], t_ns: int, now: np.ndarray
+                   ) -> np.ndarray:
         if not log or t_ns >= log[-1][0]:
-            return self._tilt_ne_m
+            return now
         ts = np.fromiter((t for t, _ in log), dtype=np.int64, count=len(log))
         i = int(np.searchsorted(ts, t_ns, side="right")) - 1
         return log[max(i, 0)][1]
+
+    def add_velocity_reference(self, t0_ns: int, t1_ns: int, d_gnss_ne_m: np.ndarray,
+                               var_m2: float) -> bool:
+        """The receiver's Doppler velocity integrated over [t0_ns, t1_ns] (NE metres, per-axis
+        variance): compared with the odometry's own track over the same window, its
+        direction measures the heading error and its length the scale, like a position
+        baseline but free of the receiver's slowly wandering position error (metres, over
+        a minute), so short windows in a circling climb-out already count. Returns True when
+        it updated the estimate."""
+        c = self.config
+        p0, p1 = self._vo_at(t0_ns), self._vo_at(t1_ns)
+        if p0 is None or p1 is None or not math.isfinite(var_m2):
+            return False
+        v_vo = p1 - p0
+        v_ref = np.asarray(d_gnss_ne_m, dtype=np.float64)
+        length = float(np.linalg.norm(v_ref))
+        window_s = (t1_ns - t0_ns) * 1e-9
+        if length < 10.0 or window_s <= 0:
+            return False
+        dC = self._logged_at(self._cov_log, t1_ns, self._cov_ne_m2) \
+            - self._logged_at(self._cov_log, t0_ns, self._cov_ne_m2)
+        dA = self._tilt_at(t1_ns) - self._tilt_at(t0_ns)
+        # the deltas' own covariance holds the tilt's prior share: the model states it
+        R = 0.5 * (dC + dC.T) - dA @ dA.T + np.eye(2) * (
+            var_m2 + (c.odometry_drift_frac * length) ** 2)
+        R = (R + np.eye(2) * max(0.0, -float(np.linalg.eigvalsh(R)[0]))) \
+            * max(1.0, c.velocity_correlation_s / window_s)
+        if not self._fuse(t1_ns, v_vo, v_ref, dA, R):
+            return False
+        self.n_velocity_updates += 1
+        return True
+
+    def _fuse(self, t_ns: int, d_vo_ne_m: np.ndarray, d_ref_ne_m: np.ndarray,
+              dA_ne_m: np.ndarray, R_ne_m2: np.ndarray) -> bool:
+        """One comparison of the raw odometry displacement d_vo (2,) with a reference
+        displacement d_ref (2,) over the same interval, (2, 2) noise R, dA (2, 2) the
+        interval's summed tilt error per sigma: an EKF update of [heading, log scale, tilt]
+        under d_ref = exp(s) Rot(theta) (d_vo - dA tilt). False when rejected (angle beyond
+        max_angle_deg, or an innovation beyond chi²(2) at 1e-4)."""
+        c = self.config
+        angle = math.atan2(d_vo_ne_m[0] * d_ref_ne_m[1] - d_vo_ne_m[1] * d_ref_ne_m[0],
+                           float(d_vo_ne_m @ d_ref_ne_m))
+        if abs(angle) > math.radians(c.max_angle_deg):
+            return False
+        self._predict(t_ns)
+        x, P = self._x, self._P
+        f, Rot = math.exp(x[1]), _rot(x[0])
+        true_vo = d_vo_ne_m - dA_ne_m @ x[2:4]
+        h = f * (Rot @ true_vo)
+        H = np.zeros((2, 4))
+        H[:, 0] = [-h[1], h[0]]
+        log_ratio = math.log(max(float(np.linalg.norm(d_ref_ne_m)), 1e-9)
+                             / max(float(np.linalg.norm(d_vo_ne_m)), 1e-9))
+        if abs(log_ratio) < 0.2:
+            H[:, 1] = h
+        R = np.asarray(R_ne_m2, dtype=np.float64)
+        if c.estimate_tilt:
+            H[:, 2:4] = -f * (Rot @ dA_ne_m)
+        else:
+            G = f * (Rot @ dA_ne_m)
+            R = R + G @ P[2:4, 2:4] @ G.T
+        y = d_ref_ne_m - h
+        S = H @ P @ H.T + R
+        if float(y @ np.linalg.solve(S, y)) > 18.42:  # chi²(2) at 1e-4
+            return False
+        K = np.linalg.solve(S, H @ P).T
+        self._x = x + K @ y
+        IKH = np.eye(4) - K @ H
+        P = IKH @ P @ IKH.T + K @ R @ K.T
+        self._P = 0.5 * (P + P.T)
+        self.n_updates += 1
+        return True
 
     def add_reference(self, t_ns: int, p_ne_m: np.ndarray, var_m2: float) -> bool:
         """An absolute horizontal position (NE metres, per-axis variance) at t_ns, within the
@@ -241,15 +388,10 @@ class OdometryHeadingCalibration:
         v_ref = ref.p_ne_m - base.p_ne_m
         v_vo = ref.p_vo_ne_m - base.p_vo_ne_m
         length = float(np.linalg.norm(v_ref))
-        angle = math.atan2(v_vo[0] * v_ref[1] - v_vo[1] * v_ref[0],
-                           float(v_vo @ v_ref))
-        if abs(angle) > math.radians(c.max_angle_deg):
-            return False
         # the shared tilt's share of the odometry over the baseline (a steep turn flown high
         # moves it by metres; one tilt error is the same in both ends' ground shifts)
         dA = self._tilt_at(ref.t_ns) - self._tilt_at(base.t_ns)
-        r = (ref.var_m2 + base.var_m2 + float(np.linalg.norm(dA, 2)) ** 2) / length ** 2 \
-            + c.odometry_drift_frac ** 2
+        r = ref.var_m2 + base.var_m2 + (c.odometry_drift_frac * length) ** 2
         # Consecutive baselines overlap (they slide by one reference): they share most of
         # their odometry track, whose errors (height, tilt) are the same in both, and
         # counting each as new evidence made the estimate overconfident (eleven updates in
@@ -261,18 +403,9 @@ class OdometryHeadingCalibration:
         if last is not None and last.segment == ref.segment and last.t_ns < ref.t_ns:
             advance = min(length, float(np.linalg.norm(ref.p_ne_m - last.p_ne_m)))
         r *= length / max(advance, 1e-3)
+        if not self._fuse(t_ns, v_vo, v_ref, dA, np.eye(2) * r):
+            return False
         self._last_used = ref
-        self._predict(t_ns)
-        k = self.var_rad2 / (self.var_rad2 + r)
-        self.theta_rad += k * (angle - self.theta_rad)
-        self.var_rad2 *= 1.0 - k
-        # the same baseline gives the scale: log of the length ratio, same noise
-        log_ratio = math.log(length / max(float(np.linalg.norm(v_vo)), 1e-9))
-        if abs(log_ratio) < 0.2:
-            k = self.var_log_scale / (self.var_log_scale + r)
-            self.log_scale += k * (log_ratio - self.log_scale)
-            self.var_log_scale *= 1.0 - k
-        self.n_updates += 1
         # the next angle needs a new start of baseline
         while self._refs and self._refs[0].t_ns <= base.t_ns:
             self._refs.popleft()
@@ -302,6 +435,14 @@ class OdometryHeadingCalibration:
         prior = math.radians(c.prior_sigma_deg)
         d = np.asarray(delta.delta_ne_m, dtype=np.float64)
         cov = np.asarray(delta.cov_ne_m2, dtype=np.float64)
+        L_tilt = self._tilt_chol()
+        if tilt is not None:
+            # the tilt error as estimated taken out, what is left of it in the covariance
+            B = np.asarray(tilt, dtype=np.float64)
+            if c.enabled and c.estimate_tilt:
+                d = d - B @ self._x[2:4]
+            tilt = B @ L_tilt
+            cov = cov - B @ B.T + tilt @ tilt.T
         if c.enabled and self.sigma_rad < c.apply_min_sigma_ratio * prior:
             R = _rot(self.theta_rad)
             d = R @ d
@@ -312,6 +453,7 @@ class OdometryHeadingCalibration:
             f = math.exp(self.log_scale)
             d = d * f
             cov = cov * f * f
+            tilt = None if tilt is None else tilt * f
         length = float(np.linalg.norm(d))
         if length > 0:
             v = d / length
@@ -321,11 +463,19 @@ class OdometryHeadingCalibration:
             cov = cov + k_bias * (self.var_rad2 * np.outer(u, u)
                                   + self.var_log_scale * np.outer(v, v)) \
                 + c.drift_match_m * length * c.drift_frac ** 2 * np.eye(2)
-        cov = cov + np.eye(2) * self._tilt_envelope_m2()
+        cov = cov + np.eye(2) * self._tilt_envelope_m2(L_tilt)
         return replace(delta, delta_ne_m=d, cov_ne_m2=0.5 * (cov + cov.T),
                        tilt_error_ne_m=tilt)
 
-    def _tilt_envelope_m2(self) -> float:
+    def _tilt_chol(self) -> np.ndarray:
+        """(2, 2) lower Cholesky factor of the tilt estimate's covariance (in sigmas)."""
+        Pt = self._P[2:4, 2:4]
+        try:
+            return np.linalg.cholesky(0.5 * (Pt + Pt.T) + np.eye(2) * 1e-12)
+        except np.linalg.LinAlgError:
+            return np.eye(2)
+
+    def _tilt_envelope_m2(self, L_tilt: np.ndarray) -> float:
         """Variance to add to this delta for the shared tilt error since the last absolute
         reference. Summed along the track that error is (A_now - A_ref) x the tilt (A: the
         deltas' summed `tilt_error_ne_m`): it rises through a turn and falls back when the
@@ -333,7 +483,7 @@ class OdometryHeadingCalibration:
         cannot represent. So the deltas carry the running maximum of its (isotropic)
         variance: never less than the offset the tilt has produced, never growing on
         straight legs."""
-        dA = self._tilt_ne_m - self._tilt_at_ref_ne_m
+        dA = (self._tilt_ne_m - self._tilt_at_ref_ne_m) @ L_tilt
         target = float(np.linalg.norm(dA, 2)) ** 2
         add = max(0.0, target - self._tilt_var_added_m2)
         self._tilt_var_added_m2 += add

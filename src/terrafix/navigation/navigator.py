@@ -366,6 +366,11 @@ class Navigator:
         self._heading = OdometryHeadingCalibration(config.heading_calibration)
         self._gnss_refs: deque[tuple[int, np.ndarray, float]] = deque()
         self._t_last_gnss_ref_ns = -(10**18)
+        self._gnss_vel_refs: deque[tuple[int, int, np.ndarray, float]] = deque()
+        """(t0_ns, t1_ns, Doppler displacement (2,), per-axis variance) windows, queued
+        like _gnss_refs."""
+        self._vel_window: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        """(t0_ns, t_last_ns, v_last (2,), displacement so far (2,)) of the open window."""
         self._cf = OdometryAttitude(config.odometry_attitude)
         self._heading_var_reported = 0.0
         self._last_baro: BaroSample | None = None
@@ -536,14 +541,39 @@ class Navigator:
         """Trusted GNSS (gate open, not flagged, 3D fix), once a second, as a heading
         reference for the odometry (queued until the odometry track reaches its time)."""
         assert self.integrity is not None
-        if (not self.integrity.gnss_gate.trusted or g.spoofing or g.jamming or g.fix_type < 3
-                or not math.isfinite(g.lat_deg)
-                or g.t_ns - self._t_last_gnss_ref_ns < 1_000_000_000):
+        usable = (self.integrity.gnss_gate.trusted and not g.spoofing and not g.jamming
+                  and g.fix_type >= 3 and math.isfinite(g.lat_deg))
+        self._integrate_gnss_velocity(g, usable)
+        if not usable or g.t_ns - self._t_last_gnss_ref_ns < 1_000_000_000:
             return
         self._t_last_gnss_ref_ns = g.t_ns
         p = np.asarray(self.context.frame.lla_to_ned(g.lat_deg, g.lon_deg, g.alt_m))[:2]
         s = max(g.h_acc_m, self.config.estimation.estimator.gnss_min_sigma_m)
         self._gnss_refs.append((g.t_ns, p, s * s))
+
+    def _integrate_gnss_velocity(self, g: GnssSample, usable: bool) -> None:
+        """Trusted receiver velocities integrated (trapezoid) into windows of the
+        calibration's `velocity_window_s`, queued as Doppler displacements; a sample that
+        is not usable, or a gap over 0.5 s, ends the window unfinished."""
+        v = np.asarray(g.v_ned_mps, dtype=np.float64)[:2]
+        w = self._vel_window
+        if not usable or not np.all(np.isfinite(v)):
+            self._vel_window = None
+            return
+        if w is None or g.t_ns <= w[1] or g.t_ns - w[1] > 500_000_000:
+            self._vel_window = (g.t_ns, g.t_ns, v, np.zeros(2))
+            return
+        t0, t_last, v_last, d = w
+        d = d + 0.5 * (v_last + v) * ((g.t_ns - t_last) * 1e-9)
+        cal = self._heading.config
+        window_s = (g.t_ns - t0) * 1e-9
+        if window_s >= cal.velocity_window_s:
+            n = max(1.0, window_s / max((g.t_ns - t_last) * 1e-9, 1e-3))
+            var = cal.gnss_velocity_sigma_mps ** 2 * window_s * window_s / n
+            self._gnss_vel_refs.append((t0, g.t_ns, d, var))
+            self._vel_window = (g.t_ns, g.t_ns, v, np.zeros(2))
+        else:
+            self._vel_window = (t0, g.t_ns, v, d)
 
     def _release_gnss_references(self, t_ns: int) -> None:
         """Hand the calibration the queued GNSS references that are GNSS_REFERENCE_LAG_S old,
@@ -559,8 +589,14 @@ class Navigator:
             r = self._gnss_refs.popleft()
             if vouched:
                 self._heading.add_reference(*r)
+        while self._gnss_vel_refs and self._gnss_vel_refs[0][1] <= t_ns - lag:
+            w = self._gnss_vel_refs.popleft()
+            if vouched:
+                self._heading.add_velocity_reference(*w)
         if not vouched:
             self._gnss_refs.clear()
+            self._gnss_vel_refs.clear()
+            self._vel_window = None
 
     def _on_imu(self, imu: ImuSample) -> None:
         self._cf.on_gyro(imu.t_ns, imu.gyro_body_radps)
