@@ -72,10 +72,14 @@ class HeadingCalibrationConfig(BaseModel):
     gusts under the height error) are correlated over about this long: each window counts
     as window / this of an independent measurement, so that closely spaced windows do not
     add up to more certainty than the errors they share allow."""
-    tilt_correlation_s: float = Field(60.0, gt=0)
+    tilt_correlation_s: float = Field(10.0, gt=0)
     """The attitude's absolute tilt error (`OdometryConfig.attitude_abs_sigma_rad`) is
     estimated alongside heading and scale as a Gauss-Markov process with this correlation
-    time (an EKF's roll/pitch error wanders over a minute)."""
+    time. Not the FC's minute: the odometry's attitude (navigation.attitude, gyro pulled
+    towards the FC's with a few seconds' time constant) changes its tilt error within a
+    turn (development flight dead-reckoning-mid seed 202: roll error 0.05 -> 0.45 deg in
+    5 s of a 40 deg bank); with a minute, the turn's windows were explained by a wrong
+    heading (3.3 deg estimated, 1.7 deg true)."""
     estimate_tilt: bool = True
     """Estimate the tilt error from the references (observable in turns, where it moves the
     odometry); False: keep its prior and only budget it."""
