@@ -52,11 +52,13 @@ replay speed is pessimistic; the CPU-time speed is reported next to it.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -145,17 +147,26 @@ def scenario_dict(name: str) -> dict[str, Any]:
 
 
 def dataset(name: str, seed: int) -> Path:
+
+    out = DATASETS / f"{name}-s{seed}"
+    if (out / "meta.json").is_file():
+        return out
+    # parallel parts of a run (one process per backend) need the same datasets: the first
+    # to take the lock simulates, the others wait for it and then find meta.json
+    DATASETS.mkdir(parents=True, exist_ok=True)
+    with open(DATASETS / f".{name}-s{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "meta.json").is_file():
+            return out
+        if out.exists():  # left half-written by a process that was killed
+            shutil.rmtree(out)
+        return _simulate(name, seed, out)
+
+
+def _simulate(name: str, seed: int, out: Path) -> Path:
     from terrafix.sim.flight import simulate_flight
     from terrafix.sim.scenario import parse_scenario
 
-    out = DATASETS / f"{name}-s{seed}"
-    waited = 0
-    while out.is_dir() and any(out.iterdir()) and not (out / "meta.json").is_file() \
-            and waited < 3600:
-        time.sleep(15)  # another bench process is writing it (parallel parts of a run)
-        waited += 15
-    if (out / "meta.json").is_file():
-        return out
     t0 = time.perf_counter()
     d = scenario_dict(name)
     if name in NOMAP_FAMILY and name != NOMAP_FAMILY[0]:
