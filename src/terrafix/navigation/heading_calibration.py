@@ -75,11 +75,13 @@ class HeadingCalibrationConfig(BaseModel):
     tilt_correlation_s: float = Field(10.0, gt=0)
     """The attitude's absolute tilt error (`OdometryConfig.attitude_abs_sigma_rad`) is
     estimated alongside heading and scale as a Gauss-Markov process with this correlation
-    time. Not the FC's minute: the odometry's attitude (navigation.attitude, gyro pulled
-    towards the FC's with a few seconds' time constant) changes its tilt error within a
-    turn (development flight dead-reckoning-mid seed 202: roll error 0.05 -> 0.45 deg in
-    5 s of a 40 deg bank); with a minute, the turn's windows were explained by a wrong
-    heading (3.3 deg estimated, 1.7 deg true)."""
+    time. Shorter than the FC's own (the simulated FC's roll/pitch error is Gauss-Markov
+    60 s, and the odometry attitude carries it: development flight dead-reckoning-mid seed
+    202, tilt error median 0.48 deg, changing by 0.34 deg over 10 s in the heading frame):
+    with 60 s the same flight ended 49 % inside its 95 % bound and nomap-clean seed 202
+    closed the gate on clean GNSS, presumably because the odometry heading's unmodelled
+    change through turns (~1 deg per flight) is taken for tilt; 10 s keeps the tilt near
+    its prior, budgeted rather than trusted."""
     estimate_tilt: bool = True
     """Estimate the tilt error from the references (observable in turns, where it moves the
     odometry); False: keep its prior and only budget it."""
