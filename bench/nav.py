@@ -147,7 +147,6 @@ def scenario_dict(name: str) -> dict[str, Any]:
 
 
 def dataset(name: str, seed: int) -> Path:
-
     out = DATASETS / f"{name}-s{seed}"
     if (out / "meta.json").is_file():
         return out
