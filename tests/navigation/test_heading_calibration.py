@@ -163,7 +163,6 @@ def test_heading_noise_from_the_source_widens_the_estimate_and_a_reset_starts_ov
     assert not cal.add_reference(S // 3, np.zeros(2), 1.0)
 
 
-
 def test_a_doppler_windows_noise_keeps_the_deltas_own_noise_in_every_direction():
     """In a roll-out the deltas' tilt columns line up, so the summed tilt (dA dAᵀ) outgrows the
     deltas' marginal tilt shares (Σ B Bᵀ). The window's noise is the deltas' own noise (less
