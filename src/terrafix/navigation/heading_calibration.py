@@ -188,6 +188,13 @@ class OdometryHeadingCalibration:
     def sigma_rad(self) -> float:
         return math.sqrt(self.var_rad2)
 
+    @property
+    def heading_applied(self) -> bool:
+        """Whether `correct` turns the deltas by the estimate (it is informative enough)."""
+        c = self.config
+        return c.enabled and self.sigma_rad < c.apply_min_sigma_ratio * math.radians(
+            c.prior_sigma_deg)
+
     def _predict(self, t_ns: int) -> None:
         if self._t_ns is not None and t_ns > self._t_ns:
             c = self.config
@@ -452,7 +459,6 @@ class OdometryHeadingCalibration:
         self._predict(delta.t_ns)
         tilt = delta.tilt_error_ne_m
         c = self.config
-        prior = math.radians(c.prior_sigma_deg)
         d = np.asarray(delta.delta_ne_m, dtype=np.float64)
         cov = np.asarray(delta.cov_ne_m2, dtype=np.float64)
         L_tilt = self._tilt_chol()
@@ -463,7 +469,7 @@ class OdometryHeadingCalibration:
                 d = d - B @ self._x[2:4]
             tilt = B @ L_tilt
             cov = cov - B @ B.T + tilt @ tilt.T
-        if c.enabled and self.sigma_rad < c.apply_min_sigma_ratio * prior:
+        if self.heading_applied:
             R = _rot(self.theta_rad)
             d = R @ d
             cov = R @ cov @ R.T
