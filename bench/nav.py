@@ -36,8 +36,10 @@ Scenarios and what they measure:
 
 Seeds: the benchmark uses seeds 1-3 (clean flights 41-50). The no-map and dead-reckoning
 parameters (reference lag, CUSUM allowance/threshold, doubt gain) were set on seed 201 of the
-no-map family and the issue's reproduction flight (seed 201), never on these. Development
-and tuning otherwise used demo seed 101 and synthetic seeds 3 and 8 (tests).
+no-map family and the issue's reproduction flight (seed 201), never on these; the heading
+calibration's changes of 2026-12-02/03 were developed and checked on seeds 201-205 of the
+no-map and dead-reckoning families. Development and tuning otherwise used demo seed 101
+and synthetic seeds 3 and 8 (tests).
 
 Timings are wall-clock on the shared 2-core development machine while other work runs on it:
 replay speed is pessimistic; the CPU-time speed is reported next to it.
@@ -502,7 +504,8 @@ def write_result(args: argparse.Namespace, stamp: str, t_start: float,
         "clean_map_seeds": list(CLEAN_MAP_SEEDS),
         "clean_flights_list": sorted(f"{n}-s{s}" for n, s in clean_flights),
         "dev_seeds_never_benchmarked": {"demo": [101], "synthetic_tests": [3, 8],
-                                        "nomap_and_dead_reckoning": [201, 202]},
+                                        "nomap_and_dead_reckoning": [201, 202, 203, 204,
+                                                                     205]},
         "cov_consistency_per_scenario": consistency,
         "dead_reckoning_cov_consistency": dr_pooled,
         "dead_reckoning_per_run": dr,
