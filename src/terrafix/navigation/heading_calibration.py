@@ -34,17 +34,9 @@ class HeadingCalibrationConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    scale_prior_sigma: float = Field(0.01, gt=0)
-    """Initial uncertainty of the odometry's scale (height above ground error / height: the
-    GNSS/baro height's few metres at 300-600 m). 0.03 until 2026-12-03: so loose that the
-    first steep climb-out turn, where the FC's tilt error makes the odometry 5-8 % short
-    (development seed 205, odometry with the FC attitude and the true height), was learnt
-    as scale (+4.9 / +6.7 % at 400 / 800 m, 4-4.5 sigma off) and carried through dead
-    reckoning along the track. With 0.01 on development seeds 201-205: dead-reckoning drift
-    of seed 205 at 400 / 800 m 0.5 / 0.9 % (was 2.2 / 2.6 %), seed 201 at 800 m 0.5 % (was
-    1.3 %), the others within 0.2 %; pull-off and meaconing detection unchanged within 2 m;
-    no false closure. At 150 m the height's share is ~2 %: the references correct it
-    within the first legs."""
+    scale_prior_sigma: float = Field(0.03, gt=0)
+    """Initial uncertainty of the odometry's scale (height above ground error / height: a
+    few metres at 200 m)."""
     scale_random_walk_per_rts: float = Field(0.0005, ge=0)
     prior_sigma_deg: float = Field(3.0, gt=0)
     """Initial uncertainty of the odometry's heading (the FC heading's error)."""
