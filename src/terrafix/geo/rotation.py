@@ -35,6 +35,15 @@ def R_to_euler(R_body_to_ned: np.ndarray) -> tuple[float, float, float]:
     return float(roll), float(pitch), float(yaw)
 
 
+def euler_tilt_axes_ned(R_body_to_ned: np.ndarray) -> np.ndarray:
+    """(3, 2) NED rotation axes of an error of the Euler roll (about the body x axis, column
+    0) and pitch (about the horizontal axis across the heading, column 1) of R_body_to_ned:
+    R(roll + a, pitch + b, yaw) ≈ exp(a J[:, 0] + b J[:, 1]) R, as rotation vectors."""
+    R = np.asarray(R_body_to_ned, dtype=np.float64)
+    psi = math.atan2(R[1, 0], R[0, 0])
+    return np.column_stack([R[:, 0], [-math.sin(psi), math.cos(psi), 0.0]])
+
+
 def quat_to_R(q: np.ndarray) -> np.ndarray:
     """Hamilton quaternion [w, x, y, z] -> (3, 3) rotation matrix (normalises q)."""
     w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from terrafix.geo.rotation import (
     R_to_quat,
+    euler_tilt_axes_ned,
     quat_multiply,
     quat_slerp,
     quat_to_R,
@@ -96,6 +97,7 @@ class _Sample:
     t_ns: int
     q: np.ndarray  # (4,) body-to-NED quaternion (w, x, y, z)
     turned_rad: float  # cumulative |vertical rotation| integrated from the gyro
+    tilt_axes_ned: np.ndarray  # (3, 2) see OdometryAttitude.tilt_axes_at
 
 
 def _rotvec(R: np.ndarray) -> np.ndarray:
@@ -144,6 +146,10 @@ class OdometryAttitude:
         self._turned_rad = 0.0
         self._hist: deque[_Sample] = deque()
         self._last_fc_R: np.ndarray | None = None
+        self._J = np.zeros((3, 2))
+        """World-frame rotation vector of this filter's attitude error per radian of the FC's
+        roll / pitch error (columns), see `tilt_axes_at`. Replaced, never modified in place
+        (history samples share it)."""
         self.bias_radps = 0.0
         """Estimated bias of the rate about the vertical (rad/s, NED down axis)."""
         self.bias_var = self.config.gyro_bias_sigma0_radps ** 2
@@ -161,7 +167,7 @@ class OdometryAttitude:
     # ---- propagation -------------------------------------------------------------------
     def _push(self, t_ns: int) -> None:
         assert self._q is not None
-        self._hist.append(_Sample(t_ns, self._q.copy(), self._turned_rad))
+        self._hist.append(_Sample(t_ns, self._q.copy(), self._turned_rad, self._J))
         while len(self._hist) > 2 and self._hist[0].t_ns < t_ns - self._history_ns:
             self._hist.popleft()
 
@@ -186,8 +192,10 @@ class OdometryAttitude:
         """One FC attitude sample (at, or just after, the filter's time)."""
         R_fc = np.asarray(R_body_to_ned, dtype=np.float64)
         self._last_fc_R = R_fc
+        J_fc = euler_tilt_axes_ned(R_fc)
         if self._q is None or self._t_fc_ns is None:
             self._q = R_to_quat(R_fc)
+            self._J = J_fc
             self._t_ns = self._t_fc_ns = t_ns
             self._t_committed_ns = t_ns
             self._push(t_ns)
@@ -197,8 +205,11 @@ class OdometryAttitude:
         k = min(1.0, dt / self.config.tilt_tau_s)
         R = quat_to_R(self._q)
         err_ned = R @ _rotvec(R.T @ R_fc)
+        pull = k * (J_fc - self._J)
         if self.config.visual_heading:
             err_ned[2] = 0.0  # tilt only: the heading is the images' and the gyro's
+            pull[2] = 0.0
+        self._J = self._J + pull
         self._q = quat_multiply(rotvec_to_quat(k * err_ned), self._q)
         self._q /= np.linalg.norm(self._q)
         if self._t_ns is None or t_ns > self._t_ns:
@@ -304,6 +315,7 @@ class OdometryAttitude:
         d = math.atan2(R_fc[1, 0], R_fc[0, 0]) - own  # both at the FC sample's time
         d = math.atan2(math.sin(d), math.cos(d))
         qd = _qz(d)
+        self._J = quat_to_R(qd) @ self._J
         for s in self._hist:
             s.q = quat_multiply(qd, s.q)
         self._q = quat_multiply(qd, self._q)
@@ -313,6 +325,24 @@ class OdometryAttitude:
         self._turned_committed = self._turned_rad
         self.n_yaw_resets += 1
         return d
+
+    def tilt_axes_at(self, t_ns: int) -> np.ndarray | None:
+        """(3, 2) the attitude error at t_ns per radian of the FC's roll error (column 0) and
+        pitch error (column 1), as a rotation vector in NED (R_out = exp(J e) R_true); None
+        where `at` has no attitude.
+
+        Why: the FC's error is an error of its Euler roll and pitch, so it turns with the
+        aircraft; the gyro carries this filter's error fixed in NED, and the pull towards the
+        FC follows the FC's turning error with a lag of about the turn rate x `tilt_tau_s`
+        (in a 40° bank at 22 m/s, 0.36 rad/s x 3 s: 0.7 of the FC's error, 47° behind). The
+        odometry's tilt model (`OdometryDelta.tilt_error_ne_m`) must perturb the attitude it
+        was given, not the FC's: with the FC's axes, a 0.9° roll / 1° pitch error predicted
+        a 15 m cross-track error per second that the 800 m turn's odometry did not have
+        (dead-reckoning-high seed 3), and the heading calibration fitted the wrong tilt."""
+        s = self._sample_at(t_ns)
+        if s is None:
+            return None
+        return s.tilt_axes_ned.copy()
 
     def at(self, t_ns: int) -> np.ndarray | None:
         """R_body_to_ned (3, 3) at t_ns, interpolated in the history (held at the ends);

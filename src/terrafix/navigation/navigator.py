@@ -774,9 +774,11 @@ class Navigator:
                 R_ref = self._cf.at(ref) if ref is not None else None
             R_rel = None if R_vo is None or R_ref is None else R_ref.T @ R_vo
             # the FC's ATTITUDE difference errs like any FC attitude pair, not like the gyro
+            axes = None if from_fc or R_vo is None else self._cf.tilt_axes_at(frame.t_ns)
             delta = self.vo.process(frame, R_fc if R_vo is None else R_vo, height, var_h,
                                     est.v_ned_mps, R_rel,
-                                    self.vo.config.attitude_rel_sigma_rad if from_fc else None)
+                                    self.vo.config.attitude_rel_sigma_rad if from_fc else None,
+                                    axes)
             if delta is not None:
                 self.stats.vo_tracking += int(delta.tracking)
                 if delta.tracking and R_rel is not None and not from_fc:

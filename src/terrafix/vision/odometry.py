@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from terrafix.camera import Extrinsics, Intrinsics
+from terrafix.geo.rotation import euler_tilt_axes_ned
 from terrafix.measurements import CameraFrame, OdometryDelta
 from terrafix.vision.errors import VisionError
 
@@ -145,6 +146,9 @@ class _Keyframe:
     height_m: float
     height_var_m2: float
     sharpness: float
+    tilt_axes_ned: np.ndarray | None = None
+    """(3, 2) NED rotation axes of this frame's attitude error per radian of the FC's roll /
+    pitch error (`OdometryAttitude.tilt_axes_at`); None: the FC's own Euler axes."""
 
 
 def _rot2(theta: float) -> np.ndarray:
@@ -396,7 +400,8 @@ class VisualOdometry:
     def process(self, frame: CameraFrame, R_body_to_ned: np.ndarray, height_agl_m: float,
                 height_var_m2: float = 0.0, v_ned_prior_mps: np.ndarray | None = None,
                 R_ref_to_cur_body: np.ndarray | None = None,
-                rel_sigma_rad: float | None = None) -> OdometryDelta | None:
+                rel_sigma_rad: float | None = None,
+                tilt_axes_ned: np.ndarray | None = None) -> OdometryDelta | None:
         """Displacement of the aircraft since the reference frame (normally the previous one).
 
         R_body_to_ned: (3, 3) FC attitude at the frame's capture time. height_agl_m: camera
@@ -410,7 +415,13 @@ class VisualOdometry:
         (`gyro_rel_sigma_rad`). Without it the FC's frame-to-frame attitude noise enters
         every delta (`attitude_rel_sigma_rad`). rel_sigma_rad: the 1-sigma error of a given
         R_ref_to_cur_body when it is not the gyro's (e.g. the FC's ATTITUDE re-interpolated
-        at both capture times); None: `gyro_rel_sigma_rad`.
+        at both capture times); None: `gyro_rel_sigma_rad`. tilt_axes_ned: (3, 2) how
+        R_body_to_ned's error follows a one-radian FC roll (column 0) / pitch (column 1)
+        error, as NED rotation axes (`OdometryAttitude.tilt_axes_at`: a filtered attitude
+        lags the FC's error through a turn); None: R_body_to_ned is the FC's own (its Euler
+        axes). The reference frame keeps the axes it came with: R_ref_to_cur_body is taken
+        to be the same attitude source's rotation between the two capture times, so the
+        reference is projected with that source's attitude (and error) at its own time.
         Returns None for a reference frame (first frame or after a reset).
         """
         if not (height_agl_m > 1.0) or not math.isfinite(height_agl_m):
@@ -422,8 +433,10 @@ class VisualOdometry:
         track = self._clahe.apply(img) if self._clahe is not None else img
         corners, n_strong, sharp = self._detect(img, track)
         h_var = max(float(height_var_m2), self.config.height_sigma_floor_m ** 2)
+        axes = euler_tilt_axes_ned(R_b) if tilt_axes_ned is None \
+            else np.asarray(tilt_axes_ned, dtype=np.float64)
         cur = _Keyframe(frame.t_ns, track, corners, n_strong, R_c, R_b,
-                        float(height_agl_m), h_var, sharp)
+                        float(height_agl_m), h_var, sharp, axes)
         prev, self._prev = self._prev, cur
         if prev is None:
             self._remember_sharpness(sharp)
@@ -576,29 +589,29 @@ class VisualOdometry:
     def _tilt_error(self, u0: np.ndarray, u1: np.ndarray, prev: _Keyframe, cur: _Keyframe,
                     delta_cam_ne_m: np.ndarray) -> np.ndarray:
         """(2, 2) error of the camera displacement for a one-sigma absolute roll (column 0)
-        and pitch (column 1) error shared by both frames (`attitude_abs_sigma_rad`).
+        and pitch (column 1) error of the FC shared by both frames (`attitude_abs_sigma_rad`).
 
-        The error is an FC attitude error: roll about the body x axis, pitch about the
-        horizontal axis across the heading (Euler angles), so each frame is perturbed about
-        its own axes; the inlier pixels u0 / u1 (N, 2) are re-projected and the rigid fit
-        redone, by finite differences."""
+        Each frame's attitude is perturbed about its own `tilt_axes_ned` (NED rotation axes
+        per radian of the FC's error: the FC's Euler axes, roll about the body x axis and
+        pitch about the horizontal axis across the heading, or what a filtered attitude makes
+        of them); the inlier pixels u0 / u1 (N, 2) are re-projected and the rigid fit redone,
+        by finite differences."""
         sigma = self.config.attitude_abs_sigma_rad
         if sigma <= 0.0:
             return np.zeros((2, 2))
         eps = 1e-4
         R_cb = self.extrinsics.R_cam_to_body
 
-        def perturbed(R_b: np.ndarray, axis: int) -> np.ndarray:
-            if axis == 0:
-                return R_b @ _exp(np.array([eps, 0.0, 0.0]))
-            psi = math.atan2(R_b[1, 0], R_b[0, 0])
-            return _exp(eps * np.array([-math.sin(psi), math.cos(psi), 0.0])) @ R_b
+        def perturbed(kf: _Keyframe, axis: int) -> np.ndarray:
+            axes = kf.tilt_axes_ned if kf.tilt_axes_ned is not None \
+                else euler_tilt_axes_ned(kf.R_body_to_ned)
+            return _exp(eps * axes[:, axis]) @ kf.R_body_to_ned
 
         out = np.zeros((2, 2))
         for k in range(2):
-            g1, ok1 = self._ground(u0.astype(np.float64), perturbed(prev.R_body_to_ned, k) @ R_cb,
+            g1, ok1 = self._ground(u0.astype(np.float64), perturbed(prev, k) @ R_cb,
                                    prev.height_m)
-            g2, ok2 = self._ground(u1.astype(np.float64), perturbed(cur.R_body_to_ned, k) @ R_cb,
+            g2, ok2 = self._ground(u1.astype(np.float64), perturbed(cur, k) @ R_cb,
                                    cur.height_m)
             ok = ok1 & ok2
             if ok.sum() < 3:
