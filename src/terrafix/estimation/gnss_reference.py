@@ -89,6 +89,16 @@ class GnssReferenceConfig(BaseModel):
     interval (see sequential_test.DisplacementCusum). 1.5: a 1.5-sigma tilt (the 2-D
     error's 68th percentile) passes the synthetic high-and-banked flights without a false
     alarm; 1.0 did not (3 of 6), and on development seed 202 caught no pull-off sooner."""
+    cusum_tilt_fit_noise_m: float | None = Field(1.0, gt=0)
+    """1-sigma per-axis noise of one interval's excess (receiver position noise over an
+    interval, odometry) for the sequential test's tilt fit (sequential_test.py); None: no
+    fit, the allowance alone."""
+    cusum_tilt_tau_s: float = Field(60.0, gt=0)
+    """Correlation time of the FC's tilt error (as the heading calibration's
+    `tilt_correlation_s`)."""
+    cusum_bias_correlation_s: float = Field(10.0, gt=0)
+    """How long the odometry's heading / scale biases are taken to stay the same in the tilt
+    fit's noise (as the calibration's `velocity_correlation_s`)."""
     history_s: float = Field(300.0, gt=0)
     doubt_gain: float = Field(2.0, ge=0)
     """While GNSS is fused, the output's covariance carries (gain x the sequential statistic
@@ -153,7 +163,9 @@ class GnssFreeReference:
         self._thr_pos = float(chi2.ppf(c.position_gate_prob, 2))
         self.cusum = DisplacementCusum(c.cusum_threshold_m, c.cusum_allowance_sigmas,
                                        c.cusum_allowance_floor_mps,
-                                       c.cusum_tilt_allowance_sigmas)
+                                       c.cusum_tilt_allowance_sigmas,
+                                       c.cusum_tilt_fit_noise_m, c.cusum_tilt_tau_s,
+                                       c.cusum_bias_correlation_s)
         self._sigma_rel_v = 0.05
         self._sigma_heading = 0.05
         self._sigma_scale = 0.03
@@ -438,7 +450,7 @@ class GnssFreeReference:
             excess = (p_g - p0) - (D - D0)
             A = self._A_at(t_ns)
             st = self.cusum.step(t_ns, dt, excess, D - D0, self._sigma_heading,
-                                 self._sigma_scale, A - A0)
+                                 self._sigma_scale, A - A0, learn=trusted)
             self._last_cusum = (t_ns, p_g.copy(), D.copy(), A)
             if st.alarm and not failed:
                 failed = (f"reference sequential test {st.statistic_m:.0f} m > "

@@ -21,6 +21,20 @@ allowance never accumulates; a pull-off of rate r > a reaches the threshold h af
 h / (r - a) seconds, at an offset of about r h / (r - a). White noise of sigma_w per interval
 crosses h only once in about exp(2 a h / sigma_w²) intervals (Siegmund's approximation).
 
+The tilt's share is also *fitted*: a roll / pitch error of the flight controller is one
+value for minutes (Gauss-Markov, ~60 s), and in a turn flown high it moves each interval's
+odometry by metres (`OdometryDelta.tilt_error_ne_m`, per sigma). An allowance alone lets
+only so many sigmas through per interval: a tilt beyond them (a 3-sigma draw: 1 % of flights)
+adds up through every turn, and the test closed the gate on genuine GNSS in the first
+800 m turn of a flight (dead-reckoning-high seed 3: 1.2 deg roll, 0.9 deg pitch error,
+alarm 8 s after take-off). So a small Kalman filter estimates the tilt (in sigmas, prior
+N(0, I), decaying towards it with `tilt_tau_s`) from the excesses while the GNSS is trusted,
+the CUSUM takes the excess the fitted tilt does not explain, and the allowance covers the
+fit's remaining uncertainty. A pull-off cannot hide in it: a tilt's share turns with the
+aircraft and vanishes on straight legs, a pull-off's stays fixed in NED; the fit sees the
+heading and scale biases as noise inflated by `bias_correlation_s` / interval (they are
+biases, and in a steady turn a heading bias looks like a pitch error).
+
 `quiet_since_ns` is the last time S was small (below a quarter of h): a pull-off that the
 test has seen began after it, so anchors older than that are untouched by it (the reference
 falls back onto one of them, see gnss_reference.py).
@@ -53,11 +67,16 @@ class DisplacementCusum:
     tilt_allowance_sigmas: how many sigmas of the attitude's shared tilt error it covers
     (more than of the biases: the tilt's share sums to a bounded offset across a turn, so a
     wide allowance costs sensitivity only while turning, while one tilt error beyond it
-    would add up over every turn of the flight).
+    would add up over every turn of the flight). tilt_fit_noise_m: 1-sigma per-axis noise
+    of one interval's excess (receiver and odometry) for the tilt fit; None: no fit (the
+    allowance alone). tilt_tau_s: the tilt error's correlation time. bias_correlation_s:
+    how long the heading / scale biases stay the same, for the fit's noise.
     """
 
     def __init__(self, threshold_m: float, allowance_sigmas: float,
-                 allowance_floor_mps: float, tilt_allowance_sigmas: float = 2.0) -> None:
+                 allowance_floor_mps: float, tilt_allowance_sigmas: float = 2.0,
+                 tilt_fit_noise_m: float | None = None, tilt_tau_s: float = 60.0,
+                 bias_correlation_s: float = 10.0) -> None:
         if not (threshold_m > 0 and math.isfinite(threshold_m)):
             raise ValueError(f"CUSUM threshold must be a finite number of metres > 0, got "
                              f"{threshold_m}")
@@ -68,6 +87,19 @@ class DisplacementCusum:
         self.allowance_sigmas = allowance_sigmas
         self.allowance_floor_mps = allowance_floor_mps
         self.tilt_allowance_sigmas = tilt_allowance_sigmas
+        if tilt_fit_noise_m is not None and not (tilt_fit_noise_m > 0
+                                                 and math.isfinite(tilt_fit_noise_m)):
+            raise ValueError(f"CUSUM tilt fit noise must be a finite number of metres > 0 or "
+                             f"None, got {tilt_fit_noise_m}")
+        if not (tilt_tau_s > 0 and bias_correlation_s > 0):
+            raise ValueError(f"CUSUM tilt correlation times must be > 0 s, got {tilt_tau_s}, "
+                             f"{bias_correlation_s}")
+        self.tilt_fit_noise_m = tilt_fit_noise_m
+        self.tilt_tau_s = tilt_tau_s
+        self.bias_correlation_s = bias_correlation_s
+        self.tilt_sigmas = np.zeros(2)
+        """Fitted tilt error, in the sigmas of `tilt_error_ne_m`'s columns."""
+        self.tilt_cov = np.eye(2)
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns: int | None = None
         self.n_steps = 0
@@ -81,9 +113,12 @@ class DisplacementCusum:
         return float(np.hypot(*self.S_ne_m))
 
     def reset(self, t_ns: int) -> None:
-        """Start again (after the gate closed, or a new reference segment)."""
+        """Start again (after the gate closed, or a new reference segment). The fitted tilt
+        goes back to its prior too: it was fitted to GNSS that may be the spoof just found."""
         self.S_ne_m = np.zeros(2)
         self.quiet_since_ns = t_ns
+        self.tilt_sigmas = np.zeros(2)
+        self.tilt_cov = np.eye(2)
 
     def clamp_below_threshold(self) -> None:
         """Hold |S| at 90 % of the threshold at most: used while the gate is already closed,
@@ -98,7 +133,8 @@ class DisplacementCusum:
 
     def step(self, t_ns: int, dt_s: float, excess_ne_m: np.ndarray,
              odometry_ne_m: np.ndarray, sigma_heading_rad: float,
-             sigma_scale: float, tilt_error_ne_m: np.ndarray | None = None) -> CusumStep:
+             sigma_scale: float, tilt_error_ne_m: np.ndarray | None = None,
+             learn: bool = True) -> CusumStep:
         """One interval of dt_s seconds.
 
         excess_ne_m: (2,) GNSS displacement minus odometry displacement over the interval;
@@ -108,7 +144,9 @@ class DisplacementCusum:
         in the track frame: a pull-off fixed in NED shows across the track on most legs
         even while the scale is still poorly known (then the along-track allowance is wide).
         tilt_error_ne_m: (2, 2) the interval's odometry error per one-sigma shared roll /
-        pitch error (columns), see `OdometryDelta.tilt_error_ne_m`; None: none.
+        pitch error (columns), see `OdometryDelta.tilt_error_ne_m`; None: none. learn:
+        whether the interval's GNSS may teach the tilt fit (False while it is not trusted:
+        the fit then only decays towards its prior).
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise ValueError(f"CUSUM interval must be a finite number of seconds > 0, got {dt_s}")
@@ -119,11 +157,15 @@ class DisplacementCusum:
         a_along = self.allowance_sigmas * speed * sigma_scale + self.allowance_floor_mps
         a_across = self.allowance_sigmas * speed * sigma_heading_rad + self.allowance_floor_mps
         steady_mps = max(a_along, a_across)
+        excess = np.asarray(excess_ne_m, dtype=np.float64)
         if tilt_error_ne_m is not None:
             T = np.asarray(tilt_error_ne_m, dtype=np.float64)
+            if self.tilt_fit_noise_m is not None:
+                excess, T = self._fit_tilt(dt_s, excess, T, u, w, speed * sigma_heading_rad,
+                                           speed * sigma_scale, learn)
             a_along += self.tilt_allowance_sigmas * float(np.hypot(*(u @ T))) / dt_s
             a_across += self.tilt_allowance_sigmas * float(np.hypot(*(w @ T))) / dt_s
-        S = self.S_ne_m + np.asarray(excess_ne_m, dtype=np.float64)
+        S = self.S_ne_m + excess
         along, across = float(S @ u), float(S @ w)
         along = math.copysign(max(0.0, abs(along) - a_along * dt_s), along)
         across = math.copysign(max(0.0, abs(across) - a_across * dt_s), across)
@@ -135,3 +177,32 @@ class DisplacementCusum:
         if stat <= 0.25 * self.threshold_m or self.quiet_since_ns is None:
             self.quiet_since_ns = t_ns
         return CusumStep(t_ns, stat, max(a_along, a_across), stat > self.threshold_m)
+
+    def _fit_tilt(self, dt_s: float, excess_ne_m: np.ndarray, T_ne_m: np.ndarray,
+                  u: np.ndarray, w: np.ndarray, heading_mps: float, scale_mps: float,
+                  learn: bool) -> tuple[np.ndarray, np.ndarray]:
+        """One step of the tilt fit: returns the excess less the fitted tilt's share (2,)
+        and the tilt matrix (2, 2) scaled to what is left uncertain of it. The odometry errs
+        by T e, so the GNSS-minus-odometry excess carries -T e."""
+        phi = math.exp(-dt_s / self.tilt_tau_s)
+        e = self.tilt_sigmas * phi
+        P = self.tilt_cov * (phi * phi) + np.eye(2) * (1.0 - phi * phi)
+        H = -T_ne_m
+        y = excess_ne_m - H @ e
+        try:
+            L = np.linalg.cholesky(0.5 * (P + P.T) + np.eye(2) * 1e-12)
+        except np.linalg.LinAlgError:
+            L = np.eye(2)
+        if learn:
+            k = max(1.0, self.bias_correlation_s / dt_s)
+            R = np.eye(2) * (self.tilt_fit_noise_m ** 2
+                             + (self.allowance_floor_mps * dt_s) ** 2) \
+                + k * dt_s * dt_s * (heading_mps ** 2 * np.outer(w, w)
+                                     + scale_mps ** 2 * np.outer(u, u))
+            S = H @ P @ H.T + R
+            K = np.linalg.solve(S, H @ P).T
+            e = e + K @ y
+            P = (np.eye(2) - K @ H) @ P
+            P = 0.5 * (P + P.T)
+        self.tilt_sigmas, self.tilt_cov = e, P
+        return y, T_ne_m @ L
