@@ -287,3 +287,48 @@ def test_a_shared_tilt_error_in_turns_flown_high_is_no_spoof() -> None:
         ref, 300, 150.0, 2.0, 40.0, tilt_shift_m=12.0, tilt_sigmas=(1.2, -0.9)) if v.failed),
         None)
     assert first is not None and first[1] < 40.0
+
+
+def test_a_tilt_error_beyond_the_allowance_is_fitted_not_taken_for_a_spoof() -> None:
+    """A 3-sigma FC tilt error (1 % of flights) at 800 m and 40 deg of bank: beyond what
+    the allowance lets through per interval, so without the fit the excess adds up through
+    the turns and the gate closes on clean GNSS. The fit learns the tilt from the trusted
+    excesses (it turns with the aircraft; a pull-off does not) and the flights stay clean,
+    while a 2 m/s pull-off flown with the same tilt is caught as soon as without any."""
+    big = (2.4, -1.8)
+    fitted = unfitted = 0
+    for seed in range(6):
+        ref = GnssFreeReference(GnssReferenceConfig())
+        fitted += any(v.failed for _, v, _ in _verdicts(
+            ref, 320 + seed, 150.0, 0.0, math.inf, tilt_shift_m=12.0, tilt_sigmas=big))
+        ref = GnssFreeReference(GnssReferenceConfig(cusum_tilt_fit_noise_m=None))
+        unfitted += any(v.failed for _, v, _ in _verdicts(
+            ref, 320 + seed, 150.0, 0.0, math.inf, tilt_shift_m=12.0, tilt_sigmas=big))
+    assert fitted == 0
+    assert unfitted >= 3
+    for seed in range(3):
+        caught = []
+        for tilt in (big, (0.0, 0.0)):
+            ref = GnssFreeReference(GnssReferenceConfig())
+            caught.append(next((t for t, v, _ in _verdicts(
+                ref, 330 + seed, 150.0, 2.0, 40.0, tilt_shift_m=12.0, tilt_sigmas=tilt)
+                if v.failed), None))
+        assert caught[0] is not None and 40.0 < caught[0] < 60.0, caught
+        assert caught[0] - caught[1] <= 2.0, caught
+
+
+def test_the_tilt_fit_learns_only_from_trusted_gnss_and_resets_with_the_test() -> None:
+    c = DisplacementCusum(threshold_m=12.0, allowance_sigmas=1.0, allowance_floor_mps=0.1,
+                          tilt_fit_noise_m=1.0)
+    T = np.array([[3.0, 0.0], [0.0, 3.0]])
+    odo = np.array([20.0, 0.0])
+    c.step(1_000_000_000, 1.0, -T @ np.array([1.0, -1.0]), odo, 0.01, 0.01, T, learn=False)
+    assert np.allclose(c.tilt_sigmas, 0.0) and c.tilt_cov[0, 0] == pytest.approx(1.0)
+    for k in range(2, 6):
+        c.step(k * 1_000_000_000, 1.0, -T @ np.array([1.0, -1.0]), odo, 0.01, 0.01, T)
+    assert c.tilt_sigmas == pytest.approx([1.0, -1.0], abs=0.15)
+    assert c.tilt_cov[0, 0] < 0.2
+    c.reset(6_000_000_000)
+    assert np.allclose(c.tilt_sigmas, 0.0) and np.allclose(c.tilt_cov, np.eye(2))
+    with pytest.raises(ValueError, match="tilt fit noise"):
+        DisplacementCusum(12.0, 1.0, 0.1, tilt_fit_noise_m=0.0)

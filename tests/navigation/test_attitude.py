@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from terrafix.geo.rotation import euler_to_R_body_to_ned
+from terrafix.geo.rotation import euler_tilt_axes_ned, euler_to_R_body_to_ned
 from terrafix.navigation.attitude import OdometryAttitude, OdometryAttitudeConfig, _rotvec
 
 S = 1_000_000_000
@@ -174,3 +174,53 @@ def test_implausible_visual_measurements_are_refused():
     assert not cf.on_visual_yaw(0, 500_000_000, math.nan, 1e-8)
     assert not cf.on_visual_yaw(500_000_000, 0, 0.0, 1e-8)  # times backwards
     assert cf.on_visual_yaw(0, 500_000_000, 1e-4, 1e-8)
+
+
+def _steady_turn(t: float) -> np.ndarray:
+    """40 deg of bank at 22 m/s: 0.37 rad/s of turn."""
+    return np.array([math.radians(40.0), math.radians(2.0),
+                     9.80665 * math.tan(math.radians(40.0)) / 22.0 * t])
+
+
+def _turn_rate(t: float, h: float = 1e-5) -> np.ndarray:
+    R0 = euler_to_R_body_to_ned(*_steady_turn(t - h))
+    R1 = euler_to_R_body_to_ned(*_steady_turn(t + h))
+    return _rotvec(R0.T @ R1) / (2 * h)
+
+
+def test_tilt_axes_predict_how_the_filter_carries_the_fc_tilt_error_through_a_turn():
+    """The FC's roll/pitch error turns with the aircraft; the filter's own error is held
+    fixed in NED by the gyro and only pulled towards the FC's, so in a steady turn it lags.
+    `tilt_axes_at` must say what the filter's attitude error is for a given FC error (the
+    odometry's tilt model perturbs the attitude it was given), and in a 40 deg turn that is
+    far from the FC's own Euler axes."""
+    err = np.radians([0.8, -0.5])
+    clean, tilted = OdometryAttitude(), OdometryAttitude()
+    fc_axes_far = []
+    for k in range(0, 30 * 200 + 1):
+        t = k / 200.0
+        t_ns = k * 5_000_000
+        w = _turn_rate(t)
+        clean.on_gyro(t_ns, w)
+        tilted.on_gyro(t_ns, w)
+        if k % 4 == 0:
+            e = _steady_turn(t)
+            clean.on_fc(t_ns, euler_to_R_body_to_ned(*e))
+            tilted.on_fc(t_ns, euler_to_R_body_to_ned(*(e + np.array([*err, 0.0]))))
+        if k % 1200 == 0 and t >= 12.0:
+            actual = _rotvec(tilted.at(t_ns) @ clean.at(t_ns).T)
+            J = tilted.tilt_axes_at(t_ns)
+            assert J is not None and J.shape == (3, 2)
+            predicted = J @ err
+            assert np.linalg.norm((actual - predicted)[:2]) < 0.05 * np.linalg.norm(actual[:2])
+            fc = euler_tilt_axes_ned(tilted.at(t_ns)) @ err
+            fc_axes_far.append(np.linalg.norm((actual - fc)[:2]) / np.linalg.norm(actual[:2]))
+    assert len(fc_axes_far) == 4  # 12, 18, 24, 30 s
+    # the FC's axes would be off by most of the error itself (a 47 deg lag, 0.7 of it)
+    assert min(fc_axes_far) > 0.5
+    # on the ground before any turn the filter is the FC: its axes are the FC's
+    still = OdometryAttitude()
+    R0 = euler_to_R_body_to_ned(0.1, 0.05, 1.0)
+    still.on_fc(0, R0)
+    assert np.allclose(still.tilt_axes_at(0), euler_tilt_axes_ned(R0))
+    assert still.tilt_axes_at(-1) is None
