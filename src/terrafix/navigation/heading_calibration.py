@@ -84,8 +84,9 @@ class HeadingCalibrationConfig(BaseModel):
     development seed 202 then closed on clean GNSS and dead-reckoning-mid ended 32 % inside,
     because a window in a roll-out pinned a wrong heading. With the fix, development seeds
     201-203: pull-offs caught 1-4 m sooner than with 10 s (medium seed 202 caught at all),
-    no false closure, and
-    dead-reckoning seed 202 100 % inside at all three heights.)"""
+    no false closure, and dead-reckoning seed 202 100 % inside at all three heights.) The
+    tilt states are the FC's roll / pitch error; what the odometry's attitude makes of it
+    is in each delta's `tilt_error_ne_m` (`OdometryAttitude.tilt_axes_at`)."""
     estimate_tilt: bool = True
     """Estimate the tilt error from the references (observable in turns, where it moves the
     odometry); False: keep its prior and only budget it."""

@@ -98,7 +98,11 @@ class OdometryConfig(BaseModel):
     800 m and 40 deg of bank for 0.5 deg) turns with the aircraft, and each pair's delta
     carries the difference. Measured on a procedural 800 m flight with the true attitude
     and 0.7 deg of roll error: 1.5-2.3 m per 0.33 s pair in a 40 deg turn (16 deg, 20 %),
-    against 0.03 m without. `OdometryDelta.tilt_error_ne_m` carries it per pair."""
+    against 0.03 m without. `OdometryDelta.tilt_error_ne_m` carries it per pair. When the
+    frames are projected with a filtered attitude (`navigation.attitude`, the default) the
+    filter lags the FC's error through a turn: the caller gives its axes
+    (`process(tilt_axes_ned=...)`); with the FC's axes instead the model was off by half
+    the error and 50 deg in direction at 800 m and 40 deg of bank."""
     height_sigma_floor_m: float = Field(0.5, ge=0)
     """Height-above-ground uncertainty used when the caller gives a smaller one (terrain
     relief under the flat-ground model)."""
