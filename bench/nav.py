@@ -402,7 +402,9 @@ def main() -> None:
                         r = run(name, seed, backend, stamp, args.fresh)
                         if r is not None:
                             by.setdefault((name, backend), []).append(r)
-            if "long-synthetic" in names:
+            if "long-synthetic" in names and "eskf" in args.backends:
+                # ESKF only: a part run for the other backend must not write the same runs
+                # (parallel parts corrupted each other's events.jsonl)
                 odo_true = [r for seed in args.seeds
                             if (r := run("long-synthetic-trueyaw", seed, "eskf", stamp,
                                          args.fresh)) is not None]
