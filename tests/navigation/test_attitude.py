@@ -155,8 +155,12 @@ def test_reset_puts_the_heading_on_the_fc_and_keeps_relative_rotations():
     t0, t1 = 19_000_000_000, 19_900_000_000
     rel_before = cf.at(t0).T @ cf.at(t1)
     assert cf.heading_var_rad2(t1) > 0
+    axes_before = cf.tilt_axes_at(t0)
     turned = cf.reset_yaw_to_fc()
     assert abs(math.degrees(turned)) > 1.0
+    # the tilt axes turn with the attitude they describe, history included
+    assert np.allclose(cf.tilt_axes_at(t0), euler_to_R_body_to_ned(0.0, 0.0, turned)
+                       @ axes_before, atol=1e-12)
     t_fc = 19.98  # the last FC sample: the heading now agrees with it there
     R_fc = euler_to_R_body_to_ned(*(truth_euler(t_fc) + np.array([0.0, 0.0, 0.05])))
     assert abs(math.degrees(_wrap(_yaw(cf.at(round(t_fc * S))) - _yaw(R_fc)))) < 0.01

@@ -315,9 +315,11 @@ class OdometryAttitude:
         d = math.atan2(R_fc[1, 0], R_fc[0, 0]) - own  # both at the FC sample's time
         d = math.atan2(math.sin(d), math.cos(d))
         qd = _qz(d)
-        self._J = quat_to_R(qd) @ self._J
+        Rd = quat_to_R(qd)
+        self._J = Rd @ self._J
         for s in self._hist:
             s.q = quat_multiply(qd, s.q)
+            s.tilt_axes_ned = Rd @ s.tilt_axes_ned
         self._q = quat_multiply(qd, self._q)
         self._q /= np.linalg.norm(self._q)
         self._committed_var = 0.0
