@@ -150,9 +150,9 @@ class _Keyframe:
     height_m: float
     height_var_m2: float
     sharpness: float
-    tilt_axes_ned: np.ndarray | None = None
+    tilt_axes_ned: np.ndarray
     """(3, 2) NED rotation axes of this frame's attitude error per radian of the FC's roll /
-    pitch error (`OdometryAttitude.tilt_axes_at`); None: the FC's own Euler axes."""
+    pitch error (`OdometryAttitude.tilt_axes_at`, or the FC's own Euler axes)."""
 
 
 def _rot2(theta: float) -> np.ndarray:
@@ -607,9 +607,7 @@ class VisualOdometry:
         R_cb = self.extrinsics.R_cam_to_body
 
         def perturbed(kf: _Keyframe, axis: int) -> np.ndarray:
-            axes = kf.tilt_axes_ned if kf.tilt_axes_ned is not None \
-                else euler_tilt_axes_ned(kf.R_body_to_ned)
-            return _exp(eps * axes[:, axis]) @ kf.R_body_to_ned
+            return _exp(eps * kf.tilt_axes_ned[:, axis]) @ kf.R_body_to_ned
 
         out = np.zeros((2, 2))
         for k in range(2):
